@@ -1,0 +1,60 @@
+/* config: everything msoa up can be told, from defaults, a JSON file,
+ * environment variables and command-line flags. Later sources win:
+ * defaults < file < environment < flags.
+ *
+ * Plain data: the layers that use a setting (server limits, node pool,
+ * prices) read it from here; this file knows none of their types. */
+#ifndef MSOA_CONFIG_H
+#define MSOA_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct node_spec {
+    char *name;       /* unique, [A-Za-z0-9._-]+ */
+    char *url;        /* base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1,
+                         or a path to a .gguf file served by the built-in engine */
+    char *model;      /* model name at the upstream; NULL: same as name */
+    char *domain;     /* code, math, reasoning, language or NULL (general) */
+    char *api_key;    /* sent as Authorization: Bearer; NULL: none */
+    double price_in;  /* USD per million input tokens */
+    double price_out; /* USD per million output tokens */
+} node_spec;
+
+typedef struct msoa_config {
+    char *listen_host;            /* default 127.0.0.1 */
+    int listen_port;              /* default 8080 */
+    int workers;                  /* event loops; default: number of cores */
+    size_t max_body;              /* bytes, default 1 MiB */
+    size_t max_header;            /* bytes, default 16 KiB */
+    int max_connections;          /* per worker, default 10000 */
+    unsigned idle_timeout_ms;     /* default 60000 */
+    unsigned request_timeout_ms;  /* receiving a request, default 30000 */
+    unsigned upstream_connect_timeout_ms; /* default 5000 */
+    unsigned upstream_timeout_ms; /* whole upstream call, default 600000 */
+    unsigned upstream_stall_ms;   /* no byte from upstream for this long, default 60000 */
+    double baseline_price_in;     /* USD per million, default 3 (GPT-4.1) */
+    double baseline_price_out;    /* default 10 */
+    char *baseline_model;         /* default "gpt-4.1" */
+    char *model_dir;              /* GGUF files for the embedded default; NULL: none */
+    node_spec *nodes;
+    int n_nodes;
+} msoa_config;
+
+void config_defaults(msoa_config *c);
+void config_free(msoa_config *c);
+
+/* Each returns 0, or -1 with *err set to a message (caller frees) naming
+ * the file, variable or flag and what is wrong with it. */
+int config_load_file(msoa_config *c, const char *path, char **err);
+int config_apply_env(msoa_config *c, char **err);
+/* Parses the flags of `msoa up` (argv without the sub-command). Flags it does
+ * not know are an error. */
+int config_apply_args(msoa_config *c, int argc, char **argv, char **err);
+/* NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K] */
+int config_parse_node(const char *text, node_spec *out, char **err);
+int config_add_node(msoa_config *c, const char *text, char **err);
+/* All of it, in order: defaults, the file named by --config or MSOA_CONFIG
+ * (if any), the environment, then the flags. */
+int config_load(msoa_config *c, int argc, char **argv, char **err);
+
+#endif
