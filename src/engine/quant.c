@@ -1,0 +1,492 @@
+/* quant: see quant.h. Type table, conversions, the reference (scalar)
+ * quantisers and dequantisers, and the scalar dot products that every SIMD
+ * kernel is tested against. */
+#include "engine/quant.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(block_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
+_Static_assert(sizeof(block_q5_K) == 176, "q5_K layout");
+_Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
+_Static_assert(sizeof(block_q8_K) == 292, "q8_K layout");
+
+/* ---- type facts ---- */
+
+typedef struct { const char *name; size_t elems, bytes; qtype act; } type_info;
+
+static const type_info types[QT_COUNT] = {
+    [QT_F32] = {"f32", 1, 4, QT_F32},
+    [QT_F16] = {"f16", 1, 2, QT_F32},
+    [QT_BF16] = {"bf16", 1, 2, QT_F32},
+    [QT_Q4_0] = {"q4_0", QK4_0, sizeof(block_q4_0), QT_Q8_0},
+    [QT_Q8_0] = {"q8_0", QK8_0, sizeof(block_q8_0), QT_Q8_0},
+    [QT_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), QT_Q8_K},
+    [QT_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), QT_Q8_K},
+    [QT_Q6_K] = {"q6_k", QK_K, sizeof(block_q6_K), QT_Q8_K},
+    [QT_Q8_K] = {"q8_k", QK_K, sizeof(block_q8_K), QT_Q8_K},
+};
+
+int qtype_known(uint32_t type) { return type < QT_COUNT && types[type].name != NULL; }
+const char *qtype_name(uint32_t type) { return qtype_known(type) ? types[type].name : NULL; }
+size_t qtype_block_elems(qtype t) { return qtype_known(t) ? types[t].elems : 0; }
+size_t qtype_block_bytes(qtype t) { return qtype_known(t) ? types[t].bytes : 0; }
+qtype qtype_act_type(qtype t) { return types[t].act; }
+
+int qtype_from_name(const char *name) {
+    for (int t = 0; t < QT_COUNT; t++)
+        if (types[t].name && strcasecmp(types[t].name, name) == 0) return t;
+    return -1;
+}
+
+size_t qtype_row_bytes(qtype t, size_t n) {
+    if (!qtype_known(t) || n % types[t].elems) return 0;
+    return n / types[t].elems * types[t].bytes;
+}
+
+/* ---- fp16 / bf16 ---- */
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+float fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    if (exp == 0) { /* zero or subnormal: mant * 2^-24, exact in float */
+        float v = (float)mant * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    if (exp == 31) return u2f(sign | 0x7f800000 | (mant << 13));
+    return u2f(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+uint16_t fp32_to_fp16(float f) {
+    uint32_t x = f2u(f), sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
+    if (ax > 0x7f800000) return (uint16_t)(sign | 0x7e00);       /* NaN */
+    if (ax >= 0x477ff000) return (uint16_t)(sign | 0x7c00);      /* >= 65520 rounds to inf */
+    if (ax < 0x38800000)                                          /* below 2^-14: subnormal */
+        return (uint16_t)(sign | (uint32_t)nearbyintf(u2f(ax) * 16777216.0f));
+    /* Normal: rebias the exponent, round the mantissa to 10 bits (ties to even);
+     * a carry out of the mantissa correctly bumps the exponent. */
+    uint32_t r = ax - ((uint32_t)(127 - 15) << 23);
+    r += 0xfff + ((r >> 13) & 1);
+    return (uint16_t)(sign | (r >> 13));
+}
+
+float bf16_to_fp32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+uint16_t fp32_to_bf16(float f) {
+    uint32_t u = f2u(f);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 64); /* keep NaN a NaN */
+    return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+
+/* ---- k-quant scale packing ----
+ * Eight 6-bit scales and eight 6-bit mins in 12 bytes: for j < 4 the low six
+ * bits of bytes j and j+4; for j >= 4 a nibble of byte j+4 plus the top two
+ * bits of bytes j-4 (scale) and j (min). */
+static inline void get_scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static void set_scale_min_k4(int j, uint8_t *q, int sc, int m) {
+    if (j < 4) {
+        q[j] = (uint8_t)((q[j] & 0xC0) | sc);
+        q[j + 4] = (uint8_t)((q[j + 4] & 0xC0) | m);
+    } else {
+        q[j + 4] = (uint8_t)((sc & 0xF) | ((m & 0xF) << 4));
+        q[j - 4] = (uint8_t)((q[j - 4] & 63) | ((sc >> 4) << 6));
+        q[j] = (uint8_t)((q[j] & 63) | ((m >> 4) << 6));
+    }
+}
+
+/* ---- dequantisation ---- */
+
+static void dequant_q4_0(const block_q4_0 *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, y += QK4_0) {
+        float d = fp16_to_fp32(x[i].d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            y[j] = (float)((x[i].qs[j] & 0xF) - 8) * d;
+            y[j + QK4_0 / 2] = (float)((x[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void dequant_q8_0(const block_q8_0 *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, y += QK8_0) {
+        float d = fp16_to_fp32(x[i].d);
+        for (int j = 0; j < QK8_0; j++) y[j] = (float)x[i].qs[j] * d;
+    }
+}
+
+/* Q4_K and Q5_K share everything but the fifth bit. */
+static void dequant_kx(const uint16_t *dd, const uint8_t *scales, const uint8_t *qh,
+                       const uint8_t *qs, float *y) {
+    float d = fp16_to_fp32(dd[0]), dmin = fp16_to_fp32(dd[1]);
+    for (int c = 0; c < 4; c++) {             /* chunks of 64: two sub-blocks */
+        for (int h = 0; h < 2; h++) {
+            int sc, m;
+            get_scale_min_k4(2 * c + h, scales, &sc, &m);
+            float ds = d * (float)sc, dm = dmin * (float)m;
+            for (int l = 0; l < 32; l++) {
+                int q = h ? qs[c * 32 + l] >> 4 : qs[c * 32 + l] & 0xF;
+                if (qh && (qh[l] >> (2 * c + h) & 1)) q += 16;
+                *y++ = ds * (float)q - dm;
+            }
+        }
+    }
+}
+
+/* The 6-bit value of element e (0..255) of a Q6_K block, 0..63. */
+static inline int q6_value(const block_q6_K *b, int e) {
+    int n = e / 128, r = e % 128, k = r / 32, l = r % 32;
+    const uint8_t *ql = b->ql + 64 * n, *qh = b->qh + 32 * n;
+    int lo = k & 1 ? ql[l + 32] : ql[l];
+    lo = k >> 1 ? lo >> 4 : lo & 0xF;
+    return lo | ((qh[l] >> (2 * k)) & 3) << 4;
+}
+
+static void dequant_q6_K(const block_q6_K *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        float d = fp16_to_fp32(x[i].d);
+        for (int e = 0; e < QK_K; e++)
+            *y++ = d * (float)x[i].scales[e / 16] * (float)(q6_value(&x[i], e) - 32);
+    }
+}
+
+void dequantize_row(qtype t, const void *src, float *y, size_t n) {
+    size_t nb = n / qtype_block_elems(t);
+    switch (t) {
+    case QT_F32: memcpy(y, src, n * sizeof(float)); break;
+    case QT_F16: for (size_t i = 0; i < n; i++) y[i] = fp16_to_fp32(((const uint16_t *)src)[i]); break;
+    case QT_BF16: for (size_t i = 0; i < n; i++) y[i] = bf16_to_fp32(((const uint16_t *)src)[i]); break;
+    case QT_Q4_0: dequant_q4_0(src, y, nb); break;
+    case QT_Q8_0: dequant_q8_0(src, y, nb); break;
+    case QT_Q4_K:
+        for (size_t i = 0; i < nb; i++) {
+            const block_q4_K *b = (const block_q4_K *)src + i;
+            dequant_kx(&b->d, b->scales, NULL, b->qs, y + i * QK_K);
+        }
+        break;
+    case QT_Q5_K:
+        for (size_t i = 0; i < nb; i++) {
+            const block_q5_K *b = (const block_q5_K *)src + i;
+            dequant_kx(&b->d, b->scales, b->qh, b->qs, y + i * QK_K);
+        }
+        break;
+    case QT_Q6_K: dequant_q6_K(src, y, nb); break;
+    case QT_Q8_K:
+        for (size_t i = 0; i < nb; i++) {
+            const block_q8_K *b = (const block_q8_K *)src + i;
+            for (int j = 0; j < QK_K; j++) y[i * QK_K + j] = b->d * (float)b->qs[j];
+        }
+        break;
+    default: break;
+    }
+}
+
+/* ---- quantisation ---- */
+
+/* ggml's reference Q4_0: the element of largest magnitude maps to -8, so the
+ * scale keeps its sign; (int8_t)(x + 8.5) truncates, as the reference does,
+ * which is what makes files identical to llama.cpp's. */
+static void quant_q4_0(const float *x, block_q4_0 *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += QK4_0) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK4_0; j++)
+            if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        float d = max / -8, id = d != 0 ? 1.0f / d : 0;
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            int lo = (int8_t)(x[j] * id + 8.5f), hi = (int8_t)(x[j + QK4_0 / 2] * id + 8.5f);
+            y[i].qs[j] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
+        }
+    }
+}
+
+static void quant_q8_0(const float *x, block_q8_0 *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += QK8_0) {
+        float amax = 0;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127, id = d != 0 ? 1.0f / d : 0;
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+static void quant_q8_K(const float *x, block_q8_K *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += QK_K) {
+        float amax = 0;
+        for (int j = 0; j < QK_K; j++) amax = fmaxf(amax, fabsf(x[j]));
+        float id = amax != 0 ? 127.0f / amax : 0;
+        y[i].d = amax / 127;
+        for (int j = 0; j < QK_K; j++) y[i].qs[j] = (int8_t)nearbyintf(x[j] * id);
+        for (int g = 0; g < QK_K / 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += y[i].qs[g * 16 + j];
+            y[i].bsums[g] = (int16_t)s;
+        }
+    }
+}
+
+/* Q4_K / Q5_K: each sub-block of 32 gets an affine map x ~ ds*q - dm with
+ * q in 0..nmax, from its min (clamped to <= 0) and max. The 6-bit scales and
+ * mins are then quantised against the super-block maxima and the elements
+ * re-quantised with the rounded values, so dequantisation sees what was
+ * optimised. Simpler than ggml's iterative search, same format. */
+static void quant_kx(const float *x, int nmax, uint16_t *dd, uint8_t *scales, uint8_t q[QK_K]) {
+    float scale[8], min[8], max_scale = 0, max_min = 0;
+    for (int s = 0; s < 8; s++) {
+        float lo = 0, hi = 0;
+        for (int l = 0; l < 32; l++) { lo = fminf(lo, x[s * 32 + l]); hi = fmaxf(hi, x[s * 32 + l]); }
+        scale[s] = (hi - lo) / (float)nmax;
+        min[s] = -lo;
+        max_scale = fmaxf(max_scale, scale[s]);
+        max_min = fmaxf(max_min, min[s]);
+    }
+    float d = max_scale / 63, dmin = max_min / 63;
+    dd[0] = fp32_to_fp16(d);
+    dd[1] = fp32_to_fp16(dmin);
+    d = fp16_to_fp32(dd[0]);
+    dmin = fp16_to_fp32(dd[1]);
+    memset(scales, 0, 12);
+    for (int s = 0; s < 8; s++) {
+        int sc = d > 0 ? (int)nearbyintf(scale[s] / d) : 0, m = dmin > 0 ? (int)nearbyintf(min[s] / dmin) : 0;
+        sc = sc > 63 ? 63 : sc;
+        m = m > 63 ? 63 : m;
+        set_scale_min_k4(s, scales, sc, m);
+        float ds = d * (float)sc, dm = dmin * (float)m;
+        for (int l = 0; l < 32; l++) {
+            int v = ds > 0 ? (int)nearbyintf((x[s * 32 + l] + dm) / ds) : 0;
+            q[s * 32 + l] = (uint8_t)(v < 0 ? 0 : v > nmax ? nmax : v);
+        }
+    }
+}
+
+/* Element order of Q4_K/Q5_K nibbles: chunk c of 64 holds sub-block 2c in
+ * the low nibbles and 2c+1 in the high nibbles of qs[32c .. 32c+31]. */
+static void pack_kx_nibbles(const uint8_t q[QK_K], uint8_t *qs) {
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++)
+            qs[c * 32 + l] = (uint8_t)((q[64 * c + l] & 0xF) | (q[64 * c + 32 + l] & 0xF) << 4);
+}
+
+static void quant_q4_K(const float *x, block_q4_K *y, size_t nb) {
+    uint8_t q[QK_K];
+    for (size_t i = 0; i < nb; i++, x += QK_K) {
+        quant_kx(x, 15, &y[i].d, y[i].scales, q);
+        pack_kx_nibbles(q, y[i].qs);
+    }
+}
+
+static void quant_q5_K(const float *x, block_q5_K *y, size_t nb) {
+    uint8_t q[QK_K];
+    for (size_t i = 0; i < nb; i++, x += QK_K) {
+        quant_kx(x, 31, &y[i].d, y[i].scales, q);
+        pack_kx_nibbles(q, y[i].qs);
+        memset(y[i].qh, 0, sizeof y[i].qh);
+        for (int e = 0; e < QK_K; e++)   /* sub-block s's fifth bits are bit s of qh[l] */
+            if (q[e] & 16) y[i].qh[e % 32] |= (uint8_t)(1 << (e / 32));
+    }
+}
+
+/* Q6_K: sixteen groups of 16 with a signed 8-bit scale each, elements in
+ * -32..31 stored biased by 32. */
+static void quant_q6_K(const float *x, block_q6_K *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += QK_K) {
+        float scale[16], amax_scale = 0;
+        for (int g = 0; g < 16; g++) {
+            float amax = 0, max = 0;
+            for (int l = 0; l < 16; l++)
+                if (fabsf(x[g * 16 + l]) > amax) { amax = fabsf(x[g * 16 + l]); max = x[g * 16 + l]; }
+            scale[g] = max / -32;
+            amax_scale = fmaxf(amax_scale, fabsf(scale[g]));
+        }
+        y[i].d = fp32_to_fp16(amax_scale / 127);
+        float d = fp16_to_fp32(y[i].d);
+        memset(y[i].ql, 0, sizeof y[i].ql);
+        memset(y[i].qh, 0, sizeof y[i].qh);
+        for (int g = 0; g < 16; g++) {
+            int sc = d > 0 ? (int)nearbyintf(scale[g] / d) : 0;
+            sc = sc > 127 ? 127 : sc < -128 ? -128 : sc;
+            y[i].scales[g] = (int8_t)sc;
+            float ds = d * (float)sc;
+            for (int l = 0; l < 16; l++) {
+                int e = g * 16 + l, v = ds != 0 ? (int)nearbyintf(x[e] / ds) : 0;
+                v = (v < -32 ? -32 : v > 31 ? 31 : v) + 32;
+                /* inverse of q6_value() */
+                int n = e / 128, r = e % 128, k = r / 32, j = r % 32;
+                uint8_t *ql = y[i].ql + 64 * n + (k & 1 ? 32 : 0) + j;
+                *ql |= (uint8_t)(k >> 1 ? (v & 0xF) << 4 : (v & 0xF));
+                y[i].qh[32 * n + j] |= (uint8_t)((v >> 4) << (2 * k));
+            }
+        }
+    }
+}
+
+int quantize_row(qtype t, const float *x, void *dst, size_t n) {
+    size_t nb = n / qtype_block_elems(t);
+    switch (t) {
+    case QT_F32: memcpy(dst, x, n * sizeof(float)); return 0;
+    case QT_F16: for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = fp32_to_fp16(x[i]); return 0;
+    case QT_BF16: for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = fp32_to_bf16(x[i]); return 0;
+    case QT_Q4_0: quant_q4_0(x, dst, nb); return 0;
+    case QT_Q8_0: quant_q8_0(x, dst, nb); return 0;
+    case QT_Q4_K: quant_q4_K(x, dst, nb); return 0;
+    case QT_Q5_K: quant_q5_K(x, dst, nb); return 0;
+    case QT_Q6_K: quant_q6_K(x, dst, nb); return 0;
+    case QT_Q8_K: quant_q8_K(x, dst, nb); return 0;
+    default: return -1;
+    }
+}
+
+/* ---- scalar dot products ---- */
+
+static float dot_f32(const void *w, const void *a, size_t n) {
+    const float *x = w, *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+static float dot_f16(const void *w, const void *a, size_t n) {
+    const uint16_t *x = w;
+    const float *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += fp16_to_fp32(x[i]) * y[i];
+    return s;
+}
+
+static float dot_bf16(const void *w, const void *a, size_t n) {
+    const uint16_t *x = w;
+    const float *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += bf16_to_fp32(x[i]) * y[i];
+    return s;
+}
+
+static float dot_q4_0(const void *w, const void *a, size_t n) {
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        int isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++)
+            isum += ((x[i].qs[j] & 0xF) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
+        s += (float)isum * fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d);
+    }
+    return s;
+}
+
+static float dot_q8_0(const void *w, const void *a, size_t n) {
+    const block_q8_0 *x = w, *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        int isum = 0;
+        for (int j = 0; j < QK8_0; j++) isum += x[i].qs[j] * y[i].qs[j];
+        s += (float)isum * fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d);
+    }
+    return s;
+}
+
+/* Q4_K/Q5_K against Q8_K: per sub-block, scale * sum(q*a) - min * sum(a);
+ * the activation sums come precomputed in bsums. */
+static float dot_kx(const uint16_t *dd, const uint8_t *scales, const uint8_t *qh,
+                    const uint8_t *qs, const block_q8_K *y) {
+    int sumi = 0, summ = 0;
+    for (int s = 0; s < 8; s++) {
+        int sc, m, isum = 0, c = s / 2, hi = s & 1;
+        get_scale_min_k4(s, scales, &sc, &m);
+        for (int l = 0; l < 32; l++) {
+            int q = hi ? qs[c * 32 + l] >> 4 : qs[c * 32 + l] & 0xF;
+            if (qh && (qh[l] >> s & 1)) q += 16;
+            isum += q * y->qs[s * 32 + l];
+        }
+        sumi += sc * isum;
+        summ += m * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
+    }
+    return y->d * (fp16_to_fp32(dd[0]) * (float)sumi - fp16_to_fp32(dd[1]) * (float)summ);
+}
+
+static float dot_q4_K(const void *w, const void *a, size_t n) {
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK_K; i++) s += dot_kx(&x[i].d, x[i].scales, NULL, x[i].qs, &y[i]);
+    return s;
+}
+
+static float dot_q5_K(const void *w, const void *a, size_t n) {
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK_K; i++) s += dot_kx(&x[i].d, x[i].scales, x[i].qh, x[i].qs, &y[i]);
+    return s;
+}
+
+static float dot_q6_K(const void *w, const void *a, size_t n) {
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK_K; i++) {
+        int sumi = 0;
+        for (int g = 0; g < 16; g++) {
+            int isum = 0;
+            for (int l = 0; l < 16; l++) isum += (q6_value(&x[i], g * 16 + l) - 32) * y[i].qs[g * 16 + l];
+            sumi += x[i].scales[g] * isum;
+        }
+        s += y[i].d * fp16_to_fp32(x[i].d) * (float)sumi;
+    }
+    return s;
+}
+
+static const quant_kernels scalar_kernels = {
+    .name = "scalar",
+    .dot = {
+        [QT_F32] = dot_f32, [QT_F16] = dot_f16, [QT_BF16] = dot_bf16,
+        [QT_Q4_0] = dot_q4_0, [QT_Q8_0] = dot_q8_0,
+        [QT_Q4_K] = dot_q4_K, [QT_Q5_K] = dot_q5_K, [QT_Q6_K] = dot_q6_K,
+    },
+};
+
+const quant_kernels *quant_kernels_scalar(void) { return &scalar_kernels; }
+
+/* Defined in simd_avx2.c: fills the entries it has, leaves the rest. */
+void quant_avx2_fill(quant_kernels *k);
+
+static quant_kernels avx2_kernels;
+static int have_avx2;
+static const quant_kernels *best;
+static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
+
+static void choose_kernels(void) {
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    if (have_avx2) {
+        avx2_kernels = scalar_kernels;
+        avx2_kernels.name = "avx2";
+        quant_avx2_fill(&avx2_kernels);
+    }
+    const char *force = getenv("MSOA_SIMD");
+    best = have_avx2 && !(force && strcmp(force, "scalar") == 0) ? &avx2_kernels : &scalar_kernels;
+}
+
+const quant_kernels *quant_kernels_avx2(void) {
+    pthread_once(&kernels_once, choose_kernels);
+    return have_avx2 ? &avx2_kernels : NULL;
+}
+
+const quant_kernels *quant_kernels_best(void) {
+    pthread_once(&kernels_once, choose_kernels);
+    return best;
+}

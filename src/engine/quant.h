@@ -1,0 +1,101 @@
+/* quant: tensor element types, (de)quantisation and quantised dot products.
+ *
+ * Weights of a GGUF model are stored in ggml's block formats; this file
+ * knows their byte layouts (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K)
+ * and the one operation inference needs from them: the dot product of a
+ * weight row with an activation vector. As in ggml, the activation is first
+ * quantised to the row's "activation type" (Q8_0 for Q4_0/Q8_0, Q8_K for the
+ * k-quants, F32 otherwise) so the inner loops are integer dot products.
+ *
+ * Every kernel has a portable scalar version; AVX2/FMA versions (simd_avx2.c)
+ * are picked at run time when the CPU has them. The type ids are ggml's, so
+ * a GGUF tensor's type field can be used directly. */
+#ifndef MSOA_ENGINE_QUANT_H
+#define MSOA_ENGINE_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum qtype {
+    QT_F32 = 0,
+    QT_F16 = 1,
+    QT_Q4_0 = 2,
+    QT_Q8_0 = 8,
+    QT_Q4_K = 12,
+    QT_Q5_K = 13,
+    QT_Q6_K = 14,
+    QT_Q8_K = 15, /* activations only */
+    QT_BF16 = 30,
+    QT_COUNT = 31 /* size of tables indexed by type id */
+} qtype;
+
+#define QK4_0 32
+#define QK8_0 32
+#define QK_K 256
+
+/* The block layouts, exactly as stored in GGUF files (little-endian). */
+typedef struct { uint16_t d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
+typedef struct { uint16_t d; int8_t qs[QK8_0]; } block_q8_0;
+typedef struct {
+    uint16_t d, dmin;     /* super-block scales for the 6-bit scales and mins */
+    uint8_t scales[12];   /* 8 scales + 8 mins, 6 bits each, see get_scale_min_k4 */
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[QK_K / 8]; /* fifth bit of each element */
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+typedef struct {
+    uint8_t ql[QK_K / 2]; /* low 4 bits */
+    uint8_t qh[QK_K / 4]; /* high 2 bits */
+    int8_t scales[QK_K / 16];
+    uint16_t d;
+} block_q6_K;
+typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
+
+/* Type facts. All return 0 / NULL for a type this file does not know. */
+int qtype_known(uint32_t type);
+const char *qtype_name(uint32_t type);          /* "q4_0", "f32"... */
+int qtype_from_name(const char *name);          /* -1 if unknown */
+size_t qtype_block_elems(qtype t);              /* 1, 32 or 256 */
+size_t qtype_block_bytes(qtype t);
+/* Bytes of a row of n elements; 0 if n is not a multiple of the block. */
+size_t qtype_row_bytes(qtype t, size_t n);
+/* The type activations are quantised to for dot products with t. */
+qtype qtype_act_type(qtype t);
+
+/* fp16 / bf16 conversions (round to nearest even). */
+float fp16_to_fp32(uint16_t h);
+uint16_t fp32_to_fp16(float f);
+float bf16_to_fp32(uint16_t h);
+uint16_t fp32_to_bf16(float f);
+
+/* n must be a multiple of the block size. quantize_row returns -1 for a type
+ * it cannot produce (F32 and the others all work; Q8_K is produced too). */
+void dequantize_row(qtype t, const void *src, float *dst, size_t n);
+int quantize_row(qtype t, const float *src, void *dst, size_t n);
+
+/* The dot product of a weight row (type t, n elements) with an activation
+ * already converted by quantize_row(qtype_act_type(t), ...). */
+typedef float (*vec_dot_fn)(const void *w, const void *act, size_t n);
+
+/* One implementation of every dot product; entries are never NULL for the
+ * weight types above (a SIMD table falls back to scalar where it has none). */
+typedef struct quant_kernels {
+    const char *name;           /* "scalar", "avx2" */
+    vec_dot_fn dot[QT_COUNT];
+} quant_kernels;
+
+const quant_kernels *quant_kernels_scalar(void);
+/* NULL if this CPU (or this build) has no AVX2/FMA/F16C. */
+const quant_kernels *quant_kernels_avx2(void);
+/* The best table for this CPU; chosen once. MSOA_SIMD=scalar forces scalar. */
+const quant_kernels *quant_kernels_best(void);
+
+static inline float vec_dot(qtype t, const void *w, const void *act, size_t n) {
+    return quant_kernels_best()->dot[t](w, act, n);
+}
+
+#endif

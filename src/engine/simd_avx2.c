@@ -1,0 +1,222 @@
+/* simd_avx2: AVX2/FMA/F16C versions of the dot products in quant.c.
+ *
+ * Compiled for the baseline target like everything else; only these
+ * functions carry target("avx2,fma,f16c"), and quant.c calls them only after
+ * __builtin_cpu_supports said yes. Integer kernels use the usual trick for
+ * signed x signed bytes: maddubs(|x|, sign(y, x)) multiplies u8 by s8 and
+ * sums pairs to s16 without overflow for these ranges. */
+#include "engine/quant.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2 static inline int hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+AVX2 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* Sum of x*y over 32 signed bytes, as 8 int32 lanes. */
+AVX2 static inline __m256i dot_s8(__m256i x, __m256i y) {
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+/* 32 nibbles of a Q4_0 block as bytes: low nibbles are elements 0..15,
+ * high nibbles 16..31. */
+AVX2 static inline __m256i unpack_nibbles(const uint8_t *qs) {
+    __m128i lo = _mm_loadu_si128((const __m128i *)qs);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(lo, 4), lo);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0xF));
+}
+
+AVX2 static float dot_f32(const void *w, const void *a, size_t n) {
+    const float *x = w, *y = a;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), acc1);
+    }
+    float s = hsum_ps(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+AVX2 static float dot_f16(const void *w, const void *a, size_t n) {
+    const uint16_t *x = w;
+    const float *y = a;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8)));
+        acc0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(y + i), acc0);
+        acc1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(y + i + 8), acc1);
+    }
+    float s = hsum_ps(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += fp16_to_fp32(x[i]) * y[i];
+    return s;
+}
+
+AVX2 static float dot_bf16(const void *w, const void *a, size_t n) {
+    const uint16_t *x = w;
+    const float *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i)));
+        __m256 xf = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+        acc = _mm256_fmadd_ps(xf, _mm256_loadu_ps(y + i), acc);
+    }
+    float s = hsum_ps(acc);
+    for (; i < n; i++) s += bf16_to_fp32(x[i]) * y[i];
+    return s;
+}
+
+AVX2 static float dot_q4_0(const void *w, const void *a, size_t n) {
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        __m256i q = _mm256_sub_epi8(unpack_nibbles(x[i].qs), _mm256_set1_epi8(8));
+        __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        __m256 d = _mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum_ps(acc);
+}
+
+AVX2 static float dot_q8_0(const void *w, const void *a, size_t n) {
+    const block_q8_0 *x = w, *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        __m256i p = dot_s8(_mm256_loadu_si256((const __m256i *)x[i].qs),
+                           _mm256_loadu_si256((const __m256i *)y[i].qs));
+        __m256 d = _mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum_ps(acc);
+}
+
+/* The eight 6-bit scales and mins of a Q4_K/Q5_K block (see quant.c). */
+static inline void unpack_scales_k4(const uint8_t *q, int sc[8], int m[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+        sc[j + 4] = (q[j + 8] & 0xF) | ((q[j] >> 6) << 4);
+        m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+    }
+}
+
+/* Q4_K and Q5_K: the 4- or 5-bit values are unsigned, so maddubs takes them
+ * directly against the signed activations; scales are applied with madd. */
+AVX2 static float dot_kx(const uint16_t *dd, const uint8_t *scales, const uint8_t *qh,
+                         const uint8_t *qs, const block_q8_K *y) {
+    int sc[8], m[8];
+    unpack_scales_k4(scales, sc, m);
+    int summ = 0;
+    for (int s = 0; s < 8; s++) summ += m[s] * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
+    const __m256i mask = _mm256_set1_epi8(0xF);
+    __m256i hbits = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        __m256i q0 = _mm256_and_si256(q, mask);
+        __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+        if (qh) { /* bit 2c (sub-block 2c) and 2c+1 of each qh byte, moved to bit 4 */
+            __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * c), _mm256_set1_epi8(1));
+            __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * c + 1), _mm256_set1_epi8(1));
+            q0 = _mm256_or_si256(q0, _mm256_slli_epi16(b0, 4));
+            q1 = _mm256_or_si256(q1, _mm256_slli_epi16(b1, 4));
+        }
+        __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)));
+        __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, _mm256_set1_epi16((short)sc[2 * c])));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16((short)sc[2 * c + 1])));
+    }
+    int sumi = hsum_epi32(acc);
+    return y->d * (h2f(dd[0]) * (float)sumi - h2f(dd[1]) * (float)summ);
+}
+
+AVX2 static float dot_q4_K(const void *w, const void *a, size_t n) {
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK_K; i++) s += dot_kx(&x[i].d, x[i].scales, NULL, x[i].qs, &y[i]);
+    return s;
+}
+
+AVX2 static float dot_q5_K(const void *w, const void *a, size_t n) {
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK_K; i++) s += dot_kx(&x[i].d, x[i].scales, x[i].qh, x[i].qs, &y[i]);
+    return s;
+}
+
+/* Q6_K: values 0..63 (biased by 32) times activations with maddubs; the
+ * bias comes back out as 32 * sum(scale * bsum). Within each 32-element
+ * vector the first 16 elements use one scale and the next 16 another. */
+AVX2 static float dot_q6_K(const void *w, const void *a, size_t n) {
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    const __m256i mask4 = _mm256_set1_epi8(0xF), mask2 = _mm256_set1_epi8(3);
+    float s = 0;
+    for (size_t i = 0; i < n / QK_K; i++) {
+        int bias = 0;
+        for (int g = 0; g < 16; g++) bias += x[i].scales[g] * y[i].bsums[g];
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[i].ql + 64 * h, *qhp = x[i].qh + 32 * h;
+            const int8_t *sc = x[i].scales + 8 * h;
+            const int8_t *qy = y[i].qs + 128 * h;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i hb = _mm256_loadu_si256((const __m256i *)qhp);
+            __m256i lo[4] = {_mm256_and_si256(l0, mask4), _mm256_and_si256(l1, mask4),
+                             _mm256_and_si256(_mm256_srli_epi16(l0, 4), mask4),
+                             _mm256_and_si256(_mm256_srli_epi16(l1, 4), mask4)};
+            for (int k = 0; k < 4; k++) {
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), mask2);
+                __m256i q = _mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4));
+                __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(qy + 32 * k)));
+                __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scv));
+            }
+        }
+        int sumi = hsum_epi32(acc) - 32 * bias;
+        s += y[i].d * h2f(x[i].d) * (float)sumi;
+    }
+    return s;
+}
+
+void quant_avx2_fill(quant_kernels *k) {
+    k->dot[QT_F32] = dot_f32;
+    k->dot[QT_F16] = dot_f16;
+    k->dot[QT_BF16] = dot_bf16;
+    k->dot[QT_Q4_0] = dot_q4_0;
+    k->dot[QT_Q8_0] = dot_q8_0;
+    k->dot[QT_Q4_K] = dot_q4_K;
+    k->dot[QT_Q5_K] = dot_q5_K;
+    k->dot[QT_Q6_K] = dot_q6_K;
+}
+
+#else
+
+void quant_avx2_fill(quant_kernels *k) { (void)k; }
+
+#endif

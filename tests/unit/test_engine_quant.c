@@ -1,0 +1,262 @@
+/* test_engine_quant: tensor types against hand-made blocks and an F32
+ * reference, and every SIMD kernel against its scalar twin.
+ *
+ * Tolerances (relative RMS error of dequantise(quantise(x)) for Gaussian x;
+ * ggml's own formats have about these errors): f16 1e-3, bf16 8e-3,
+ * q8_0 1e-2, q6_k 2.5e-2, q5_k 6e-2, q4_0 and q4_k 1.2e-1. Dot products with
+ * quantised activations: relative to |w|*|x|, 2e-2 for 8-bit/6-bit rows
+ * and 4e-2 for the 4/5-bit ones. SIMD vs scalar: 1e-5 relative (only the
+ * float summation order differs; integer parts are exact). */
+#include "testlib.h"
+
+#include "engine/quant.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+static uint64_t rng = 88172645463325252ull;
+
+static float frand_normal(void) {
+    /* xorshift + Box-Muller: deterministic, no libc state */
+    double u[2];
+    for (int k = 0; k < 2; k++) {
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+        u[k] = ((rng >> 11) + 0.5) / 9007199254740992.0;
+    }
+    return (float)(sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
+}
+
+static void fill(float *x, size_t n) { for (size_t i = 0; i < n; i++) x[i] = frand_normal(); }
+
+static double rel_rms(const float *a, const float *b, size_t n) {
+    double e = 0, r = 0;
+    for (size_t i = 0; i < n; i++) { e += (a[i] - b[i]) * (double)(a[i] - b[i]); r += (double)a[i] * a[i]; }
+    return sqrt(e / r);
+}
+
+static double norm(const float *a, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * a[i];
+    return sqrt(s);
+}
+
+static void test_fp16(void) {
+    CHECK_EQ_INT(fp32_to_fp16(1.0f), 0x3c00);
+    CHECK_EQ_INT(fp32_to_fp16(-2.0f), 0xc000);
+    CHECK_EQ_INT(fp32_to_fp16(0.1f), 0x2e66);
+    CHECK_EQ_INT(fp32_to_fp16(65504.0f), 0x7bff);
+    CHECK_EQ_INT(fp32_to_fp16(65519.0f), 0x7bff);
+    CHECK_EQ_INT(fp32_to_fp16(65520.0f), 0x7c00);
+    CHECK_EQ_INT(fp32_to_fp16(5.9604645e-8f), 0x0001);  /* 2^-24, smallest subnormal */
+    CHECK_EQ_INT(fp32_to_fp16(6.1035156e-5f), 0x0400);  /* 2^-14, smallest normal */
+    CHECK_EQ_INT(fp32_to_fp16(1.0f + 1.0f / 2048), 0x3c00); /* tie rounds to even */
+    CHECK_EQ_INT(fp32_to_fp16(1.0f + 3.0f / 2048), 0x3c02);
+    CHECK(fp16_to_fp32(0x3555) > 0.333f && fp16_to_fp32(0x3555) < 0.3334f);
+    CHECK(fp16_to_fp32(0x0001) == 5.9604645e-8f);
+    CHECK(isinf(fp16_to_fp32(0xfc00)) && fp16_to_fp32(0xfc00) < 0);
+    CHECK(isnan(fp16_to_fp32(fp32_to_fp16(NAN))));
+    for (uint32_t h = 0; h < 0x7c00; h++)   /* every finite half survives a round trip */
+        if (fp32_to_fp16(fp16_to_fp32((uint16_t)h)) != h) { CHECK_EQ_INT(h, -1); break; }
+    CHECK_EQ_INT(fp32_to_bf16(1.0f), 0x3f80);
+    CHECK(bf16_to_fp32(fp32_to_bf16(3.140625f)) == 3.140625f);
+    CHECK(isnan(bf16_to_fp32(fp32_to_bf16(NAN))));
+}
+
+static void test_type_facts(void) {
+    CHECK_EQ_INT(qtype_row_bytes(QT_Q4_0, 64), 36);
+    CHECK_EQ_INT(qtype_row_bytes(QT_Q4_0, 172), 0);
+    CHECK_EQ_INT(qtype_row_bytes(QT_Q6_K, 512), 420);
+    CHECK_EQ_INT(qtype_row_bytes(QT_BF16, 3), 6);
+    CHECK_EQ_INT(qtype_from_name("Q4_K"), QT_Q4_K);
+    CHECK_EQ_INT(qtype_from_name("q3_k"), -1);
+    CHECK(!qtype_known(3) && !qtype_known(1000));
+    CHECK_STR(qtype_name(QT_Q8_0), "q8_0");
+    CHECK_EQ_INT(qtype_act_type(QT_Q4_0), QT_Q8_0);
+    CHECK_EQ_INT(qtype_act_type(QT_Q6_K), QT_Q8_K);
+}
+
+/* Known bytes: the layouts are ggml's, so files from llama.cpp read right. */
+static void test_q4_0_layout(void) {
+    block_q4_0 b = {.d = 0x3c00};  /* d = 1 */
+    for (int j = 0; j < 16; j++) b.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    float y[32];
+    dequantize_row(QT_Q4_0, &b, y, 32);
+    CHECK(y[0] == -8 && y[15] == 7);   /* low nibbles: elements 0..15 */
+    CHECK(y[16] == 7 && y[31] == -8);  /* high nibbles: elements 16..31 */
+
+    /* The reference quantiser maps the largest-magnitude element to -8. */
+    float x[32];
+    for (int j = 0; j < 32; j++) x[j] = (float)(j - 16) * 0.5f;  /* -8 .. 7.5 */
+    quantize_row(QT_Q4_0, x, &b, 32);
+    CHECK_EQ_INT(b.d, fp32_to_fp16(1.0f));
+    CHECK_EQ_INT(b.qs[0] & 0xF, 0);   /* -8 / 1 + 8 */
+    CHECK_EQ_INT(b.qs[0] >> 4, 8);    /* 0 */
+    CHECK_EQ_INT(b.qs[15] >> 4, 15);  /* 7.5 + 8.5 truncates to 16, clamped to 15 */
+}
+
+static void test_k_layouts(void) {
+    /* Q4_K: scale j = j+1, min j = 2j, d = 1, dmin = 0.5, all nibbles 3. */
+    block_q4_K b = {.d = 0x3c00, .dmin = 0x3800};
+    int sc[8] = {1, 2, 3, 4, 5, 60, 7, 63}, mn[8] = {0, 2, 4, 6, 8, 33, 12, 14};
+    /* pack by hand, per the ggml layout */
+    for (int j = 0; j < 4; j++) {
+        b.scales[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        b.scales[j + 4] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
+        b.scales[j + 8] = (uint8_t)((sc[j + 4] & 0xF) | (mn[j + 4] & 0xF) << 4);
+    }
+    memset(b.qs, 0x53, sizeof b.qs);   /* low nibble 3, high nibble 5 */
+    float y[256];
+    dequantize_row(QT_Q4_K, &b, y, 256);
+    for (int s = 0; s < 8; s++) {
+        float want = (float)sc[s] * (s & 1 ? 5 : 3) - 0.5f * (float)mn[s];
+        CHECK(y[s * 32] == want && y[s * 32 + 31] == want);
+    }
+    /* Q6_K: element 0 from ql[0] low + qh[0] bits 0-1; element 64 from
+     * ql[0] high + qh[0] bits 4-5; element 128 from the second half. */
+    block_q6_K c;
+    memset(&c, 0, sizeof c);
+    c.d = 0x3c00;
+    for (int g = 0; g < 16; g++) c.scales[g] = (int8_t)(g - 8);
+    c.ql[0] = 0x21;          /* e0 low = 1, e64 low = 2 */
+    c.qh[0] = 0x30 | 0x02;   /* e0 high = 2 (+32), e64 high = 3 (+48) */
+    c.ql[64] = 0x05;         /* e128 low = 5 */
+    dequantize_row(QT_Q6_K, &c, y, 256);
+    CHECK(y[0] == (float)(-8 * (33 - 32)));
+    CHECK(y[64] == (float)(-4 * (50 - 32)));
+    CHECK(y[128] == (float)(0 * (5 - 32)));
+    CHECK(y[1] == (float)(-8 * -32));
+    CHECK(y[144] == (float)(1 * -32));
+}
+
+static const struct { qtype t; double tol_rt, tol_dot; } cases[] = {
+    {QT_F32, 1e-7, 1e-5}, {QT_F16, 1e-3, 1e-3}, {QT_BF16, 8e-3, 8e-3},
+    {QT_Q8_0, 1e-2, 2e-2}, {QT_Q6_K, 2.5e-2, 2e-2}, {QT_Q5_K, 6e-2, 4e-2},
+    {QT_Q4_0, 1.2e-1, 4e-2}, {QT_Q4_K, 1.2e-1, 4e-2},
+};
+
+enum { N = 1024 };
+
+static void test_round_trip(void) {
+    static float x[N], y[N];
+    static uint8_t q[N * 4];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        fill(x, N);
+        CHECK_EQ_INT(quantize_row(cases[c].t, x, q, N), 0);
+        dequantize_row(cases[c].t, q, y, N);
+        double e = rel_rms(x, y, N);
+        if (e > cases[c].tol_rt) {
+            fprintf(stderr, "  %s: round-trip error %.4g > %.4g\n", qtype_name(cases[c].t), e, cases[c].tol_rt);
+            CHECK(e <= cases[c].tol_rt);
+        }
+        /* quantising the dequantised values again changes little */
+        CHECK_EQ_INT(quantize_row(cases[c].t, y, q, N), 0);
+    }
+    /* all-zero blocks stay zero rather than dividing by zero */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        memset(x, 0, sizeof x);
+        quantize_row(cases[c].t, x, q, N);
+        dequantize_row(cases[c].t, q, y, N);
+        CHECK(norm(y, N) == 0);
+    }
+}
+
+/* Each weight type's dot product, with activations quantised as inference
+ * does, against the exact F32 dot of the dequantised row. */
+static void check_dot(const quant_kernels *k, qtype t, double tol) {
+    static float w[N], x[N], wd[N];
+    static uint8_t wq[N * 4], xq[N * 4];
+    fill(w, N);
+    fill(x, N);
+    quantize_row(t, w, wq, N);
+    dequantize_row(t, wq, wd, N);
+    quantize_row(qtype_act_type(t), x, xq, N);
+    double ref = 0;
+    for (int i = 0; i < N; i++) ref += (double)wd[i] * x[i];
+    double got = k->dot[t](wq, xq, N), scale = norm(wd, N) * norm(x, N);
+    if (fabs(got - ref) > tol * scale) {
+        fprintf(stderr, "  %s %s: dot %.6g vs %.6g (scale %.3g)\n", k->name, qtype_name(t), got, ref, scale);
+        CHECK(fabs(got - ref) <= tol * scale);
+    }
+}
+
+static void test_dot_vs_f32(void) {
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int rep = 0; rep < 4; rep++) {
+            check_dot(quant_kernels_scalar(), cases[c].t, cases[c].tol_dot);
+            if (quant_kernels_avx2()) check_dot(quant_kernels_avx2(), cases[c].t, cases[c].tol_dot);
+        }
+}
+
+static void test_simd_vs_scalar(void) {
+    const quant_kernels *s = quant_kernels_scalar(), *v = quant_kernels_avx2();
+    if (!v) { fprintf(stderr, "  (no AVX2 on this CPU: SIMD comparison skipped)\n"); return; }
+    static float w[N], x[N];
+    static uint8_t wq[N * 4], xq[N * 4];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        qtype t = cases[c].t;
+        /* odd lengths exercise the F32/F16 tails */
+        size_t n = qtype_block_elems(t) == 1 ? N - 7 : N;
+        for (int rep = 0; rep < 8; rep++) {
+            fill(w, n);
+            fill(x, n);
+            if (rep == 0) for (size_t i = 0; i < n; i++) w[i] = x[i] = (i % 3 == 0) ? 1e3f : -1e-3f;
+            quantize_row(t, w, wq, n);
+            quantize_row(qtype_act_type(t), x, xq, n);
+            float a = s->dot[t](wq, xq, n), b = v->dot[t](wq, xq, n);
+            if (fabsf(a - b) > 1e-5f * (fabsf(a) + 1)) {
+                fprintf(stderr, "  %s: scalar %.9g avx2 %.9g\n", qtype_name(t), a, b);
+                CHECK(fabsf(a - b) <= 1e-5f * (fabsf(a) + 1));
+            }
+        }
+    }
+}
+
+/* Random bytes are valid blocks too (any bit pattern decodes, given a finite
+ * scale): the SIMD kernels must agree on all of them, not just on what our
+ * quantisers happen to produce. */
+static void test_random_blocks(void) {
+    const quant_kernels *s = quant_kernels_scalar(), *v = quant_kernels_avx2();
+    if (!v) return;
+    static uint8_t wq[N * 4], xq[N * 4];
+    static float x[N];
+    const qtype ts[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    for (size_t c = 0; c < sizeof ts / sizeof ts[0]; c++) {
+        qtype t = ts[c];
+        size_t bb = qtype_block_bytes(t), nb = N / qtype_block_elems(t);
+        for (size_t i = 0; i < nb * bb; i++) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; wq[i] = (uint8_t)rng; }
+        for (size_t b = 0; b < nb; b++) {   /* small finite scales */
+            uint8_t *blk = wq + b * bb;
+            uint16_t d = fp32_to_fp16(0.01f), dmin = fp32_to_fp16(0.02f);
+            if (t == QT_Q6_K) memcpy(blk + bb - 2, &d, 2);
+            else { memcpy(blk, &d, 2); if (t == QT_Q4_K || t == QT_Q5_K) memcpy(blk + 2, &dmin, 2); }
+        }
+        fill(x, N);
+        quantize_row(qtype_act_type(t), x, xq, N);
+        float a = s->dot[t](wq, xq, N), b = v->dot[t](wq, xq, N);
+        if (fabsf(a - b) > 1e-5f * (fabsf(a) + 1)) {
+            fprintf(stderr, "  %s random: scalar %.9g avx2 %.9g\n", qtype_name(t), a, b);
+            CHECK(fabsf(a - b) <= 1e-5f * (fabsf(a) + 1));
+        }
+        /* and the scalar dot matches dequantise + F32 dot */
+        static float wd[N], xd[N];
+        dequantize_row(t, wq, wd, N);
+        dequantize_row(qtype_act_type(t), xq, xd, N);
+        double ref = 0;
+        for (int i = 0; i < N; i++) ref += (double)wd[i] * xd[i];
+        CHECK(fabs(a - ref) <= 1e-4 * (fabs(ref) + norm(wd, N) * norm(xd, N) * 1e-3));
+    }
+}
+
+int main(void) {
+    fprintf(stderr, "kernels: %s\n", quant_kernels_best()->name);
+    TEST(test_fp16);
+    TEST(test_type_facts);
+    TEST(test_q4_0_layout);
+    TEST(test_k_layouts);
+    TEST(test_round_trip);
+    TEST(test_dot_vs_f32);
+    TEST(test_simd_vs_scalar);
+    TEST(test_random_blocks);
+    return test_done();
+}
