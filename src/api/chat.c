@@ -1,0 +1,456 @@
+/* chat: see chat.h.
+ *
+ * The path of one completion: chat_start (validate, pick) -> dispatch ->
+ * on_node_chunk* -> on_node_done | on_node_error -> finish (report, account).
+ */
+#include "api/chat.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/xalloc.h"
+#include "ledger/cost.h"
+#include "mesh/dispatch.h"
+
+/* Pause the node while the client has this much unsent. */
+#define BACKLOG_HIGH (256u << 10)
+
+struct chat {
+    worker *w;
+    const chat_sink *sink;
+    void *ud;
+    cJSON *request;
+    node *node;
+    dispatch *dispatch;
+    int stream;
+    int include_usage;     /* the client asked for the usage chunk */
+    int paused;
+    int started;           /* on_stream_start has run */
+    uint64_t start_ns;
+    char id[40];
+    long created;
+    long tokens_in, tokens_out;
+    int have_usage;
+    int content_chunks;
+    buf content;           /* streamed text, assembled */
+    char *role;            /* from the first delta */
+    char *finish_reason;
+    cJSON *held_finish;    /* the finish_reason chunk, held until usage is known */
+};
+
+void api_error_json(buf *out, const char *message, const char *type, const char *code) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON *err = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(err, "message", message);
+    cJSON_AddStringToObject(err, "type", type);
+    if (code) cJSON_AddStringToObject(err, "code", code);
+    else cJSON_AddNullToObject(err, "code");
+    char *text = cJSON_PrintUnformatted(root);
+    buf_puts(out, text);
+    cJSON_free(text);
+    cJSON_Delete(root);
+}
+
+static void chat_free(chat *c) {
+    cJSON_Delete(c->request);
+    cJSON_Delete(c->held_finish);
+    buf_free(&c->content);
+    free(c->role);
+    free(c->finish_reason);
+    free(c);
+}
+
+static void report_error(chat *c, int status, const char *message, const char *type,
+                         const char *code, int retry_after, int mid_stream) {
+    buf e = BUF_INIT;
+    api_error_json(&e, message, type, code);
+    c->sink->on_error(c->ud, status, e.data, e.len, retry_after, mid_stream);
+    buf_free(&e);
+}
+
+/* ---- validation ---- */
+
+static const char *valid_roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
+
+static int role_is_valid(const char *r) {
+    for (size_t i = 0; i < sizeof valid_roles / sizeof *valid_roles; i++)
+        if (!strcmp(r, valid_roles[i])) return 1;
+    return 0;
+}
+
+/* Checks what msoa itself relies on; the node checks the rest. Returns NULL
+ * or a message naming the offending field. */
+static const char *validate(const cJSON *body, char *msg, size_t cap) {
+    if (!cJSON_IsObject(body)) return "the request body must be a JSON object";
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (model && !cJSON_IsString(model) && !cJSON_IsNull(model)) return "'model' must be a string";
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    if (!messages) return "'messages' is required";
+    if (!cJSON_IsArray(messages)) return "'messages' must be an array";
+    if (cJSON_GetArraySize(messages) == 0) return "'messages' must not be empty";
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages) {
+        if (!cJSON_IsObject(m)) {
+            snprintf(msg, cap, "'messages[%d]' must be an object", i);
+            return msg;
+        }
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role)) {
+            snprintf(msg, cap, "'messages[%d].role' must be a string", i);
+            return msg;
+        }
+        if (!role_is_valid(role->valuestring)) {
+            snprintf(msg, cap, "'messages[%d].role' must be one of system, developer, user, assistant, tool; got '%.40s'",
+                     i, role->valuestring);
+            return msg;
+        }
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (content && !cJSON_IsString(content) && !cJSON_IsArray(content) && !cJSON_IsNull(content)) {
+            snprintf(msg, cap, "'messages[%d].content' must be a string, an array of parts or null", i);
+            return msg;
+        }
+        i++;
+    }
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
+    if (stream && !cJSON_IsBool(stream) && !cJSON_IsNull(stream)) return "'stream' must be a boolean";
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
+    if (so && !cJSON_IsObject(so) && !cJSON_IsNull(so)) return "'stream_options' must be an object";
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
+    if (mt && !cJSON_IsNull(mt) && (!cJSON_IsNumber(mt) || mt->valuedouble < 1 || mt->valuedouble != floor(mt->valuedouble)))
+        return "'max_tokens' must be an integer >= 1";
+    const cJSON *temp = cJSON_GetObjectItemCaseSensitive(body, "temperature");
+    if (temp && !cJSON_IsNull(temp) && (!cJSON_IsNumber(temp) || temp->valuedouble < 0 || temp->valuedouble > 2))
+        return "'temperature' must be a number between 0 and 2";
+    return NULL;
+}
+
+/* ---- the report ---- */
+
+static void fill_summary(chat *c, chat_summary *s) {
+    cost_report r = cost_compare(c->node->price, c->w->gw->baseline, c->tokens_in, c->tokens_out);
+    s->id = c->id;
+    s->node = c->node->name;
+    s->model = c->node->model;
+    s->domain = c->node->domain;
+    s->tokens_in = c->tokens_in;
+    s->tokens_out = c->tokens_out;
+    s->usage_estimated = !c->have_usage;
+    s->cost_usd = r.cost_usd;
+    s->baseline_cost_usd = r.baseline_cost_usd;
+    s->saved_usd = r.saved_usd;
+    s->latency_ms = (double)(clock_now_ns() - c->start_ns) / 1e6;
+}
+
+static cJSON *msoa_object(const chat_summary *s) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "node", s->node);
+    cJSON_AddStringToObject(o, "model", s->model);
+    cJSON_AddStringToObject(o, "domain", s->domain);
+    cJSON_AddNumberToObject(o, "tokens_in", (double)s->tokens_in);
+    cJSON_AddNumberToObject(o, "tokens_out", (double)s->tokens_out);
+    if (s->usage_estimated) cJSON_AddTrueToObject(o, "usage_estimated");
+    cJSON_AddNumberToObject(o, "cost_usd", s->cost_usd);
+    cJSON_AddNumberToObject(o, "baseline_cost_usd", s->baseline_cost_usd);
+    cJSON_AddNumberToObject(o, "saved_usd", s->saved_usd);
+    cJSON_AddNumberToObject(o, "latency_ms", round(s->latency_ms * 1000) / 1000);
+    return o;
+}
+
+static void set_string(cJSON *obj, const char *key, const char *value) {
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    cJSON_AddStringToObject(obj, key, value);
+}
+
+static void set_number(cJSON *obj, const char *key, double value) {
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    cJSON_AddNumberToObject(obj, key, value);
+}
+
+/* One id, one model name and one creation time for the whole answer, and
+ * the fields in the order clients expect to see first. */
+static void brand(chat *c, cJSON *obj, const char *object) {
+    set_string(obj, "id", c->id);
+    set_string(obj, "object", object);
+    set_number(obj, "created", (double)c->created);
+    set_string(obj, "model", c->node->model);
+}
+
+static void take_usage(chat *c, const cJSON *obj) {
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(obj, "usage");
+    if (!cJSON_IsObject(usage)) return;
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
+    if (!cJSON_IsNumber(pt) || !cJSON_IsNumber(ct)) return;
+    c->tokens_in = (long)pt->valuedouble;
+    c->tokens_out = (long)ct->valuedouble;
+    c->have_usage = 1;
+}
+
+/* When a node reports no usage: its chunks for output, and ~4 characters a
+ * token for the prompt, which is what tokenizers average on English. */
+static void estimate_usage(chat *c) {
+    if (c->have_usage) return;
+    size_t chars = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(c->request, "messages")) {
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (cJSON_IsString(content)) chars += strlen(content->valuestring);
+    }
+    c->tokens_in = (long)(chars + 3) / 4;
+    c->tokens_out = c->content_chunks;
+}
+
+static void account(const chat_summary *s) {
+    log_debug("chat %s node=%s in=%ld out=%ld cost=%.8f latency=%.3fms", s->id, s->node,
+              s->tokens_in, s->tokens_out, s->cost_usd, s->latency_ms);
+}
+
+/* ---- streams ---- */
+
+static void emit_chunk(chat *c, cJSON *chunk) {
+    char *text = cJSON_PrintUnformatted(chunk);
+    c->sink->on_chunk(c->ud, text, strlen(text));
+    cJSON_free(text);
+    if (!c->paused && c->sink->backlog(c->ud) > BACKLOG_HIGH) {
+        c->paused = 1;
+        dispatch_pause(c->dispatch, 1);
+    }
+}
+
+static void remember_delta(chat *c, const cJSON *choice) {
+    const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(delta, "role");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
+    const cJSON *finish = cJSON_GetObjectItemCaseSensitive(choice, "finish_reason");
+    if (cJSON_IsString(role) && !c->role) c->role = xstrdup(role->valuestring);
+    if (cJSON_IsString(content) && *content->valuestring) {
+        buf_puts(&c->content, content->valuestring);
+        c->content_chunks++;
+    }
+    if (cJSON_IsString(finish)) {
+        free(c->finish_reason);
+        c->finish_reason = xstrdup(finish->valuestring);
+    }
+}
+
+static void on_node_chunk(void *ud, cJSON *chunk) {
+    chat *c = ud;
+    if (!c->started) {
+        c->started = 1;
+        chat_summary s;
+        fill_summary(c, &s);
+        c->sink->on_stream_start(c->ud, &s);
+    }
+    take_usage(c, chunk);
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
+    const cJSON *choice = cJSON_GetArrayItem(choices, 0);
+    if (!choice) { /* the usage chunk: sent at the end, if asked for */
+        cJSON_Delete(chunk);
+        return;
+    }
+    remember_delta(c, choice);
+    cJSON_DeleteItemFromObjectCaseSensitive(chunk, "usage");
+    brand(c, chunk, "chat.completion.chunk");
+    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(choice, "finish_reason"))) {
+        cJSON_Delete(c->held_finish);
+        c->held_finish = chunk;
+        return;
+    }
+    emit_chunk(c, chunk);
+    cJSON_Delete(chunk);
+}
+
+/* The chat.completion a non-streaming client would have received. */
+static cJSON *assembled_completion(chat *c) {
+    cJSON *resp = cJSON_CreateObject();
+    brand(c, resp, "chat.completion");
+    cJSON *choices = cJSON_AddArrayToObject(resp, "choices");
+    cJSON *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(choice, "index", 0);
+    cJSON *msg = cJSON_AddObjectToObject(choice, "message");
+    cJSON_AddStringToObject(msg, "role", c->role ? c->role : "assistant");
+    cJSON_AddStringToObject(msg, "content", c->content.data ? c->content.data : "");
+    cJSON_AddStringToObject(choice, "finish_reason", c->finish_reason ? c->finish_reason : "stop");
+    cJSON_AddItemToArray(choices, choice);
+    return resp;
+}
+
+static void add_usage(cJSON *obj, const chat_summary *s) {
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, "usage");
+    cJSON *u = cJSON_AddObjectToObject(obj, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)s->tokens_in);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)s->tokens_out);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(s->tokens_in + s->tokens_out));
+}
+
+static void finish(chat *c, cJSON *completion, const chat_summary *s) {
+    cJSON_DeleteItemFromObjectCaseSensitive(completion, "msoa");
+    cJSON_AddItemToObject(completion, "msoa", msoa_object(s));
+    char *text = cJSON_PrintUnformatted(completion);
+    account(s);
+    c->sink->on_finish(c->ud, s, text, strlen(text));
+    cJSON_free(text);
+    cJSON_Delete(completion);
+    chat_free(c);
+}
+
+static void finish_stream(chat *c) {
+    estimate_usage(c);
+    chat_summary s;
+    fill_summary(c, &s);
+    cJSON *last = c->held_finish;
+    c->held_finish = NULL;
+    if (!last) { /* the node ended without a finish chunk: make one */
+        last = cJSON_CreateObject();
+        brand(c, last, "chat.completion.chunk");
+        cJSON *choices = cJSON_AddArrayToObject(last, "choices");
+        cJSON *choice = cJSON_CreateObject();
+        cJSON_AddNumberToObject(choice, "index", 0);
+        cJSON_AddObjectToObject(choice, "delta");
+        cJSON_AddStringToObject(choice, "finish_reason", "stop");
+        cJSON_AddItemToArray(choices, choice);
+    }
+    if (c->include_usage) {
+        emit_chunk(c, last);
+        cJSON_Delete(last);
+        last = cJSON_CreateObject();
+        brand(c, last, "chat.completion.chunk");
+        cJSON_AddArrayToObject(last, "choices");
+        add_usage(last, &s);
+    }
+    /* The `msoa` report rides on the last chunk before [DONE]. */
+    cJSON_AddItemToObject(last, "msoa", msoa_object(&s));
+    emit_chunk(c, last);
+    cJSON_Delete(last);
+    cJSON *completion = assembled_completion(c);
+    add_usage(completion, &s);
+    finish(c, completion, &s);
+}
+
+/* ---- dispatch events ---- */
+
+static void on_node_done(void *ud, cJSON *response) {
+    chat *c = ud;
+    c->dispatch = NULL;
+    if (c->stream) {
+        finish_stream(c);
+        return;
+    }
+    take_usage(c, response);
+    estimate_usage(c);
+    chat_summary s;
+    fill_summary(c, &s);
+    brand(c, response, "chat.completion");
+    add_usage(response, &s);
+    finish(c, response, &s);
+}
+
+static void on_node_error(void *ud, const dispatch_error *e) {
+    chat *c = ud;
+    c->dispatch = NULL;
+    log_warn("chat %s: %s", c->id, e->message);
+    report_error(c, e->status, e->message, e->type, e->code, e->retry_after_s, e->mid_stream);
+    chat_free(c);
+}
+
+static const dispatch_events node_events = {on_node_chunk, on_node_done, on_node_error};
+
+/* ---- start ---- */
+
+static void new_id(worker *w, char *out, size_t cap) {
+    /* unique per process and worker; random enough to not collide across restarts */
+    static _Atomic unsigned long boot;
+    unsigned long b = atomic_load(&boot);
+    if (!b) {
+        b = (unsigned long)clock_now_ns() ^ ((unsigned long)getpid() << 32);
+        atomic_store(&boot, b);
+    }
+    snprintf(out, cap, "chatcmpl-%012lx%02x%08lx", b & 0xffffffffffffUL, w->index & 0xff,
+             ++w->next_id);
+}
+
+static int wants(const cJSON *obj, const char *key) {
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, key));
+}
+
+/* `auto`, an absent model, or a name /v1/models lists. */
+static node *pick_node(chat *c, const cJSON *model, int *status, const char **code, char *msg, size_t cap) {
+    node_registry *reg = &c->w->gw->nodes;
+    if (reg->n == 0) {
+        *status = 503;
+        *code = "no_nodes";
+        snprintf(msg, cap, "no nodes are configured; start msoa with --node NAME=URL");
+        return NULL;
+    }
+    const char *name = cJSON_IsString(model) ? model->valuestring : "auto";
+    if (!strcmp(name, "auto") || !*name) {
+        /* Until the router lands, auto means the first reachable node. */
+        for (int i = 0; i < reg->n; i++)
+            if (atomic_load(&reg->nodes[i].reachable)) return &reg->nodes[i];
+        return &reg->nodes[0];
+    }
+    node *n = node_registry_pick(reg, name);
+    if (!n) {
+        *status = 404;
+        *code = "model_not_found";
+        snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", name);
+    }
+    return n;
+}
+
+chat *chat_start(worker *w, cJSON *body, const chat_sink *sink, void *ud) {
+    chat *c = xcalloc(1, sizeof *c);
+    c->w = w;
+    c->sink = sink;
+    c->ud = ud;
+    c->request = body;
+    c->start_ns = clock_now_ns();
+    c->created = (long)clock_unix_s();
+    new_id(w, c->id, sizeof c->id);
+
+    char msg[512];
+    const char *problem = validate(body, msg, sizeof msg);
+    if (problem) {
+        report_error(c, 400, problem, "invalid_request_error", "invalid_request", 0, 0);
+        chat_free(c);
+        return NULL;
+    }
+    int status = 0;
+    const char *code = NULL;
+    c->node = pick_node(c, cJSON_GetObjectItemCaseSensitive(body, "model"), &status, &code, msg, sizeof msg);
+    if (!c->node) {
+        report_error(c, status, msg, status == 404 ? "invalid_request_error" : "service_unavailable", code, 0, 0);
+        chat_free(c);
+        return NULL;
+    }
+    c->stream = wants(body, "stream");
+    c->include_usage = wants(cJSON_GetObjectItemCaseSensitive(body, "stream_options"), "include_usage");
+
+    const msoa_config *cfg = &w->gw->cfg;
+    dispatch_timeouts t = {cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms, cfg->upstream_stall_ms};
+    c->dispatch = dispatch_start(w->client, c->node, body, c->stream, &t, &node_events, c);
+    if (!c->dispatch) {
+        report_error(c, 500, "the upstream call could not be started", "server_error", "internal", 0, 0);
+        chat_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void chat_cancel(chat *c) {
+    if (c->dispatch) dispatch_cancel(c->dispatch);
+    chat_free(c);
+}
+
+void chat_resume(chat *c) {
+    if (!c->paused || !c->dispatch) return;
+    c->paused = 0;
+    dispatch_pause(c->dispatch, 0);
+}

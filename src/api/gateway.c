@@ -1,0 +1,228 @@
+/* gateway: see gateway.h. Also the request router: which handler serves
+ * which path, and the health probes that keep node reachability current. */
+#include "api/gateway.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/metrics.h"
+#include "api/openai.h"
+#include "api/rpc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "base/xalloc.h"
+
+#define PROBE_INTERVAL_MS 5000
+#define PROBE_TIMEOUT_MS 2000
+
+/* ---- plain endpoints ---- */
+
+static void respond_json(http_exchange *x, int status, cJSON *obj) {
+    char *text = cJSON_PrintUnformatted(obj);
+    http_respond(x, status, "application/json", text, strlen(text));
+    cJSON_free(text);
+    cJSON_Delete(obj);
+}
+
+static void serve_ready(worker *w, http_exchange *x) {
+    cJSON *health = rpc_mesh_health(w->gw);
+    int ok = node_registry_any_reachable(&w->gw->nodes);
+    respond_json(x, ok ? 200 : 503, health);
+}
+
+static void serve_metrics(worker *w, http_exchange *x) {
+    gateway *gw = w->gw;
+    long connections = 0, streams = 0;
+    for (int i = 0; i < gw->n_workers; i++) {
+        http_server_stats st;
+        http_server_stats_get(gw->workers[i].server, &st);
+        connections += st.connections;
+        streams += st.streams;
+    }
+    buf out = BUF_INIT;
+    metrics_render(&out, connections, streams);
+    http_respond(x, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len);
+    buf_free(&out);
+}
+
+/* ---- routing ---- */
+
+static int is(const http_request *req, const char *method, const char *path) {
+    return !strcmp(req->method, method) && !strcmp(req->path, path);
+}
+
+static const char *known_paths[] = {"/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions", "/rpc"};
+
+static void on_request(http_exchange *x, const http_request *req, void *ud) {
+    worker *w = ud;
+    if (is(req, "POST", "/v1/chat/completions")) openai_chat_completions(w, x, req);
+    else if (is(req, "GET", "/v1/models")) openai_models(w, x);
+    else if (is(req, "POST", "/rpc")) rpc_http(w, x, req);
+    else if (is(req, "GET", "/rpc")) rpc_websocket(w, x);
+    else if (is(req, "GET", "/health")) http_respond(x, 200, "application/json", "{\"status\":\"ok\"}", 15);
+    else if (is(req, "GET", "/ready")) serve_ready(w, x);
+    else if (is(req, "GET", "/metrics")) serve_metrics(w, x);
+    else {
+        for (size_t i = 0; i < sizeof known_paths / sizeof *known_paths; i++) {
+            if (!strcmp(req->path, known_paths[i])) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "method %s is not allowed on %s", req->method, req->path);
+                api_respond_error(x, 405, msg, "invalid_request_error", "method_not_allowed");
+                return;
+            }
+        }
+        char msg[300];
+        snprintf(msg, sizeof msg, "no such endpoint: %s %.200s", req->method, req->path);
+        api_respond_error(x, 404, msg, "invalid_request_error", "not_found");
+    }
+}
+
+/* ---- health probes (worker 0) ---- */
+
+typedef struct probe {
+    gateway *gw;
+    node *node;
+    int status;
+} probe;
+
+static void probe_headers(http_call *c, int status, void *ud) {
+    (void)c;
+    probe *p = ud;
+    p->status = status;
+}
+
+static void probe_data(http_call *c, const char *data, size_t len, void *ud) {
+    (void)c;
+    (void)data;
+    (void)len;
+    (void)ud;
+}
+
+static void probe_done(http_call *c, enum http_call_error err, const char *message, void *ud) {
+    (void)c;
+    probe *p = ud;
+    int ok = err == HTTP_CALL_OK && p->status >= 200 && p->status < 500;
+    if (atomic_exchange(&p->node->reachable, ok) != ok)
+        log_info("node %s is %s%s%s", p->node->name, ok ? "reachable" : "unreachable", ok ? "" : ": ",
+                 ok ? "" : (err == HTTP_CALL_OK ? "bad status" : message));
+    p->gw->probes_pending--;
+    free(p);
+}
+
+static void probe_all(uv_timer_t *t) {
+    gateway *gw = t->data;
+    if (gw->probes_pending) return; /* the previous round is still out */
+    http_client *cl = gw->workers[0].client;
+    for (int i = 0; i < gw->nodes.n; i++) {
+        node *n = &gw->nodes.nodes[i];
+        probe *p = xcalloc(1, sizeof *p);
+        p->gw = gw;
+        p->node = n;
+        const char *headers[2] = {n->auth_header, NULL};
+        http_call_opts o;
+        memset(&o, 0, sizeof o);
+        o.method = "GET";
+        o.url = n->models_url;
+        o.headers = headers;
+        o.connect_timeout_ms = PROBE_TIMEOUT_MS;
+        o.total_timeout_ms = PROBE_TIMEOUT_MS;
+        o.on_headers = probe_headers;
+        o.on_data = probe_data;
+        o.on_done = probe_done;
+        o.ud = p;
+        if (http_client_start(cl, &o)) gw->probes_pending++;
+        else free(p);
+    }
+}
+
+/* ---- workers ---- */
+
+static void on_stop(uv_async_t *a) {
+    worker *w = a->data;
+    uv_stop(&w->loop);
+}
+
+static void worker_run(void *arg) {
+    worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+static int worker_init(gateway *gw, worker *w, int index, char **err) {
+    w->gw = gw;
+    w->index = index;
+    uv_loop_init(&w->loop);
+    uv_async_init(&w->loop, &w->stop, on_stop);
+    w->stop.data = w;
+    http_limits lim;
+    http_limits_default(&lim);
+    lim.max_body = gw->cfg.max_body;
+    lim.max_header = gw->cfg.max_header;
+    lim.max_connections = gw->cfg.max_connections;
+    lim.idle_timeout_ms = gw->cfg.idle_timeout_ms;
+    lim.request_timeout_ms = gw->cfg.request_timeout_ms;
+    w->server = http_server_new(&w->loop, &lim, on_request, w);
+    w->client = http_client_new(&w->loop);
+    int port = index == 0 ? gw->cfg.listen_port : gw->port;
+    int rc = http_server_listen(w->server, gw->cfg.listen_host, port, gw->n_workers > 1);
+    if (rc < 0) {
+        buf e = BUF_INIT;
+        buf_printf(&e, "cannot listen on %s:%d: %s", gw->cfg.listen_host, port, uv_strerror(rc));
+        *err = buf_detach(&e);
+        return -1;
+    }
+    if (index == 0) gw->port = http_server_port(w->server);
+    return 0;
+}
+
+int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
+    memset(gw, 0, sizeof *gw);
+    gw->cfg = *cfg;
+    memset(cfg, 0, sizeof *cfg);
+    gw->baseline.in = gw->cfg.baseline_price_in;
+    gw->baseline.out = gw->cfg.baseline_price_out;
+    if (node_registry_init(&gw->nodes, &gw->cfg, err) < 0) return -1;
+    metrics_init();
+    gw->n_workers = gw->cfg.workers > 0 ? gw->cfg.workers : 1;
+    gw->workers = xcalloc((size_t)gw->n_workers, sizeof(worker));
+    for (int i = 0; i < gw->n_workers; i++) {
+        if (worker_init(gw, &gw->workers[i], i, err) < 0) {
+            gw->n_workers = i + 1; /* what gateway_free must undo */
+            return -1;
+        }
+    }
+
+    uv_timer_init(&gw->workers[0].loop, &gw->probe_timer);
+    gw->probe_timer.data = gw;
+    if (gw->nodes.n) uv_timer_start(&gw->probe_timer, probe_all, 0, PROBE_INTERVAL_MS);
+    for (int i = 0; i < gw->n_workers; i++)
+        uv_thread_create(&gw->workers[i].thread, worker_run, &gw->workers[i]);
+    return 0;
+}
+
+void gateway_wait(gateway *gw) {
+    for (int i = 0; i < gw->n_workers; i++) uv_thread_join(&gw->workers[i].thread);
+}
+
+void gateway_stop(gateway *gw) {
+    for (int i = 0; i < gw->n_workers; i++) uv_async_send(&gw->workers[i].stop);
+}
+
+static void walk_close(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+void gateway_free(gateway *gw) {
+    for (int i = 0; i < gw->n_workers; i++) {
+        worker *w = &gw->workers[i];
+        if (w->server) http_server_close(w->server, NULL, NULL);
+        if (w->client) http_client_free(w->client);
+        uv_walk(&w->loop, walk_close, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+    }
+    free(gw->workers);
+    node_registry_free(&gw->nodes);
+    config_free(&gw->cfg);
+}

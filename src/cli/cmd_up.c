@@ -1,0 +1,91 @@
+/* cmd_up: `msoa up` loads the configuration, starts the gateway and runs it
+ * until SIGINT or SIGTERM. */
+#include "cli/cmd_up.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/gateway.h"
+#include "base/config.h"
+
+static const char up_help[] =
+    "usage: msoa up [OPTIONS]\n"
+    "\n"
+    "Runs the gateway: an OpenAI-compatible API (/v1/chat/completions, /v1/models),\n"
+    "JSON-RPC 2.0 (POST /rpc, WebSocket /rpc), /health, /ready and /metrics.\n"
+    "\n"
+    "options (each also settable in the config file or environment; flags win):\n"
+    "  --config FILE                 JSON config file             (MSOA_CONFIG)\n"
+    "  --listen HOST:PORT            address to serve             (MSOA_LISTEN, 127.0.0.1:8080)\n"
+    "  --node NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K]\n"
+    "                                an OpenAI-compatible node; repeatable (MSOA_NODES, ';'-separated)\n"
+    "  --workers N                   event loops, one per core    (MSOA_WORKERS)\n"
+    "  --max-body BYTES              request body limit           (MSOA_MAX_BODY, 1m)\n"
+    "  --max-header BYTES            request head limit           (MSOA_MAX_HEADER, 16k)\n"
+    "  --max-connections N           open connections per worker  (MSOA_MAX_CONNECTIONS, 10000)\n"
+    "  --idle-timeout-ms MS          keep-alive idle timeout      (MSOA_IDLE_TIMEOUT_MS, 60000)\n"
+    "  --request-timeout-ms MS       time to receive a request    (MSOA_REQUEST_TIMEOUT_MS, 30000)\n"
+    "  --upstream-connect-timeout-ms MS                           (5000)\n"
+    "  --upstream-timeout-ms MS      whole upstream call          (MSOA_UPSTREAM_TIMEOUT_MS, 600000)\n"
+    "  --upstream-stall-ms MS        no byte from a node this long (60000)\n"
+    "  --baseline-price-in USD       per million input tokens     (MSOA_BASELINE_PRICE_IN, 3)\n"
+    "  --baseline-price-out USD      per million output tokens    (MSOA_BASELINE_PRICE_OUT, 10)\n"
+    "  --model-dir DIR               GGUF models for built-in nodes (MSOA_MODEL_DIR)\n"
+    "\n"
+    "example:\n"
+    "  msoa up --listen 127.0.0.1:8080 --node local=http://127.0.0.1:8081/v1,model=qwen2.5-0.5b\n";
+
+static const char no_nodes_hint[] =
+    "msoa: no nodes are configured, so chat requests will get 503.\n"
+    "      add one with --node NAME=URL (an OpenAI-compatible server such as llama-server,\n"
+    "      Ollama or vLLM), e.g. --node local=http://127.0.0.1:8081/v1,model=MODEL,\n"
+    "      or set MSOA_NODES, or list \"nodes\" in a config file (--config FILE).\n";
+
+int cmd_up(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(up_help, stdout);
+            return 0;
+        }
+    }
+    msoa_config cfg;
+    char *err = NULL;
+    if (config_load(&cfg, argc, argv, &err) < 0) {
+        fprintf(stderr, "msoa up: %s\n", err);
+        free(err);
+        config_free(&cfg);
+        return 2;
+    }
+    if (cfg.n_nodes == 0) fputs(no_nodes_hint, stderr);
+
+    /* Signals go to this thread only, which waits for them below; the
+     * workers inherit the mask. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    gateway gw;
+    if (gateway_start(&gw, &cfg, &err) < 0) {
+        fprintf(stderr, "msoa up: %s\n", err);
+        free(err);
+        gateway_free(&gw);
+        return 1;
+    }
+    printf("msoa listening on http://%s:%d (%d workers, %d nodes)\n", gw.cfg.listen_host, gw.port,
+           gw.n_workers, gw.nodes.n);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    fprintf(stderr, "msoa: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+    gateway_stop(&gw);
+    gateway_wait(&gw);
+    gateway_free(&gw);
+    return 0;
+}

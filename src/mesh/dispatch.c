@@ -1,0 +1,262 @@
+/* dispatch: see dispatch.h. */
+#include "mesh/dispatch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/log.h"
+#include "base/xalloc.h"
+#include "net/sse.h"
+
+/* Error bodies and whole responses beyond this are not trusted. */
+#define MAX_RESPONSE_BYTES (16u << 20)
+#define MAX_ERROR_BODY_BYTES (64u << 10)
+
+struct dispatch {
+    http_call *call;
+    node *node;
+    int stream;
+    int status;          /* upstream HTTP status, 0 until headers */
+    int saw_done;        /* [DONE] or a finish_reason arrived */
+    int chunks;          /* chunks delivered */
+    int finished;        /* an end event was delivered */
+    buf body;            /* non-streaming body, or an error body */
+    sse_parser sse;
+    dispatch_events ev;
+    void *ud;
+};
+
+static void dispatch_free(dispatch *d);
+static void fail(dispatch *d, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void fail(dispatch *d, int status, const char *code, const char *fmt, ...) {
+    if (d->finished) return;
+    d->finished = 1;
+    dispatch_error e;
+    memset(&e, 0, sizeof e);
+    e.status = status;
+    e.type = status == 429 ? "rate_limit_error" : status < 500 ? "invalid_request_error" : "upstream_error";
+    e.code = code;
+    e.mid_stream = d->chunks > 0;
+    if (d->call) {
+        const char *ra = http_call_header(d->call, "retry-after");
+        if (ra) e.retry_after_s = atoi(ra);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    d->ev.on_error(d->ud, &e);
+}
+
+static void on_sse_event(const char *data, size_t len, void *ud) {
+    dispatch *d = ud;
+    if (d->finished) return;
+    if (len == 6 && !memcmp(data, "[DONE]", 6)) {
+        d->saw_done = 1;
+        return;
+    }
+    cJSON *chunk = cJSON_ParseWithLength(data, len);
+    if (!chunk || !cJSON_IsObject(chunk)) {
+        cJSON_Delete(chunk);
+        fail(d, 502, "upstream_bad_response", "node '%s' sent an invalid stream event: %.80s",
+             d->node->name, data);
+        return;
+    }
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(chunk, "error");
+    if (err) {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+        fail(d, 502, "upstream_error", "node '%s' failed mid-stream: %s", d->node->name,
+             cJSON_IsString(msg) ? msg->valuestring : "no message");
+        cJSON_Delete(chunk);
+        return;
+    }
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
+    const cJSON *first = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
+    const cJSON *finish = first ? cJSON_GetObjectItemCaseSensitive(first, "finish_reason") : NULL;
+    if (cJSON_IsString(finish)) d->saw_done = 1;
+    d->chunks++;
+    d->ev.on_chunk(d->ud, chunk);
+}
+
+static void on_headers(http_call *c, int status, void *ud) {
+    (void)c;
+    dispatch *d = ud;
+    d->status = status;
+}
+
+static void on_data(http_call *c, const char *data, size_t len, void *ud) {
+    dispatch *d = ud;
+    if (d->finished) return;
+    if (d->status == 200 && d->stream) {
+        if (sse_parser_feed(&d->sse, data, len, on_sse_event, d) < 0)
+            fail(d, 502, "upstream_bad_response", "node '%s' sent an oversized stream event",
+                 d->node->name);
+    } else {
+        size_t cap = d->status == 200 ? MAX_RESPONSE_BYTES : MAX_ERROR_BODY_BYTES;
+        if (d->body.len + len > cap) {
+            if (d->status == 200)
+                fail(d, 502, "upstream_bad_response", "node '%s' sent a response over %zu bytes",
+                     d->node->name, cap);
+            return; /* an error body: keep its beginning */
+        }
+        buf_append(&d->body, data, len);
+    }
+    if (d->finished) { /* a bad stream: stop reading it */
+        http_call_cancel(c);
+        d->call = NULL;
+        atomic_store(&d->node->reachable, 1);
+        dispatch_free(d);
+    }
+}
+
+/* The node's own error message, when its body is OpenAI-shaped. */
+static const char *upstream_message(dispatch *d, cJSON **holder) {
+    *holder = cJSON_ParseWithLength(d->body.data ? d->body.data : "", d->body.len);
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(*holder, "error");
+    const cJSON *msg = cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "message")
+                       : cJSON_IsString(err) ? err : NULL;
+    if (cJSON_IsString(msg)) return msg->valuestring;
+    return d->body.len ? d->body.data : "no message";
+}
+
+static void finish_http_error(dispatch *d) {
+    cJSON *holder;
+    const char *msg = upstream_message(d, &holder);
+    int s = d->status;
+    if (s == 429)
+        fail(d, 429, "rate_limited", "node '%s' is rate limited: %.300s", d->node->name, msg);
+    else if (s == 401 || s == 403)
+        fail(d, 502, "upstream_auth", "node '%s' rejected the gateway's credentials (%d): %.300s",
+             d->node->name, s, msg);
+    else if (s == 404)
+        fail(d, 502, "upstream_not_found", "node '%s' does not serve model '%s' (404): %.300s",
+             d->node->name, d->node->model, msg);
+    else if (s >= 400 && s < 500)
+        fail(d, s, "upstream_rejected", "node '%s' rejected the request (%d): %.300s",
+             d->node->name, s, msg);
+    else
+        fail(d, 502, "upstream_error", "node '%s' failed with HTTP %d: %.300s", d->node->name, s, msg);
+    cJSON_Delete(holder);
+}
+
+static void finish_response(dispatch *d) {
+    if (d->stream) {
+        if (!d->saw_done) {
+            fail(d, 502, "upstream_incomplete", "node '%s' ended the stream before it was complete",
+                 d->node->name);
+            return;
+        }
+        d->finished = 1;
+        d->ev.on_done(d->ud, NULL);
+        return;
+    }
+    cJSON *resp = cJSON_ParseWithLength(d->body.data ? d->body.data : "", d->body.len);
+    if (!cJSON_IsObject(resp) || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(resp, "choices"))) {
+        cJSON_Delete(resp);
+        fail(d, 502, "upstream_bad_response", "node '%s' sent an invalid response: %.80s",
+             d->node->name, d->body.len ? d->body.data : "(empty)");
+        return;
+    }
+    d->finished = 1;
+    d->ev.on_done(d->ud, resp);
+}
+
+/* Ends the dispatch; the node's in-flight count follows it. */
+static void dispatch_free(dispatch *d) {
+    atomic_fetch_sub(&d->node->inflight, 1);
+    buf_free(&d->body);
+    sse_parser_free(&d->sse);
+    free(d);
+}
+
+static void on_done(http_call *c, enum http_call_error err, const char *message, void *ud) {
+    (void)c;
+    dispatch *d = ud;
+    d->call = NULL;
+    if (!d->finished) {
+        if (err == HTTP_CALL_CONNECT)
+            fail(d, 502, "upstream_unreachable", "node '%s' is unreachable: %s", d->node->name, message);
+        else if (err == HTTP_CALL_TIMEOUT)
+            fail(d, 504, "upstream_timeout", "node '%s' timed out: %s", d->node->name, message);
+        else if (err != HTTP_CALL_OK)
+            fail(d, 502, "upstream_broken", "node '%s' broke the connection: %s", d->node->name, message);
+        else if (d->status != 200)
+            finish_http_error(d);
+        else
+            finish_response(d);
+    }
+    /* Reachability follows real traffic, not only probes. */
+    atomic_store(&d->node->reachable, err != HTTP_CALL_CONNECT);
+    dispatch_free(d);
+}
+
+/* The body sent upstream: the client's request with the node's model name,
+ * and usage asked for in streams so every token is counted. */
+static char *upstream_body(const node *n, const cJSON *request, int stream) {
+    cJSON *body = cJSON_Duplicate(request, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "model");
+    cJSON_AddStringToObject(body, "model", n->model);
+    if (stream) {
+        cJSON_DeleteItemFromObjectCaseSensitive(body, "stream_options");
+        cJSON *so = cJSON_AddObjectToObject(body, "stream_options");
+        cJSON_AddTrueToObject(so, "include_usage");
+    }
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    return text;
+}
+
+dispatch *dispatch_start(http_client *cl, node *n, const cJSON *request, int stream,
+                         const dispatch_timeouts *t, const dispatch_events *ev, void *ud) {
+    dispatch *d = xcalloc(1, sizeof *d);
+    d->node = n;
+    d->stream = stream;
+    d->ev = *ev;
+    d->ud = ud;
+    sse_parser_init(&d->sse);
+
+    const char *headers[4];
+    int h = 0;
+    headers[h++] = "Content-Type: application/json";
+    headers[h++] = stream ? "Accept: text/event-stream" : "Accept: application/json";
+    if (n->auth_header) headers[h++] = n->auth_header;
+    headers[h] = NULL;
+
+    char *body = upstream_body(n, request, stream);
+    http_call_opts o;
+    memset(&o, 0, sizeof o);
+    o.method = "POST";
+    o.url = n->chat_url;
+    o.headers = headers;
+    o.body = body;
+    o.body_len = strlen(body);
+    o.connect_timeout_ms = t->connect_ms;
+    o.total_timeout_ms = t->total_ms;
+    o.stall_timeout_ms = t->stall_ms;
+    o.on_headers = on_headers;
+    o.on_data = on_data;
+    o.on_done = on_done;
+    o.ud = d;
+    atomic_fetch_add(&n->inflight, 1);
+    atomic_fetch_add(&n->requests, 1);
+    d->call = http_client_start(cl, &o);
+    cJSON_free(body);
+    if (!d->call) {
+        dispatch_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void dispatch_pause(dispatch *d, int paused) {
+    if (d->call) http_call_pause(d->call, paused);
+}
+
+void dispatch_cancel(dispatch *d) {
+    if (d->call) http_call_cancel(d->call);
+    dispatch_free(d);
+}

@@ -1,0 +1,99 @@
+/* node: see node.h. */
+#include "mesh/node.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/xalloc.h"
+
+static char *join(const char *a, const char *b) {
+    buf out = BUF_INIT;
+    buf_puts(&out, a);
+    buf_puts(&out, b);
+    return buf_detach(&out);
+}
+
+/* "http://h:p" and "http://h:p/" mean "http://h:p/v1": every server msoa
+ * fronts puts the OpenAI API under /v1, and users often paste the bare host. */
+static char *normalise_base_url(const char *url) {
+    size_t len = strlen(url);
+    while (len && url[len - 1] == '/') len--;
+    const char *after_scheme = strstr(url, "://");
+    const char *path = after_scheme ? strchr(after_scheme + 3, '/') : NULL;
+    if (!path || path >= url + len) {
+        char *base = xstrndup(url, len);
+        char *with_v1 = join(base, "/v1");
+        free(base);
+        return with_v1;
+    }
+    return xstrndup(url, len);
+}
+
+int node_registry_init(node_registry *r, const msoa_config *cfg, char **err) {
+    *err = NULL;
+    r->n = cfg->n_nodes;
+    r->nodes = xcalloc((size_t)(r->n ? r->n : 1), sizeof(node));
+    for (int i = 0; i < r->n; i++) {
+        const node_spec *s = &cfg->nodes[i];
+        node *n = &r->nodes[i];
+        n->name = xstrdup(s->name);
+        n->base_url = normalise_base_url(s->url);
+        n->chat_url = join(n->base_url, "/chat/completions");
+        n->models_url = join(n->base_url, "/models");
+        n->model = xstrdup(s->model ? s->model : s->name);
+        n->domain = xstrdup(s->domain ? s->domain : "general");
+        n->auth_header = s->api_key ? join("Authorization: Bearer ", s->api_key) : NULL;
+        n->price.in = s->price_in;
+        n->price.out = s->price_out;
+        atomic_init(&n->reachable, 0);
+        atomic_init(&n->inflight, 0);
+        atomic_init(&n->requests, 0);
+        atomic_init(&n->failures, 0);
+    }
+    return 0;
+}
+
+void node_registry_free(node_registry *r) {
+    for (int i = 0; i < r->n; i++) {
+        node *n = &r->nodes[i];
+        free(n->name);
+        free(n->base_url);
+        free(n->chat_url);
+        free(n->models_url);
+        free(n->model);
+        free(n->domain);
+        free(n->auth_header);
+    }
+    free(r->nodes);
+    r->nodes = NULL;
+    r->n = 0;
+}
+
+static int serves(const node *n, const char *model) {
+    return !strcmp(n->model, model) || !strcmp(n->name, model);
+}
+
+node *node_registry_pick(const node_registry *r, const char *model) {
+    node *fallback = NULL;
+    for (int i = 0; i < r->n; i++) {
+        node *n = &r->nodes[i];
+        if (!serves(n, model)) continue;
+        if (atomic_load(&n->reachable)) return n;
+        if (!fallback) fallback = n;
+    }
+    return fallback;
+}
+
+int node_registry_has_model(const node_registry *r, const char *model) {
+    for (int i = 0; i < r->n; i++)
+        if (serves(&r->nodes[i], model)) return 1;
+    return 0;
+}
+
+int node_registry_any_reachable(const node_registry *r) {
+    for (int i = 0; i < r->n; i++)
+        if (atomic_load(&r->nodes[i].reachable)) return 1;
+    return 0;
+}
