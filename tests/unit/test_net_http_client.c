@@ -1,0 +1,646 @@
+/* test_net_http_client: the libcurl-on-libuv client against a tiny raw TCP
+ * server (plain sockets, one thread per connection) that sends canned bytes,
+ * so every failure mode (refused, reset, stall, garbage) is produced exactly. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "net/http_client.h"
+#include "testlib.h"
+
+/* --- the canned server ---------------------------------------------------- */
+
+#define MAX_CONNS 256
+#define BIG_LEN (16u << 20)
+
+static struct {
+    int lfd, port;
+    pthread_t acceptor;
+    pthread_t conns[MAX_CONNS];
+    int n_conns;
+    pthread_mutex_t mu;
+    atomic_int accepted;
+    atomic_int peer_closed; /* connections the client closed while we waited */
+    atomic_long big_sent;
+    sem_t go;               /* /chunked: the client saw the first piece */
+} srv;
+
+static int send_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int send_str(int fd, const char *s) { return send_all(fd, s, strlen(s)); }
+
+/* Reads one request (path, body, X-Echo value); -1 at EOF. */
+static int read_request(int fd, buf *in, char path[256], buf *body, char *echo, size_t echo_cap) {
+    for (;;) {
+        char *end = in->data ? strstr(in->data, "\r\n\r\n") : NULL;
+        if (end) {
+            size_t head = (size_t)(end - in->data) + 4;
+            size_t clen = 0;
+            const char *cl = strcasestr(in->data, "\r\ncontent-length:");
+            if (cl && cl < end) clen = strtoul(cl + 17, NULL, 10);
+            echo[0] = '\0';
+            const char *x = strcasestr(in->data, "\r\nx-echo:");
+            if (x && x < end) {
+                x += 9;
+                while (*x == ' ') x++;
+                size_t n = strcspn(x, "\r");
+                if (n >= echo_cap) n = echo_cap - 1;
+                memcpy(echo, x, n);
+                echo[n] = '\0';
+            }
+            if (in->len >= head + clen) {
+                sscanf(in->data, "%*s %255s", path);
+                buf_clear(body);
+                buf_append(body, in->data + head, clen);
+                buf_consume(in, head + clen);
+                return 0;
+            }
+        }
+        char tmp[65536];
+        ssize_t r = recv(fd, tmp, sizeof tmp, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        buf_append(in, tmp, (size_t)r);
+    }
+}
+
+/* Blocks until the client closes the connection. */
+static void wait_peer_close(int fd) {
+    char tmp[4096];
+    for (;;) {
+        ssize_t r = recv(fd, tmp, sizeof tmp, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+    }
+    atomic_fetch_add(&srv.peer_closed, 1);
+}
+
+static void send_big(int fd) {
+    char head[128];
+    snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %u\r\n\r\n", BIG_LEN);
+    if (send_str(fd, head)) return;
+    static char block[65536];
+    for (unsigned off = 0; off < BIG_LEN; off += sizeof block) {
+        for (unsigned i = 0; i < sizeof block; i++) block[i] = (char)((off + i) % 251);
+        if (send_all(fd, block, sizeof block)) return;
+        atomic_fetch_add(&srv.big_sent, (long)sizeof block);
+    }
+}
+
+/* Answers one request; returns 0 to keep the connection, -1 to close it. */
+static int answer(int fd, const char *path, const buf *body, const char *echo) {
+    char head[512];
+    if (!strcmp(path, "/hello")) {
+        return send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Test:  yes \r\n\r\nhello");
+    } else if (!strcmp(path, "/echo")) {
+        snprintf(head, sizeof head, "HTTP/1.1 201 Created\r\nContent-Length: %zu\r\nX-Echoed: %s\r\n\r\n",
+                 body->len, echo);
+        if (send_str(fd, head)) return -1;
+        return send_all(fd, body->data ? body->data : "", body->len);
+    } else if (!strcmp(path, "/chunked")) {
+        if (send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")) return -1;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        while (sem_timedwait(&srv.go, &ts) < 0 && errno == EINTR) {}
+        return send_str(fd, "6\r\nsecond\r\n0\r\n\r\n");
+    } else if (!strcmp(path, "/reset")) {
+        send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+        struct linger lg = {1, 0}; /* close with RST */
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        return -1;
+    } else if (!strcmp(path, "/close")) {
+        send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n");
+        return -1;
+    } else if (!strcmp(path, "/stall")) {
+        if (send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ntick\r\n")) return -1;
+        wait_peer_close(fd);
+        return -1;
+    } else if (!strcmp(path, "/big")) {
+        send_big(fd);
+        return -1;
+    } else if (!strcmp(path, "/garbage")) {
+        send_str(fd, "this is not http at all\r\n\r\n");
+        return -1;
+    }
+    return send_str(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+}
+
+static void *conn_main(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    buf in = BUF_INIT, body = BUF_INIT;
+    char path[256], echo[128];
+    while (read_request(fd, &in, path, &body, echo, sizeof echo) == 0)
+        if (answer(fd, path, &body, echo) < 0) break;
+    close(fd);
+    buf_free(&in);
+    buf_free(&body);
+    return NULL;
+}
+
+static void *acceptor_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        int fd = accept(srv.lfd, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            return NULL; /* shutdown() by srv_stop */
+        }
+        atomic_fetch_add(&srv.accepted, 1);
+        pthread_mutex_lock(&srv.mu);
+        if (srv.n_conns < MAX_CONNS &&
+            pthread_create(&srv.conns[srv.n_conns], NULL, conn_main, (void *)(intptr_t)fd) == 0)
+            srv.n_conns++;
+        else
+            close(fd);
+        pthread_mutex_unlock(&srv.mu);
+    }
+}
+
+static int listen_any(int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 256) ||
+        getsockname(fd, (struct sockaddr *)&a, &len))
+        abort();
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void srv_start(void) {
+    srv.n_conns = 0;
+    atomic_store(&srv.accepted, 0);
+    atomic_store(&srv.peer_closed, 0);
+    atomic_store(&srv.big_sent, 0);
+    pthread_mutex_init(&srv.mu, NULL);
+    sem_init(&srv.go, 0, 0);
+    srv.lfd = listen_any(&srv.port);
+    if (pthread_create(&srv.acceptor, NULL, acceptor_main, NULL)) abort();
+}
+
+/* Call after the client is freed, so every connection thread sees EOF. */
+static void srv_stop(void) {
+    shutdown(srv.lfd, SHUT_RDWR);
+    pthread_join(srv.acceptor, NULL);
+    close(srv.lfd);
+    for (int i = 0; i < srv.n_conns; i++) pthread_join(srv.conns[i], NULL);
+    sem_destroy(&srv.go);
+    pthread_mutex_destroy(&srv.mu);
+}
+
+static const char *url(const char *path) {
+    static char u[128];
+    snprintf(u, sizeof u, "http://127.0.0.1:%d%s", srv.port, path);
+    return u;
+}
+
+/* --- loop plumbing --------------------------------------------------------- */
+
+static uv_loop_t loop;
+static http_client *client;
+static uv_timer_t guard;
+
+static void guard_tick(uv_timer_t *t) { (void)t; }
+
+static void setup(void) {
+    srv_start();
+    uv_loop_init(&loop);
+    uv_timer_init(&loop, &guard);
+    uv_timer_start(&guard, guard_tick, 20, 20); /* bounds every UV_RUN_ONCE */
+    client = http_client_new(&loop);
+    CHECK(client != NULL);
+}
+
+/* Runs the loop until *flag is set or ms pass; returns whether it was set. */
+static int run_until(const atomic_int *flag, unsigned ms) {
+    uint64_t end = uv_now(&loop) + ms;
+    while (!atomic_load(flag) && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+    return atomic_load(flag) != 0;
+}
+
+static void run_for(unsigned ms) {
+    atomic_int never = 0;
+    run_until(&never, ms);
+}
+
+static void teardown(void) {
+    http_client_free(client);
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+    srv_stop();
+}
+
+/* One call's record. */
+typedef struct rec {
+    http_call *call;
+    int status, headers_calls, data_calls, done_calls;
+    atomic_int finished;
+    enum http_call_error err;
+    char msg[512];
+    buf body;
+    char x_test[32], ctype[32], echoed[64];
+    int x_missing;
+    int headers_before_done;
+    /* hooks */
+    int cancel_on_data, pause_on_data, data_after_pause;
+    int paused;
+} rec;
+
+static void r_headers(http_call *c, int status, void *ud) {
+    rec *r = ud;
+    r->status = status;
+    r->headers_calls++;
+    const char *v = http_call_header(c, "x-test");
+    snprintf(r->x_test, sizeof r->x_test, "%s", v ? v : "(null)");
+    v = http_call_header(c, "CONTENT-length");
+    snprintf(r->ctype, sizeof r->ctype, "%s", v ? v : "(null)");
+    r->x_missing = http_call_header(c, "x-nope") == NULL;
+    v = http_call_header(c, "x-echoed");
+    snprintf(r->echoed, sizeof r->echoed, "%s", v ? v : "(null)");
+}
+
+static void r_data(http_call *c, const char *d, size_t n, void *ud) {
+    rec *r = ud;
+    r->data_calls++;
+    if (r->paused) r->data_after_pause++;
+    buf_append(&r->body, d, n);
+    if (r->cancel_on_data) http_call_cancel(c);
+    if (r->pause_on_data && r->data_calls == 1) {
+        http_call_pause(c, 1);
+        r->paused = 1;
+    }
+}
+
+static void r_done(http_call *c, enum http_call_error err, const char *msg, void *ud) {
+    rec *r = ud;
+    (void)c;
+    r->done_calls++;
+    r->err = err;
+    r->headers_before_done = r->headers_calls;
+    snprintf(r->msg, sizeof r->msg, "%s", msg ? msg : "(null)");
+    atomic_store(&r->finished, 1);
+}
+
+static http_call *start(rec *r, const char *method, const char *u, const char *body, http_call_opts *extra) {
+    http_call_opts o = extra ? *extra : (http_call_opts){0};
+    o.method = method;
+    o.url = u;
+    if (body) {
+        o.body = body;
+        o.body_len = strlen(body);
+    }
+    o.on_headers = r_headers;
+    o.on_data = r_data;
+    o.on_done = r_done;
+    o.ud = r;
+    r->call = http_client_start(client, &o);
+    CHECK(r->call != NULL);
+    return r->call;
+}
+
+/* --- cases ---------------------------------------------------------------- */
+
+static void test_content_length(void) {
+    setup();
+    rec r = {0};
+    start(&r, "GET", url("/hello"), NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_OK);
+    CHECK_STR(r.msg, "ok");
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.headers_calls, 1);
+    CHECK_EQ_INT(r.headers_before_done, 1);
+    CHECK_EQ_INT(r.done_calls, 1);
+    CHECK_STR(r.body.data, "hello");
+    CHECK_STR(r.x_test, "yes");
+    CHECK_STR(r.ctype, "5");
+    CHECK(r.x_missing);
+    buf_free(&r.body);
+    teardown();
+}
+
+static void test_post_echo_and_headers_sent(void) {
+    setup();
+    rec r = {0};
+    const char *hdrs[] = {"X-Echo: sent-by-client", "Content-Type: application/json", NULL};
+    http_call_opts o = {.headers = hdrs};
+    start(&r, "POST", url("/echo"), "{\"model\":\"m\"}", &o);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_OK);
+    CHECK_EQ_INT(r.status, 201);
+    CHECK_STR(r.body.data, "{\"model\":\"m\"}");
+    CHECK_STR(r.echoed, "sent-by-client");
+    buf_free(&r.body);
+    teardown();
+}
+
+/* Sequential calls from inside on_done reuse one keep-alive connection. */
+static int chain_left;
+static rec chain_rec;
+
+static void chain_done(http_call *c, enum http_call_error err, const char *msg, void *ud) {
+    r_done(c, err, msg, ud);
+    if (err != HTTP_CALL_OK || --chain_left == 0) return;
+    atomic_store(&chain_rec.finished, 0);
+    http_call_opts o = {.url = url("/hello"), .on_headers = r_headers, .on_data = r_data,
+                        .on_done = chain_done, .ud = &chain_rec};
+    CHECK(http_client_start(client, &o) != NULL);
+}
+
+static void test_keepalive_reuse(void) {
+    setup();
+    memset(&chain_rec, 0, sizeof chain_rec);
+    chain_left = 5;
+    http_call_opts o = {.url = url("/hello"), .on_headers = r_headers, .on_data = r_data,
+                        .on_done = chain_done, .ud = &chain_rec};
+    CHECK(http_client_start(client, &o) != NULL);
+    uint64_t end = uv_now(&loop) + 5000;
+    while (chain_left > 0 && chain_rec.err == HTTP_CALL_OK && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+    CHECK_EQ_INT(chain_left, 0);
+    CHECK_EQ_INT(chain_rec.done_calls, 5);
+    CHECK_STR(chain_rec.body.data, "hellohellohellohellohello");
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 1);
+    buf_free(&chain_rec.body);
+    teardown();
+}
+
+/* A call started from inside another call's on_headers (curl is running). */
+static rec inner_rec;
+
+static void outer_headers(http_call *c, int status, void *ud) {
+    r_headers(c, status, ud);
+    start(&inner_rec, "POST", url("/echo"), "inner", NULL);
+}
+
+static void test_start_from_callback(void) {
+    setup();
+    memset(&inner_rec, 0, sizeof inner_rec);
+    rec r = {0};
+    http_call_opts o = {.url = url("/hello"), .on_headers = outer_headers, .on_data = r_data,
+                        .on_done = r_done, .ud = &r};
+    CHECK(http_client_start(client, &o) != NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK(run_until(&inner_rec.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_OK);
+    CHECK_EQ_INT(inner_rec.err, HTTP_CALL_OK);
+    CHECK_STR(inner_rec.body.data, "inner");
+    buf_free(&r.body);
+    buf_free(&inner_rec.body);
+    teardown();
+}
+
+/* The first piece reaches on_data while the server still holds the rest. */
+static void chunk_data(http_call *c, const char *d, size_t n, void *ud) {
+    rec *r = ud;
+    r_data(c, d, n, ud);
+    if (r->data_calls == 1) {
+        CHECK_EQ_INT(r->done_calls, 0);
+        CHECK_STR(r->body.data, "first");
+        sem_post(&srv.go);
+    }
+}
+
+static void test_chunked_incremental(void) {
+    setup();
+    rec r = {0};
+    http_call_opts o = {.url = url("/chunked"), .on_headers = r_headers, .on_data = chunk_data,
+                        .on_done = r_done, .ud = &r};
+    CHECK(http_client_start(client, &o) != NULL);
+    CHECK(run_until(&r.finished, 8000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_OK);
+    CHECK(r.data_calls >= 2);
+    CHECK_STR(r.body.data, "firstsecond");
+    CHECK_STR(r.x_test, "(null)");
+    buf_free(&r.body);
+    teardown();
+}
+
+static void test_connect_refused(void) {
+    setup();
+    int port;
+    close(listen_any(&port)); /* a port nobody listens on */
+    char u[64];
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/x", port);
+    rec r = {0};
+    start(&r, "GET", u, NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_CONNECT);
+    CHECK_EQ_INT(r.headers_calls, 0);
+    CHECK(strlen(r.msg) > 5);
+    CHECK_STR(http_call_error_name(r.err), "connect");
+    teardown();
+}
+
+static void test_reset_mid_body(void) {
+    setup();
+    rec r = {0}, r2 = {0};
+    start(&r, "GET", url("/reset"), NULL, NULL);
+    start(&r2, "GET", url("/close"), NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK(run_until(&r2.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_RESET); /* the RST may even beat the head: no status check */
+    CHECK_EQ_INT(r2.err, HTTP_CALL_RESET);
+    CHECK_STR(r2.body.data, "0123456789");
+    buf_free(&r.body);
+    buf_free(&r2.body);
+    teardown();
+}
+
+static void test_garbage_reply(void) {
+    setup();
+    rec r = {0};
+    start(&r, "GET", url("/garbage"), NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_PROTOCOL);
+    teardown();
+}
+
+static void test_stall_timeout(void) {
+    setup();
+    rec r = {0}, t = {0};
+    http_call_opts o = {.stall_timeout_ms = 150};
+    start(&r, "GET", url("/stall"), NULL, &o);
+    http_call_opts o2 = {.total_timeout_ms = 150};
+    start(&t, "GET", url("/stall"), NULL, &o2);
+    uint64_t t0 = uv_now(&loop);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK(uv_now(&loop) - t0 >= 150);
+    CHECK_EQ_INT(r.err, HTTP_CALL_TIMEOUT);
+    CHECK_CONTAINS(r.msg, "150 ms");
+    CHECK_STR(r.body.data, "tick");
+    CHECK(run_until(&t.finished, 5000));
+    CHECK_EQ_INT(t.err, HTTP_CALL_TIMEOUT);
+    /* both connections were closed by the client */
+    uint64_t end = uv_now(&loop) + 5000;
+    while (atomic_load(&srv.peer_closed) < 2 && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+    CHECK_EQ_INT(atomic_load(&srv.peer_closed), 2);
+    buf_free(&r.body);
+    buf_free(&t.body);
+    teardown();
+}
+
+static void test_cancel_mid_stream(void) {
+    setup();
+    /* from inside on_data */
+    rec r = {0};
+    r.cancel_on_data = 1;
+    start(&r, "GET", url("/stall"), NULL, NULL);
+    uint64_t end = uv_now(&loop) + 5000;
+    while (atomic_load(&srv.peer_closed) < 1 && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+    CHECK_EQ_INT(atomic_load(&srv.peer_closed), 1);
+    CHECK_EQ_INT(r.data_calls, 1);
+    /* from outside any callback */
+    rec r2 = {0};
+    http_call_opts o = {.stall_timeout_ms = 100};
+    start(&r2, "GET", url("/stall"), NULL, &o);
+    end = uv_now(&loop) + 5000;
+    while (r2.data_calls == 0 && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+    CHECK_EQ_INT(r2.data_calls, 1);
+    http_call_cancel(r2.call);
+    end = uv_now(&loop) + 5000;
+    while (atomic_load(&srv.peer_closed) < 2 && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+    CHECK_EQ_INT(atomic_load(&srv.peer_closed), 2);
+    run_for(200); /* longer than the stall timeout: its timer must be gone too */
+    CHECK_EQ_INT(r.done_calls + r2.done_calls, 0);
+    CHECK_EQ_INT(r.data_calls + r2.data_calls, 2);
+    buf_free(&r.body);
+    buf_free(&r2.body);
+    teardown();
+}
+
+/* Freeing the client with calls open cancels them without callbacks. */
+static void test_free_with_open_calls(void) {
+    setup();
+    rec r[3] = {{0}};
+    for (int i = 0; i < 3; i++) start(&r[i], "GET", url("/stall"), NULL, NULL);
+    uint64_t end = uv_now(&loop) + 5000;
+    while (r[0].data_calls + r[1].data_calls + r[2].data_calls < 3 && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    teardown(); /* joins the server threads: only returns if the sockets closed */
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(r[i].done_calls, 0);
+        buf_free(&r[i].body);
+    }
+}
+
+static void check_pattern(const buf *b) {
+    CHECK_EQ_INT(b->len, BIG_LEN);
+    size_t bad = 0;
+    for (size_t i = 0; i < b->len; i++)
+        if ((unsigned char)b->data[i] != i % 251) bad++;
+    CHECK_EQ_INT(bad, 0);
+}
+
+static rec pause_rec;
+static long sent_while_paused;
+
+static void unpause_cb(uv_timer_t *t) {
+    (void)t;
+    sent_while_paused = atomic_load(&srv.big_sent);
+    pause_rec.paused = 0;
+    http_call_pause(pause_rec.call, 0);
+}
+
+static void test_pause_backpressure(void) {
+    setup();
+    memset(&pause_rec, 0, sizeof pause_rec);
+    pause_rec.pause_on_data = 1;
+    http_call_opts o = {.stall_timeout_ms = 60}; /* a pause is not a stall */
+    start(&pause_rec, "GET", url("/big"), NULL, &o);
+    uint64_t end = uv_now(&loop) + 5000;
+    while (!pause_rec.paused && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+    CHECK(pause_rec.paused);
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, unpause_cb, 300, 0);
+    CHECK(run_until(&pause_rec.finished, 20000));
+    CHECK_EQ_INT(pause_rec.err, HTTP_CALL_OK);
+    CHECK_EQ_INT(pause_rec.data_after_pause, 0);
+    /* the server could not push everything while we were not reading */
+    CHECK(sent_while_paused < (long)BIG_LEN);
+    check_pattern(&pause_rec.body);
+    uv_close((uv_handle_t *)&t, NULL);
+    buf_free(&pause_rec.body);
+    teardown();
+}
+
+static void test_many_concurrent(void) {
+    setup();
+    enum { N = 50 };
+    static rec r[N];
+    static char bodies[N][32];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < N; i++) {
+        snprintf(bodies[i], sizeof bodies[i], "call-%d", i);
+        start(&r[i], "POST", url("/echo"), bodies[i], NULL);
+    }
+    uint64_t end = uv_now(&loop) + 10000;
+    int done = 0;
+    while (done < N && uv_now(&loop) < end) {
+        uv_run(&loop, UV_RUN_ONCE);
+        done = 0;
+        for (int i = 0; i < N; i++) done += atomic_load(&r[i].finished);
+    }
+    CHECK_EQ_INT(done, N);
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        ok += r[i].err == HTTP_CALL_OK && r[i].body.data && !strcmp(r[i].body.data, bodies[i]);
+        buf_free(&r[i].body);
+    }
+    CHECK_EQ_INT(ok, N);
+    CHECK(atomic_load(&srv.accepted) <= N);
+    teardown();
+}
+
+static void test_invalid_options(void) {
+    setup();
+    rec r = {0};
+    http_call_opts o = {.on_done = r_done, .ud = &r};
+    CHECK(http_client_start(client, &o) == NULL);
+    o.url = "ftp://127.0.0.1/x";
+    CHECK(http_client_start(client, &o) == NULL);
+    o.url = url("/hello");
+    o.on_done = NULL;
+    CHECK(http_client_start(client, &o) == NULL);
+    run_for(50);
+    CHECK_EQ_INT(r.done_calls, 0);
+    teardown();
+}
+
+int main(void) {
+    TEST(test_content_length);
+    TEST(test_post_echo_and_headers_sent);
+    TEST(test_keepalive_reuse);
+    TEST(test_start_from_callback);
+    TEST(test_chunked_incremental);
+    TEST(test_connect_refused);
+    TEST(test_reset_mid_body);
+    TEST(test_garbage_reply);
+    TEST(test_stall_timeout);
+    TEST(test_cancel_mid_stream);
+    TEST(test_free_with_open_calls);
+    TEST(test_pause_backpressure);
+    TEST(test_many_concurrent);
+    TEST(test_invalid_options);
+    return test_done();
+}
