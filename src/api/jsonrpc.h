@@ -15,7 +15,17 @@
  *
  * If the transport goes away, it calls jsonrpc_session_close(): pending calls
  * get their on_cancel, later answers are dropped, memory is freed when the last
- * call has answered. */
+ * call has answered.
+ *
+ * Every call, notifications included, must answer exactly once (a
+ * notification's answer is discarded): that is what frees it. A second answer
+ * is ignored with a warning as long as the call's batch is still pending (a
+ * call lives as long as its batch); after that the call is gone.
+ *
+ * Limits: texts nested deeper than JSONRPC_MAX_DEPTH get one -32600 (id null);
+ * so do batches with more members than the session's max_batch. Number ids are
+ * echoed byte for byte as received (1.50 stays 1.50, big integers keep all
+ * their digits). */
 #ifndef MSOA_JSONRPC_H
 #define MSOA_JSONRPC_H
 
@@ -29,6 +39,9 @@ enum {
     JSONRPC_INVALID_PARAMS = -32602,
     JSONRPC_INTERNAL_ERROR = -32603
 };
+
+#define JSONRPC_MAX_DEPTH 64
+#define JSONRPC_DEFAULT_MAX_BATCH 1000
 
 typedef struct jsonrpc_session jsonrpc_session;
 typedef struct jsonrpc_call jsonrpc_call;
@@ -47,6 +60,8 @@ typedef void (*jsonrpc_send_fn)(const char *json, size_t len, void *transport_ud
 
 jsonrpc_session *jsonrpc_session_new(const jsonrpc_method *methods, size_t n_methods, void *method_ud,
                                      jsonrpc_send_fn send, void *transport_ud);
+/* Largest batch accepted (default JSONRPC_DEFAULT_MAX_BATCH). */
+void jsonrpc_session_set_max_batch(jsonrpc_session *s, size_t max_batch);
 /* Handles one received text (a request, notification or batch). */
 void jsonrpc_handle(jsonrpc_session *s, const char *text, size_t len);
 /* Calls not yet answered. */
@@ -58,8 +73,8 @@ void jsonrpc_session_close(jsonrpc_session *s);
 int jsonrpc_call_is_notification(const jsonrpc_call *c);
 const cJSON *jsonrpc_call_id(const jsonrpc_call *c);     /* NULL for notifications */
 void *jsonrpc_call_transport(const jsonrpc_call *c);     /* the transport_ud */
-/* Runs once if the session closes before the call answers. The call must
- * still answer (the answer is dropped). */
+/* Runs once if the session closes before the call answers (at once if it
+ * already has). The call must still answer (the answer is dropped). */
 void jsonrpc_call_on_cancel(jsonrpc_call *c, void (*on_cancel)(void *ud), void *ud);
 int jsonrpc_call_cancelled(const jsonrpc_call *c);
 /* Answer exactly once. Takes ownership of result / data (may be NULL). */
