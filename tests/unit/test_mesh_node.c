@@ -1,0 +1,64 @@
+/* Tests for the node registry: URL normalisation, picking by model or
+ * name, preferring reachable nodes. */
+#include <stdlib.h>
+
+#include "mesh/node.h"
+#include "testlib.h"
+
+static node_spec spec(const char *name, const char *url, const char *model) {
+    node_spec s = {0};
+    s.name = (char *)name;
+    s.url = (char *)url;
+    s.model = (char *)model;
+    return s;
+}
+
+static void test_urls_and_defaults(void) {
+    node_spec specs[] = {spec("a", "http://127.0.0.1:8081", NULL), spec("b", "http://h:1/v1/", "m"),
+                         spec("c", "https://api.example.com/openai/v1", "m")};
+    specs[1].api_key = "k";
+    specs[1].price_in = 0.5;
+    msoa_config cfg = {0};
+    cfg.nodes = specs;
+    cfg.n_nodes = 3;
+    node_registry r;
+    char *err = NULL;
+    CHECK_EQ_INT(node_registry_init(&r, &cfg, &err), 0);
+    CHECK_STR(r.nodes[0].chat_url, "http://127.0.0.1:8081/v1/chat/completions");
+    CHECK_STR(r.nodes[0].model, "a");
+    CHECK_STR(r.nodes[0].domain, "general");
+    CHECK(r.nodes[0].auth_header == NULL);
+    CHECK_STR(r.nodes[1].models_url, "http://h:1/v1/models");
+    CHECK_STR(r.nodes[1].auth_header, "Authorization: Bearer k");
+    CHECK(r.nodes[1].price.in == 0.5);
+    CHECK_STR(r.nodes[2].chat_url, "https://api.example.com/openai/v1/chat/completions");
+    node_registry_free(&r);
+}
+
+static void test_pick(void) {
+    node_spec specs[] = {spec("n1", "http://h:1", "shared"), spec("n2", "http://h:2", "shared"),
+                         spec("n3", "http://h:3", "solo")};
+    msoa_config cfg = {0};
+    cfg.nodes = specs;
+    cfg.n_nodes = 3;
+    node_registry r;
+    char *err = NULL;
+    CHECK_EQ_INT(node_registry_init(&r, &cfg, &err), 0);
+    /* none reachable: the first that serves it */
+    CHECK(node_registry_pick(&r, "shared") == &r.nodes[0]);
+    CHECK(!node_registry_any_reachable(&r));
+    atomic_store(&r.nodes[1].reachable, 1);
+    CHECK(node_registry_pick(&r, "shared") == &r.nodes[1]);
+    CHECK(node_registry_any_reachable(&r));
+    CHECK(node_registry_pick(&r, "n3") == &r.nodes[2]);   /* by node name */
+    CHECK(node_registry_pick(&r, "missing") == NULL);
+    CHECK(node_registry_has_model(&r, "solo"));
+    CHECK(!node_registry_has_model(&r, "nope"));
+    node_registry_free(&r);
+}
+
+int main(void) {
+    TEST(test_urls_and_defaults);
+    TEST(test_pick);
+    return test_done();
+}
