@@ -27,6 +27,10 @@
 #include "base/xalloc.h"
 
 #define EASY_POOL_MAX 64
+/* Idle keep-alive connections kept per client. curl's default (4 per
+ * running transfer) shrinks the cache as a burst winds down, so the next
+ * burst would pay for new connections. */
+#define MAX_IDLE_CONNECTIONS 256
 
 typedef struct sock_watch {
     uv_poll_t poll;
@@ -394,6 +398,7 @@ http_client *http_client_new(uv_loop_t *loop) {
     curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
     curl_multi_setopt(cl->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(cl->multi, CURLMOPT_TIMERDATA, cl);
+    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, (long)MAX_IDLE_CONNECTIONS);
     uv_timer_init(loop, &cl->timer);
     cl->timer.data = cl;
     return cl;
