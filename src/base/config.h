@@ -3,7 +3,28 @@
  * defaults < file < environment < flags.
  *
  * Plain data: the layers that use a setting (server limits, node pool,
- * prices) read it from here; this file knows none of their types. */
+ * prices) read it from here; this file knows none of their types.
+ *
+ * Each setting has a file key, a variable and a flag:
+ *   listen "HOST:PORT" (port 0: any free one; [v6]:PORT)  MSOA_LISTEN  --listen
+ *   workers                       MSOA_WORKERS                     --workers
+ *   max_body, max_header (bytes, suffix k/m/g allowed: "1m")
+ *                                 MSOA_MAX_BODY, MSOA_MAX_HEADER   --max-body, --max-header
+ *   max_connections               MSOA_MAX_CONNECTIONS             --max-connections
+ *   idle_timeout_ms, request_timeout_ms, upstream_connect_timeout_ms,
+ *   upstream_timeout_ms, upstream_stall_ms
+ *                                 MSOA_IDLE_TIMEOUT_MS ...         --idle-timeout-ms ...
+ *   baseline {price_in, price_out, model}
+ *                                 MSOA_BASELINE_PRICE_IN/_OUT/_MODEL  --baseline-price-in/-out/-model
+ *   model_dir                     MSOA_MODEL_DIR                   --model-dir
+ *   nodes [{name, url, model, domain, api_key, price_in, price_out} or "NAME=URL,..."]
+ *                                 MSOA_NODES (specs split by ';')  --node SPEC (repeatable)
+ * Flags take "--flag value" or "--flag=value"; an empty variable counts as
+ * unset. Unknown file keys and flags are errors.
+ *
+ * Nodes are a list, not merged: the nodes of a later source replace those of
+ * an earlier one. Any --node replaces MSOA_NODES, which replaces the file's
+ * "nodes" (so a file can list a fleet and a flag can run against one node). */
 #ifndef MSOA_CONFIG_H
 #define MSOA_CONFIG_H
 
@@ -48,9 +69,12 @@ void config_free(msoa_config *c);
 int config_load_file(msoa_config *c, const char *path, char **err);
 int config_apply_env(msoa_config *c, char **err);
 /* Parses the flags of `msoa up` (argv without the sub-command). Flags it does
- * not know are an error. */
+ * not know are an error. --config is checked but not read here (config_load
+ * reads it before the environment). */
 int config_apply_args(msoa_config *c, int argc, char **argv, char **err);
-/* NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K] */
+/* NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K]
+ * These two say what is wrong but not where it came from: callers put the
+ * flag or variable in front. config_add_node refuses a duplicate name. */
 int config_parse_node(const char *text, node_spec *out, char **err);
 int config_add_node(msoa_config *c, const char *text, char **err);
 /* All of it, in order: defaults, the file named by --config or MSOA_CONFIG
