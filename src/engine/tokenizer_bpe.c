@@ -158,8 +158,7 @@ static void split_llama3(splitter *sp, size_t pos, size_t max_digits) {
     }
 }
 
-/* Splits cp[0..n) into words; returns the word end positions. */
-static size_t *pre_tokenize(const tokenizer *t, const uint32_t *cp, size_t n, size_t *n_words) {
+size_t *bpe_pre_tokenize(const tokenizer *t, const uint32_t *cp, size_t n, size_t *n_words) {
     splitter sp = {.cp = cp, .end = n};
     switch (t->pre) {
     case PRE_GPT2: split_gpt2(&sp, 0); break;
@@ -225,7 +224,7 @@ void bpe_encode(const tokenizer *t, const char *text, size_t len, tok_vec *out) 
     size_t n = 0;
     for (size_t i = 0; i < len; n++) i += utf8_decode(text + i, len - i, &cp[n]);
     size_t n_words;
-    size_t *ends = pre_tokenize(t, cp, n, &n_words);
+    size_t *ends = bpe_pre_tokenize(t, cp, n, &n_words);
     buf word = BUF_INIT;
     size_t start = 0;
     for (size_t w = 0; w < n_words; w++) {

@@ -77,6 +77,9 @@ tok_sym *tok_merge(const tokenizer *t, const char *text, size_t len, tok_pair_fn
 void spm_encode(const tokenizer *t, const char *text, size_t len, tok_vec *out);
 void bpe_encode(const tokenizer *t, const char *text, size_t len, tok_vec *out);
 void bpe_init_bytes(tokenizer *t);
+/* Splits code points cp[0..n) into words by t->pre; returns the word end
+ * positions (malloc'ed, *n_words of them). */
+size_t *bpe_pre_tokenize(const tokenizer *t, const uint32_t *cp, size_t n, size_t *n_words);
 /* Appends the bytes a BPE token stands for (its characters mapped back). */
 void bpe_unmap(const tokenizer *t, const char *s, size_t len, buf *out);
 

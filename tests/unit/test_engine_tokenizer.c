@@ -3,6 +3,7 @@
  * "\n__ggml_vocab_test__\n", one line of expected ids per text, no BOS),
  * decoding round trips, special tokens and the tiny stories model. */
 #include "engine/tokenizer.h"
+#include "engine/tokenizer_impl.h"
 
 #include <stdlib.h>
 
@@ -88,6 +89,53 @@ static int check_vectors(const char *name, int strip_space) {
 
 static void test_spm_vectors(void) { check_vectors("ggml-vocab-llama-spm.gguf", 1); }
 static void test_gpt2_vectors(void) { check_vectors("ggml-vocab-gpt-2.gguf", 0); }
+
+/* Pre-tokenizer word splits; the expected splits come from running the
+ * real regexes (Python's regex module) on the same texts. */
+static void test_pre_tokenizers(void) {
+    static const struct {
+        enum tok_pre pre;
+        const char *text, *words;
+    } cases[] = {
+        {PRE_GPT2, "I'M here 'S 'll 12345 x\r\n\r\n  y\n\n z",
+         "I|'|M| here| '|S| '|ll| 12345| x|\r\n\r\n | y|\n\n| z"},
+        {PRE_GPT2, "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82,\xd0\xbc\xd0\xb8\xd1\x80  !! 3\xc2\xbd ..\n\nok",
+         "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82|,|\xd0\xbc\xd0\xb8\xd1\x80| | !!| 3\xc2\xbd| ..|\n|\n|ok"},
+        {PRE_LLAMA3, "I'M here 'S 'll 12345 x\r\n\r\n  y\n\n z",
+         "I|'M| here| '|S| '|ll| |123|45| x|\r\n\r\n| | y|\n\n| z"},
+        {PRE_LLAMA3, "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82,\xd0\xbc\xd0\xb8\xd1\x80  !! 3\xc2\xbd ..\n\nok",
+         "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82|,\xd0\xbc\xd0\xb8\xd1\x80| | !!| |3\xc2\xbd| ..\n\n|ok"},
+        {PRE_QWEN2, "I'M here 'S 'll 12345 x\r\n\r\n  y\n\n z",
+         "I|'M| here| '|S| '|ll| |1|2|3|4|5| x|\r\n\r\n| | y|\n\n| z"},
+        {PRE_QWEN2, "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82,\xd0\xbc\xd0\xb8\xd1\x80  !! 3\xc2\xbd ..\n\nok",
+         "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82|,\xd0\xbc\xd0\xb8\xd1\x80| | !!| |3|\xc2\xbd| ..\n\n|ok"},
+        {PRE_DIGITS_GPT2, "I'M here 'S 'll 12345 x\r\n\r\n  y\n\n z",
+         "I|'|M| here| '|S| '|ll| |1|2|3|4|5| x|\r\n\r\n | y|\n\n| z"},
+        {PRE_DIGITS_GPT2, "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82,\xd0\xbc\xd0\xb8\xd1\x80  !! 3\xc2\xbd ..\n\nok",
+         "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82|,|\xd0\xbc\xd0\xb8\xd1\x80| | !!| |3|\xc2\xbd| ..|\n|\n|ok"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        tokenizer t;
+        memset(&t, 0, sizeof t);
+        t.pre = cases[c].pre;
+        size_t len = strlen(cases[c].text), n = 0, n_words;
+        uint32_t *cp = malloc(len * sizeof *cp);
+        for (size_t i = 0; i < len; n++) i += utf8_decode(cases[c].text + i, len - i, &cp[n]);
+        size_t *ends = bpe_pre_tokenize(&t, cp, n, &n_words);
+        buf got = BUF_INIT;
+        for (size_t w = 0, start = 0; w < n_words; start = ends[w++]) {
+            if (w) buf_putc(&got, '|');
+            for (size_t i = start; i < ends[w]; i++) {
+                char u[4];
+                buf_append(&got, u, utf8_encode(cp[i], u));
+            }
+        }
+        CHECK_STR(got.data, cases[c].words);
+        buf_free(&got);
+        free(ends);
+        free(cp);
+    }
+}
 
 static int encode_str(const tokenizer *t, const char *s, unsigned flags, int32_t **ids) {
     return tokenizer_encode(t, s, strlen(s), flags, ids);
@@ -211,6 +259,7 @@ static void test_load_errors(void) {
 int main(void) {
     TEST(test_spm_vectors);
     TEST(test_gpt2_vectors);
+    TEST(test_pre_tokenizers);
     TEST(test_spm_special);
     TEST(test_gpt2_special);
     TEST(test_stories_model);
