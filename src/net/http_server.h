@@ -28,6 +28,7 @@ typedef struct http_server http_server;
 typedef struct http_exchange http_exchange;
 typedef struct ws_conn ws_conn;
 
+/* Zero fields passed to http_server_new take the default. */
 typedef struct http_limits {
     size_t max_body;              /* request body bytes (default 1 MiB) */
     size_t max_header;            /* request line + headers bytes (default 16 KiB) */
@@ -44,6 +45,7 @@ typedef struct http_header {
     const char *value; /* surrounding whitespace trimmed */
 } http_header;
 
+/* Valid until the exchange is finished. */
 typedef struct http_request {
     const char *method;
     const char *path;   /* target without the query, e.g. "/v1/models" */
@@ -73,7 +75,8 @@ int http_server_listen(http_server *s, const char *host, int port, int reuseport
 int http_server_port(const http_server *s);  /* bound port, useful after port 0 */
 void http_server_stats_get(const http_server *s, http_server_stats *out);
 /* Stops accepting, closes every connection (aborting open exchanges), then
- * calls done(ud) once all handles are closed; the server is freed after. */
+ * calls done(ud) once all handles are closed and every aborted exchange has
+ * been finished; the server is freed after. done may be NULL. */
 void http_server_close(http_server *s, void (*done)(void *ud), void *ud);
 
 /* --- responding --- */
@@ -94,13 +97,15 @@ void http_stream_end(http_exchange *x);
 
 /* --- WebSocket (RFC 6455) --- */
 typedef struct ws_callbacks {
+    /* data is valid during the call only */
     void (*on_message)(ws_conn *ws, int is_text, const char *data, size_t len, void *ud);
     void (*on_drain)(ws_conn *ws, void *ud);  /* optional */
     void (*on_close)(ws_conn *ws, void *ud);
 } ws_callbacks;
 
 /* Completes the handshake and finishes the exchange. If the request is not a
- * valid WebSocket upgrade, answers 400 (or 426) and returns NULL. */
+ * valid WebSocket upgrade, answers 400 (or 426) and returns NULL; also NULL
+ * (exchange finished) when the client has already gone. */
 ws_conn *http_upgrade_websocket(http_exchange *x, const ws_callbacks *cb, void *ud);
 void ws_send_text(ws_conn *ws, const char *data, size_t len);
 size_t ws_backlog(const ws_conn *ws);
