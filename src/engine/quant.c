@@ -217,9 +217,9 @@ static void quant_q8_0(const float *x, block_q8_0 *y, size_t nb) {
     for (size_t i = 0; i < nb; i++, x += QK8_0) {
         float amax = 0;
         for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127, id = d != 0 ? 1.0f / d : 0;
+        float d = amax / 127, id = amax != 0 ? 127.0f / amax : 0;
         y[i].d = fp32_to_fp16(d);
-        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)nearbyintf(x[j] * id);
     }
 }
 
@@ -449,6 +449,37 @@ static float dot_q6_K(const void *w, const void *a, size_t n) {
     return s;
 }
 
+/* See quant.h: the order of ggml's repacked Q4_0 kernel. */
+static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        int isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++)
+            isum += ((x[i].qs[j] & 0xF) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
+        s = fmaf((float)isum, fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d), s);
+    }
+    return s;
+}
+
+/* See quant.h: ggml's F16 dot order, lane by lane. Products of two halves
+ * are exact in float, so only the order of the additions matters. */
+static float dot_f16_f16(const uint16_t *x, const uint16_t *y, size_t n) {
+    size_t np = n & ~(size_t)31;
+    float acc[4][8] = {{0}};
+    for (size_t i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 8; l++)
+                acc[j][l] = fmaf(fp16_to_fp32(x[i + 8 * j + l]), fp16_to_fp32(y[i + 8 * j + l]), acc[j][l]);
+    float t[4];
+    for (int l = 0; l < 8; l++) acc[0][l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    for (int l = 0; l < 4; l++) t[l] = acc[0][l] + acc[0][l + 4];
+    double s = (t[0] + t[1]) + (t[2] + t[3]);
+    for (size_t i = np; i < n; i++) s += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
+    return (float)s;
+}
+
 static const quant_kernels scalar_kernels = {
     .name = "scalar",
     .dot = {
@@ -456,6 +487,8 @@ static const quant_kernels scalar_kernels = {
         [QT_Q4_0] = dot_q4_0, [QT_Q8_0] = dot_q8_0,
         [QT_Q4_K] = dot_q4_K, [QT_Q5_K] = dot_q5_K, [QT_Q6_K] = dot_q6_K,
     },
+    .dot_q4_0_x8 = dot_q4_0_x8,
+    .dot_f16_f16 = dot_f16_f16,
 };
 
 const quant_kernels *quant_kernels_scalar(void) { return &scalar_kernels; }

@@ -82,10 +82,24 @@ int quantize_row(qtype t, const float *src, void *dst, size_t n);
 typedef float (*vec_dot_fn)(const void *w, const void *act, size_t n);
 
 /* One implementation of every dot product; entries are never NULL for the
- * weight types above (a SIMD table falls back to scalar where it has none). */
+ * weight types above (a SIMD table falls back to scalar where it has none).
+ *
+ * Two extra kernels exist to reproduce llama.cpp's results bit for bit
+ * (greedy decoding of a quantised model is chaotic: activations are
+ * re-quantised after every product, so a different float summation order
+ * flips a rounding and the text diverges after a few dozen tokens):
+ *  - dot_q4_0_x8: Q4_0 summed block after block with one fused multiply-add
+ *    each, the order of ggml's repacked 8-row kernel, which llama.cpp uses
+ *    on AVX2 CPUs for matrices whose row count is a multiple of 8;
+ *  - dot_f16_f16: two F16 vectors (attention over an F16 KV cache) summed
+ *    as ggml's AVX2 build does: 4 x 8 fused accumulators over each 32
+ *    elements, a fixed reduction tree, the remainder added in double.
+ * Scalar and AVX2 versions of these two give identical results. */
 typedef struct quant_kernels {
     const char *name;           /* "scalar", "avx2" */
     vec_dot_fn dot[QT_COUNT];
+    vec_dot_fn dot_q4_0_x8;
+    float (*dot_f16_f16)(const uint16_t *x, const uint16_t *y, size_t n);
 } quant_kernels;
 
 const quant_kernels *quant_kernels_scalar(void);

@@ -43,16 +43,21 @@ AVX2 static inline __m256i unpack_nibbles(const uint8_t *qs) {
     return _mm256_and_si256(both, _mm256_set1_epi8(0xF));
 }
 
+/* Four accumulators over each 32 elements, reduced like ggml's AVX2 build,
+ * so F32 models sum in the same order as llama.cpp. */
 AVX2 static float dot_f32(const void *w, const void *a, size_t n) {
     const float *x = w, *y = a;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), acc1);
-    }
-    float s = hsum_ps(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++) s += x[i] * y[i];
+    size_t np = n & ~(size_t)31;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (size_t i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * j), _mm256_loadu_ps(y + i + 8 * j), acc[j]);
+    __m256 r = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+    t = _mm_hadd_ps(t, t);
+    t = _mm_hadd_ps(t, t);
+    float s = _mm_cvtss_f32(t);
+    for (size_t i = np; i < n; i++) s += x[i] * y[i];
     return s;
 }
 
@@ -98,6 +103,40 @@ AVX2 static float dot_q4_0(const void *w, const void *a, size_t n) {
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
     }
     return hsum_ps(acc);
+}
+
+/* One block's integer dot at a time, folded in with a scalar fused
+ * multiply-add: the order of quant.c's dot_q4_0_x8 (see quant.h). */
+AVX2 static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        __m256i q = _mm256_sub_epi8(unpack_nibbles(x[i].qs), _mm256_set1_epi8(8));
+        int isum = hsum_epi32(dot_s8(q, _mm256_loadu_si256((const __m256i *)y[i].qs)));
+        s = __builtin_fmaf((float)isum, h2f(x[i].d) * h2f(y[i].d), s);
+    }
+    return s;
+}
+
+/* ggml's F16 order (see quant.h): four 8-lane accumulators, reduced as
+ * (a0 + a2) + (a1 + a3), halves added, then two horizontal adds. */
+AVX2 static float dot_f16_f16(const uint16_t *x, const uint16_t *y, size_t n) {
+    size_t np = n & ~(size_t)31;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (size_t i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++) {
+            __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8 * j)));
+            __m256 b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i + 8 * j)));
+            acc[j] = _mm256_fmadd_ps(a, b, acc[j]);
+        }
+    __m256 r = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+    t = _mm_hadd_ps(t, t);
+    t = _mm_hadd_ps(t, t);
+    double s = _mm_cvtss_f32(t);
+    for (size_t i = np; i < n; i++) s += (double)(h2f(x[i]) * h2f(y[i]));
+    return (float)s;
 }
 
 AVX2 static float dot_q8_0(const void *w, const void *a, size_t n) {
@@ -213,6 +252,8 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dot[QT_Q4_K] = dot_q4_K;
     k->dot[QT_Q5_K] = dot_q5_K;
     k->dot[QT_Q6_K] = dot_q6_K;
+    k->dot_q4_0_x8 = dot_q4_0_x8;
+    k->dot_f16_f16 = dot_f16_f16;
 }
 
 #else

@@ -1,0 +1,543 @@
+/* llama: see llama.h.
+ *
+ * The forward pass follows llama2.c's shape (embedding, then per layer:
+ * RMSNorm, Q/K/V, RoPE, causal attention over the KV cache, output
+ * projection, RMSNorm, SwiGLU FFN; final RMSNorm and logits), extended to a
+ * batch of tokens so a prompt is read once per weight matrix rather than
+ * once per token. Numerics follow llama.cpp where it matters for matching
+ * its greedy output: activations are quantised to the weight type's
+ * activation format before each product, RMSNorm sums in double, RoPE
+ * angles are built by repeated multiplication in float. */
+#include "engine/llama.h"
+
+#include "base/xalloc.h"
+#include "engine/quant.h"
+#include "engine/threadpool.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Tokens per batch step: bounds scratch memory while letting each weight row
+ * be reused across many prompt tokens. */
+#define CHUNK 64
+/* Rows per tile in the batched product: their weights stay in L1 while
+ * every token's activations pass over them. */
+#define ROW_TILE 8
+/* Attention sums over positions in multiples of this (weights beyond the
+ * sequence are 0), as llama.cpp's padded KV cache does: same sums, same
+ * order. */
+#define ATT_PAD 32
+
+typedef struct wmat {
+    const uint8_t *data;
+    qtype type;
+    int rows, cols;
+    size_t row_bytes;
+} wmat;
+
+typedef struct layer {
+    const float *attn_norm, *ffn_norm;
+    const float *bq, *bk, *bv;          /* NULL when the file has none */
+    wmat wq, wk, wv, wo, w_gate, w_up, w_down;
+} layer;
+
+struct llama_model {
+    gguf *g;
+    llama_hparams hp;
+    wmat tok_embd, output;
+    const float *output_norm;
+    const float *rope_freqs;            /* Llama 3.1 per-frequency divisors, or NULL */
+    layer *layers;
+    float **owned;                      /* vectors converted to F32 at load */
+    int n_owned;
+};
+
+/* ---- loading ---- */
+
+typedef struct loader {
+    llama_model *m;
+    char *err;
+    size_t errlen;
+} loader;
+
+__attribute__((format(printf, 2, 3)))
+static int load_fail(loader *ld, const char *fmt, ...) {
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (ld->err && ld->errlen) snprintf(ld->err, ld->errlen, "llama: %s", what);
+    return -1;
+}
+
+static const gguf_tensor *find(loader *ld, const char *name, int required) {
+    const gguf_tensor *t = gguf_find_tensor(ld->m->g, name);
+    if (!t && required) load_fail(ld, "missing tensor '%s'", name);
+    return t;
+}
+
+/* A 1-D vector of n floats: used in place when stored as F32, else
+ * converted once. *out is NULL for an absent optional tensor. */
+static int load_vec(loader *ld, const char *name, int n, int required, const float **out) {
+    *out = NULL;
+    const gguf_tensor *t = find(ld, name, required);
+    if (!t) return required ? -1 : 0;
+    if (t->n_elements != n) return load_fail(ld, "tensor '%s' has %lld elements, expected %d", name, (long long)t->n_elements, n);
+    if (t->type == GGUF_F32) { *out = t->data; return 0; }
+    if (t->type != GGUF_F16 && t->type != GGUF_BF16)
+        return load_fail(ld, "tensor '%s': vector type %s not supported", name, gguf_dtype_name(t->type));
+    float *v = xmalloc((size_t)n * sizeof *v);
+    dequantize_row((qtype)t->type, t->data, v, (size_t)n);
+    ld->m->owned = xrealloc(ld->m->owned, (size_t)(ld->m->n_owned + 1) * sizeof *ld->m->owned);
+    ld->m->owned[ld->m->n_owned++] = v;
+    *out = v;
+    return 0;
+}
+
+static int load_mat(loader *ld, const char *name, int cols, int rows, int required, wmat *w) {
+    memset(w, 0, sizeof *w);
+    const gguf_tensor *t = find(ld, name, required);
+    if (!t) return required ? -1 : 0;
+    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
+        return load_fail(ld, "tensor '%s' is not %d x %d", name, rows, cols);
+    if (!qtype_known(t->type) || t->type == GGUF_Q8_K)
+        return load_fail(ld, "tensor '%s': type %s not supported", name, gguf_dtype_name(t->type));
+    w->type = (qtype)t->type;
+    w->row_bytes = qtype_row_bytes(w->type, (size_t)cols);
+    if (!w->row_bytes) return load_fail(ld, "tensor '%s': row of %d not a multiple of its block", name, cols);
+    w->data = t->data;
+    w->rows = rows;
+    w->cols = cols;
+    return 0;
+}
+
+static int arch_rope_neox(const char *arch) {
+    if (!strcmp(arch, "llama") || !strcmp(arch, "mistral")) return 0;
+    if (!strcmp(arch, "qwen2")) return 1;
+    return -1;
+}
+
+/* Reads {arch}.<key> as an integer; dflt < 0 means required. */
+static int meta_int(loader *ld, const char *key, long dflt, int *out) {
+    char full[128];
+    int64_t v;
+    snprintf(full, sizeof full, "%s.%s", ld->m->hp.arch, key);
+    if (gguf_get_i64(ld->m->g, full, &v) < 0) {
+        if (dflt < 0) return load_fail(ld, "missing or invalid metadata '%s'", full);
+        v = dflt;
+    }
+    if (v < 0 || v > (1 << 30)) return load_fail(ld, "metadata '%s' = %lld out of range", full, (long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+static float meta_float(loader *ld, const char *key, float dflt) {
+    char full[128];
+    float v;
+    snprintf(full, sizeof full, "%s.%s", ld->m->hp.arch, key);
+    return gguf_get_f32(ld->m->g, full, &v) == 0 ? v : dflt;
+}
+
+static int load_hparams(loader *ld) {
+    llama_hparams *hp = &ld->m->hp;
+    const char *arch = gguf_get_str(ld->m->g, "general.architecture");
+    if (!arch) return load_fail(ld, "no general.architecture");
+    if (strlen(arch) >= sizeof hp->arch || arch_rope_neox(arch) < 0)
+        return load_fail(ld, "architecture '%s' not supported (llama, mistral, qwen2)", arch);
+    strcpy(hp->arch, arch);
+    hp->rope_neox = arch_rope_neox(arch);
+    if (meta_int(ld, "embedding_length", -1, &hp->dim) < 0 || meta_int(ld, "block_count", -1, &hp->n_layers) < 0 ||
+        meta_int(ld, "feed_forward_length", -1, &hp->ffn_dim) < 0 ||
+        meta_int(ld, "attention.head_count", -1, &hp->n_heads) < 0 ||
+        meta_int(ld, "attention.head_count_kv", hp->n_heads, &hp->n_kv_heads) < 0 ||
+        meta_int(ld, "context_length", 2048, &hp->n_ctx_train) < 0)
+        return -1;
+    if (hp->dim < 1 || hp->n_layers < 1 || hp->ffn_dim < 1 || hp->n_heads < 1 || hp->n_kv_heads < 1 ||
+        hp->n_heads % hp->n_kv_heads)
+        return load_fail(ld, "inconsistent sizes (dim %d, %d layers, ffn %d, %d heads, %d kv heads)", hp->dim, hp->n_layers, hp->ffn_dim, hp->n_heads, hp->n_kv_heads);
+    if (meta_int(ld, "attention.key_length", hp->dim / hp->n_heads, &hp->head_dim) < 0 ||
+        meta_int(ld, "rope.dimension_count", hp->head_dim, &hp->rope_dim) < 0)
+        return -1;
+    if (hp->head_dim < 2 || hp->head_dim % 2 || hp->rope_dim > hp->head_dim || hp->rope_dim % 2)
+        return load_fail(ld, "bad head size %d / rope dimensions %d", hp->head_dim, hp->rope_dim);
+    hp->rms_eps = meta_float(ld, "attention.layer_norm_rms_epsilon", 1e-5f);
+    hp->rope_base = meta_float(ld, "rope.freq_base", 10000.0f);
+    hp->rope_freq_scale = 1.0f;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    const char *scaling = gguf_get_str(ld->m->g, key);
+    float factor = meta_float(ld, "rope.scaling.factor", meta_float(ld, "rope.scale_linear", 1.0f));
+    if (scaling && strcmp(scaling, "linear") && strcmp(scaling, "none"))
+        return load_fail(ld, "rope scaling '%s' not supported (linear)", scaling);
+    if ((!scaling || !strcmp(scaling, "linear")) && factor > 0) hp->rope_freq_scale = 1.0f / factor;
+    return 0;
+}
+
+static int load_layer(loader *ld, int i) {
+    const llama_hparams *hp = &ld->m->hp;
+    layer *L = &ld->m->layers[i];
+    int q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d." s, i), n)
+    if (load_vec(ld, NAME("attn_norm.weight"), hp->dim, 1, &L->attn_norm) < 0 ||
+        load_vec(ld, NAME("ffn_norm.weight"), hp->dim, 1, &L->ffn_norm) < 0 ||
+        load_vec(ld, NAME("attn_q.bias"), q_dim, 0, &L->bq) < 0 ||
+        load_vec(ld, NAME("attn_k.bias"), kv_dim, 0, &L->bk) < 0 ||
+        load_vec(ld, NAME("attn_v.bias"), kv_dim, 0, &L->bv) < 0 ||
+        load_mat(ld, NAME("attn_q.weight"), hp->dim, q_dim, 1, &L->wq) < 0 ||
+        load_mat(ld, NAME("attn_k.weight"), hp->dim, kv_dim, 1, &L->wk) < 0 ||
+        load_mat(ld, NAME("attn_v.weight"), hp->dim, kv_dim, 1, &L->wv) < 0 ||
+        load_mat(ld, NAME("attn_output.weight"), q_dim, hp->dim, 1, &L->wo) < 0 ||
+        load_mat(ld, NAME("ffn_gate.weight"), hp->dim, hp->ffn_dim, 1, &L->w_gate) < 0 ||
+        load_mat(ld, NAME("ffn_up.weight"), hp->dim, hp->ffn_dim, 1, &L->w_up) < 0 ||
+        load_mat(ld, NAME("ffn_down.weight"), hp->ffn_dim, hp->dim, 1, &L->w_down) < 0)
+        return -1;
+#undef NAME
+    return 0;
+}
+
+llama_model *llama_load_gguf(gguf *g, char *err, size_t errlen) {
+    llama_model *m = xcalloc(1, sizeof *m);
+    m->g = g;
+    loader ld = {m, err, errlen};
+    llama_hparams *hp = &m->hp;
+    const gguf_tensor *emb;
+    if (load_hparams(&ld) < 0 || !(emb = find(&ld, "token_embd.weight", 1))) goto fail;
+    hp->n_vocab = emb->n_dims == 2 ? (int)emb->ne[1] : 0;
+    if (load_mat(&ld, "token_embd.weight", hp->dim, hp->n_vocab, 1, &m->tok_embd) < 0 ||
+        load_vec(&ld, "output_norm.weight", hp->dim, 1, &m->output_norm) < 0 ||
+        load_mat(&ld, "output.weight", hp->dim, hp->n_vocab, 0, &m->output) < 0 ||
+        load_vec(&ld, "rope_freqs.weight", hp->rope_dim / 2, 0, &m->rope_freqs) < 0)
+        goto fail;
+    hp->tied_output = m->output.data == NULL;
+    if (hp->tied_output) m->output = m->tok_embd;
+    m->layers = xcalloc((size_t)hp->n_layers, sizeof *m->layers);
+    for (int i = 0; i < hp->n_layers; i++)
+        if (load_layer(&ld, i) < 0) goto fail;
+    return m;
+fail:
+    llama_free(m);
+    return NULL;
+}
+
+llama_model *llama_load(const char *path, char *err, size_t errlen) {
+    gguf *g = gguf_open(path, err, errlen);
+    return g ? llama_load_gguf(g, err, errlen) : NULL;
+}
+
+void llama_free(llama_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    gguf_close(m->g);
+    free(m);
+}
+
+const llama_hparams *llama_model_hparams(const llama_model *m) { return &m->hp; }
+const gguf *llama_gguf(const llama_model *m) { return m->g; }
+
+static size_t mat_bytes(const wmat *w) { return w->row_bytes * (size_t)w->rows; }
+
+size_t llama_weight_bytes(const llama_model *m) {
+    size_t s = mat_bytes(&m->output);
+    for (int i = 0; i < m->hp.n_layers; i++) {
+        const layer *L = &m->layers[i];
+        s += mat_bytes(&L->wq) + mat_bytes(&L->wk) + mat_bytes(&L->wv) + mat_bytes(&L->wo) +
+             mat_bytes(&L->w_gate) + mat_bytes(&L->w_up) + mat_bytes(&L->w_down);
+    }
+    return s;
+}
+
+/* ---- context ---- */
+
+/* The KV cache is F16, as in llama.cpp (half the memory of F32, and the
+ * same roundings). K is [layer][pos][kv_dim]; V is stored transposed,
+ * [layer][kv_dim][n_ctx], so that each output element of attention is one
+ * contiguous dot product over positions. */
+struct llama_ctx {
+    const llama_model *m;
+    threadpool *tp;
+    const quant_kernels *kern;
+    int n_ctx, pos;
+    uint16_t *k_cache, *v_cache;
+    /* per-chunk activations, [CHUNK][width] */
+    float *x, *xb, *q, *k, *v, *att, *gate, *up, *logits;
+    float *scores;                   /* [thread][n_ctx] attention scores */
+    uint16_t *att_f16;               /* [thread][n_ctx + head_dim]: F16 weights, then F16 query */
+    uint8_t *act[2];                 /* quantised activations: Q8_0, Q8_K */
+    size_t act_stride;               /* bytes per token in act[] */
+};
+
+llama_ctx *llama_ctx_new(const llama_model *m, int n_ctx, int n_threads) {
+    const llama_hparams *hp = &m->hp;
+    llama_ctx *c = xcalloc(1, sizeof *c);
+    c->tp = tp_create(n_threads);
+    if (!c->tp) { free(c); return NULL; }
+    c->m = m;
+    c->kern = quant_kernels_best();
+    c->n_ctx = n_ctx > 0 ? n_ctx : hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    c->n_ctx = (c->n_ctx + ATT_PAD - 1) / ATT_PAD * ATT_PAD;
+    size_t kv_dim = (size_t)hp->n_kv_heads * hp->head_dim, q_dim = (size_t)hp->n_heads * hp->head_dim;
+    size_t cache = (size_t)hp->n_layers * c->n_ctx * kv_dim;
+    c->k_cache = xmalloc(cache * sizeof(uint16_t));
+    c->v_cache = xcalloc(cache, sizeof(uint16_t));   /* padding positions are read (times 0) */
+    size_t wide = q_dim > (size_t)hp->dim ? q_dim : (size_t)hp->dim;
+    if ((size_t)hp->ffn_dim > wide) wide = (size_t)hp->ffn_dim;
+    c->x = xmalloc(CHUNK * (size_t)hp->dim * sizeof(float));
+    c->xb = xmalloc(CHUNK * wide * sizeof(float));
+    c->q = xmalloc(CHUNK * q_dim * sizeof(float));
+    c->k = xmalloc(CHUNK * kv_dim * sizeof(float));
+    c->v = xmalloc(CHUNK * kv_dim * sizeof(float));
+    c->att = xmalloc(CHUNK * q_dim * sizeof(float));
+    c->gate = xmalloc(CHUNK * (size_t)hp->ffn_dim * sizeof(float));
+    c->up = xmalloc(CHUNK * (size_t)hp->ffn_dim * sizeof(float));
+    c->logits = xmalloc((size_t)hp->n_vocab * sizeof(float));
+    c->scores = xmalloc((size_t)tp_size(c->tp) * c->n_ctx * sizeof(float));
+    c->att_f16 = xmalloc((size_t)tp_size(c->tp) * (c->n_ctx + hp->head_dim) * sizeof(uint16_t));
+    /* Q8_0 and Q8_K both take at most 34/32 and 292/256 bytes per element */
+    c->act_stride = qtype_row_bytes(QT_Q8_K, (wide + QK_K - 1) / QK_K * QK_K);
+    for (int i = 0; i < 2; i++) c->act[i] = xmalloc(CHUNK * c->act_stride);
+    return c;
+}
+
+void llama_ctx_free(llama_ctx *c) {
+    if (!c) return;
+    tp_destroy(c->tp);
+    float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->gate, c->up, c->logits, c->scores};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(c->k_cache);
+    free(c->v_cache);
+    free(c->att_f16);
+    free(c->act[0]);
+    free(c->act[1]);
+    free(c);
+}
+
+int llama_ctx_size(const llama_ctx *c) { return c->n_ctx; }
+int llama_ctx_pos(const llama_ctx *c) { return c->pos; }
+
+int llama_ctx_rewind(llama_ctx *c, int pos) {
+    if (pos < 0 || pos > c->pos) return -1;
+    c->pos = pos;
+    return 0;
+}
+
+/* ---- matrix products ---- */
+
+/* Up to three products sharing one input (Q/K/V, gate/up), run as one
+ * parallel step: the rows of all of them are split across the threads. */
+typedef struct mm_job {
+    const quant_kernels *kern;
+    int n_tok, n_mat;
+    const wmat *w[3];
+    float *out[3];                   /* [n_tok][rows] */
+    const uint8_t *act[3];           /* the input in each matrix's activation type */
+    size_t act_stride[3];
+} mm_job;
+
+static void mm_rows(const mm_job *j, int k, long r0, long r1) {
+    const wmat *w = j->w[k];
+    /* llama.cpp repacks such Q4_0 matrices; sum in its order (quant.h) */
+    vec_dot_fn dot = w->type == QT_Q4_0 && w->rows % 8 == 0 ? j->kern->dot_q4_0_x8 : j->kern->dot[w->type];
+    for (long rt = r0; rt < r1; rt += ROW_TILE) {
+        long re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;
+        for (int t = 0; t < j->n_tok; t++) {
+            const uint8_t *a = j->act[k] + (size_t)t * j->act_stride[k];
+            float *o = j->out[k] + (size_t)t * w->rows;
+            for (long r = rt; r < re; r++) o[r] = dot(w->data + (size_t)r * w->row_bytes, a, (size_t)w->cols);
+        }
+    }
+}
+
+static void mm_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    long total = 0;
+    for (int k = 0; k < j->n_mat; k++) total += j->w[k]->rows;
+    long lo, hi, base = 0;
+    tp_split(total, ith, nth, &lo, &hi);
+    for (int k = 0; k < j->n_mat; base += j->w[k]->rows, k++) {
+        long r0 = lo > base ? lo - base : 0, r1 = hi - base < j->w[k]->rows ? hi - base : j->w[k]->rows;
+        if (r0 < r1) mm_rows(j, k, r0, r1);
+    }
+}
+
+/* out[k] = in x w[k]^T for n_tok rows of in (width w[0]->cols). The input
+ * is converted once per activation type the matrices need. */
+static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wmat *const *w, float *const *out) {
+    mm_job j = {.kern = c->kern, .n_tok = n_tok, .n_mat = n_mat};
+    int done[2] = {0, 0};
+    size_t cols = (size_t)w[0]->cols;
+    for (int k = 0; k < n_mat; k++) {
+        j.w[k] = w[k];
+        j.out[k] = out[k];
+        qtype at = qtype_act_type(w[k]->type);
+        if (at == QT_F32) {
+            j.act[k] = (const uint8_t *)in;
+            j.act_stride[k] = cols * sizeof(float);
+            continue;
+        }
+        int slot = at == QT_Q8_K;
+        if (!done[slot]) {
+            for (int t = 0; t < n_tok; t++) quantize_row(at, in + (size_t)t * cols, c->act[slot] + (size_t)t * c->act_stride, cols);
+            done[slot] = 1;
+        }
+        j.act[k] = c->act[slot];
+        j.act_stride[k] = c->act_stride;
+    }
+    tp_run(c->tp, mm_task, &j);
+}
+
+static void matmul1(llama_ctx *c, const float *in, int n_tok, const wmat *w, float *out) {
+    matmul(c, in, n_tok, 1, &w, &out);
+}
+
+/* ---- the other operations ---- */
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+static void add_bias(float *x, const float *b, int n_tok, int n) {
+    if (!b) return;
+    for (int t = 0; t < n_tok; t++)
+        for (int i = 0; i < n; i++) x[(size_t)t * n + i] += b[i];
+}
+
+/* Rotates each head of vec (n_heads heads of head_dim) for position pos.
+ * Normal mode pairs dimensions (2i, 2i+1); NeoX mode pairs (i, i + rope_dim/2). */
+static void rope(const llama_model *m, float *vec, int n_heads, int pos) {
+    const llama_hparams *hp = &m->hp;
+    int half = hp->rope_dim / 2;
+    float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim), theta = (float)pos;
+    for (int i = 0; i < half; i++, theta *= theta_scale) {
+        float th = hp->rope_freq_scale * (m->rope_freqs ? theta / m->rope_freqs[i] : theta);
+        float cs = cosf(th), sn = sinf(th);
+        int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = vec + (size_t)h * hp->head_dim, x0 = v[a], x1 = v[b];
+            v[a] = x0 * cs - x1 * sn;
+            v[b] = x0 * sn + x1 * cs;
+        }
+    }
+}
+
+typedef struct att_job {
+    llama_ctx *c;
+    int layer, n_tok, pos0;
+} att_job;
+
+/* Causal attention for (token, head) pairs split across threads: token t
+ * at position pos0+t sees cache positions 0..pos0+t. The query and the
+ * softmax weights are rounded to F16 and multiplied with the F16 cache, as
+ * llama.cpp does. */
+static void att_task(void *arg, int ith, int nth) {
+    const att_job *j = arg;
+    llama_ctx *c = j->c;
+    const llama_hparams *hp = &c->m->hp;
+    int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
+    size_t kv_dim = (size_t)hp->n_kv_heads * hd, q_dim = (size_t)hp->n_heads * hd;
+    const uint16_t *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
+    const uint16_t *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
+    float *s = c->scores + (size_t)ith * c->n_ctx, scale = 1.0f / sqrtf((float)hd);
+    uint16_t *w16 = c->att_f16 + (size_t)ith * (c->n_ctx + hd), *q16 = w16 + c->n_ctx;
+    float (*dot16)(const uint16_t *, const uint16_t *, size_t) = c->kern->dot_f16_f16;
+    long lo, hi;
+    tp_split((long)j->n_tok * hp->n_heads, ith, nth, &lo, &hi);
+    for (long th = lo; th < hi; th++) {
+        int t = (int)(th / hp->n_heads), h = (int)(th % hp->n_heads), n = j->pos0 + t + 1;
+        int n_pad = (n + ATT_PAD - 1) / ATT_PAD * ATT_PAD;
+        size_t kvh = (size_t)(h / group) * hd;
+        quantize_row(QT_F16, c->q + t * q_dim + (size_t)h * hd, q16, (size_t)hd);
+        float max = -INFINITY;
+        for (int p = 0; p < n; p++) {
+            s[p] = dot16(kc + p * kv_dim + kvh, q16, (size_t)hd) * scale;
+            if (s[p] > max) max = s[p];
+        }
+        double sum = 0;
+        for (int p = 0; p < n; p++) { s[p] = expf(s[p] - max); sum += s[p]; }
+        float inv = (float)(1.0 / sum);
+        for (int p = 0; p < n_pad; p++) w16[p] = p < n ? fp32_to_fp16(s[p] * inv) : 0;
+        float *o = c->att + t * q_dim + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) o[i] = dot16(vc + (kvh + i) * c->n_ctx, w16, (size_t)n_pad);
+    }
+}
+
+static void attention_block(llama_ctx *c, int l, int n_tok) {
+    const llama_hparams *hp = &c->m->hp;
+    const layer *L = &c->m->layers[l];
+    int dim = hp->dim, q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
+    for (int t = 0; t < n_tok; t++)
+        rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->attn_norm, dim, hp->rms_eps);
+    const wmat *w[3] = {&L->wq, &L->wk, &L->wv};
+    float *out[3] = {c->q, c->k, c->v};
+    matmul(c, c->xb, n_tok, 3, w, out);
+    add_bias(c->q, L->bq, n_tok, q_dim);
+    add_bias(c->k, L->bk, n_tok, kv_dim);
+    add_bias(c->v, L->bv, n_tok, kv_dim);
+    uint16_t *vc = c->v_cache + (size_t)l * c->n_ctx * kv_dim;
+    for (int t = 0; t < n_tok; t++) {
+        int pos = c->pos + t;
+        rope(c->m, c->q + (size_t)t * q_dim, hp->n_heads, pos);
+        rope(c->m, c->k + (size_t)t * kv_dim, hp->n_kv_heads, pos);
+        quantize_row(QT_F16, c->k + (size_t)t * kv_dim, c->k_cache + ((size_t)l * c->n_ctx + pos) * kv_dim, (size_t)kv_dim);
+        for (int i = 0; i < kv_dim; i++) vc[(size_t)i * c->n_ctx + pos] = fp32_to_fp16(c->v[(size_t)t * kv_dim + i]);
+    }
+    att_job aj = {c, l, n_tok, c->pos};
+    tp_run(c->tp, att_task, &aj);
+    matmul1(c, c->att, n_tok, &L->wo, c->xb);
+    for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];
+}
+
+static void ffn_block(llama_ctx *c, int l, int n_tok) {
+    const llama_hparams *hp = &c->m->hp;
+    const layer *L = &c->m->layers[l];
+    int dim = hp->dim;
+    for (int t = 0; t < n_tok; t++)
+        rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->ffn_norm, dim, hp->rms_eps);
+    const wmat *w[2] = {&L->w_gate, &L->w_up};
+    float *out[2] = {c->gate, c->up};
+    matmul(c, c->xb, n_tok, 2, w, out);
+    for (size_t i = 0; i < (size_t)n_tok * hp->ffn_dim; i++) {
+        float g = c->gate[i];
+        c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
+    }
+    matmul1(c, c->gate, n_tok, &L->w_down, c->xb);
+    for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];
+}
+
+/* One chunk of at most CHUNK tokens; leaves the final hidden states in x. */
+static void forward_chunk(llama_ctx *c, const int32_t *tokens, int n_tok) {
+    const llama_model *m = c->m;
+    int dim = m->hp.dim;
+    for (int t = 0; t < n_tok; t++)
+        dequantize_row(m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
+                       c->x + (size_t)t * dim, (size_t)dim);
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        attention_block(c, l, n_tok);
+        ffn_block(c, l, n_tok);
+    }
+    c->pos += n_tok;
+}
+
+const float *llama_forward(llama_ctx *c, const int32_t *tokens, int n) {
+    const llama_hparams *hp = &c->m->hp;
+    if (n < 1 || n > c->n_ctx - c->pos) return NULL;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab) return NULL;
+    int last = 0;
+    for (int done = 0; done < n; done += last) {
+        last = n - done < CHUNK ? n - done : CHUNK;
+        forward_chunk(c, tokens + done, last);
+    }
+    rmsnorm(c->xb, c->x + (size_t)(last - 1) * hp->dim, c->m->output_norm, hp->dim, hp->rms_eps);
+    matmul1(c, c->xb, 1, &c->m->output, c->logits);
+    return c->logits;
+}

@@ -1,0 +1,78 @@
+/* llama: a Llama-family transformer read from a GGUF file, and its forward
+ * pass with a KV cache.
+ *
+ * One model (the weights, mmap'ed through gguf.h and never copied) can be
+ * shared by any number of contexts; a context holds one sequence's KV cache,
+ * scratch buffers and a thread pool, and is used by one thread at a time.
+ * The hyper-parameters come from the file's metadata, so the same code runs
+ * Llama 2/3, Mistral, TinyLlama, SmolLM ("llama" architecture: RoPE on
+ * adjacent pairs) and Qwen2 (RoPE on halves, biases on Q/K/V).
+ *
+ * Typical use (a node's generation loop):
+ *   llama_model *m = llama_load("model.gguf", err, sizeof err);
+ *   llama_ctx *c = llama_ctx_new(m, 4096, 2);         // context, threads
+ *   const float *logits = llama_forward(c, prompt_ids, n_prompt);  // prefill
+ *   for (;;) { int t = sample(logits); ...; logits = llama_forward(c, &t, 1); }
+ *   llama_ctx_free(c); llama_free(m);
+ * Tokenizer and sampler are separate (tokenizer.h, sampler.h) and read the
+ * same gguf handle (llama_gguf). */
+#ifndef MSOA_ENGINE_LLAMA_H
+#define MSOA_ENGINE_LLAMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/gguf.h"
+
+typedef struct llama_hparams {
+    char arch[32];         /* general.architecture */
+    int n_vocab;
+    int dim;               /* embedding length */
+    int n_layers;
+    int n_heads, n_kv_heads, head_dim;
+    int ffn_dim;
+    int n_ctx_train;       /* context length the model was trained for */
+    float rms_eps;
+    int rope_neox;         /* 1: rotate (i, i + rope_dim/2); 0: adjacent pairs */
+    int rope_dim;          /* leading dimensions of a head that are rotated */
+    float rope_base;       /* frequency base */
+    float rope_freq_scale; /* 1 / linear scaling factor */
+    int tied_output;       /* output projection reuses token_embd */
+} llama_hparams;
+
+typedef struct llama_model llama_model;
+typedef struct llama_ctx llama_ctx;
+
+/* Opens, validates and maps a GGUF file: every tensor the architecture needs
+ * must be present with the right shape and a supported type. On error
+ * returns NULL with a one-line message in err. Loading maps the file and
+ * reads only the small norm vectors, so it takes milliseconds. */
+llama_model *llama_load(const char *path, char *err, size_t errlen);
+/* The same over an already opened gguf; the model takes ownership of g
+ * (closed by llama_free, or here on error). */
+llama_model *llama_load_gguf(gguf *g, char *err, size_t errlen);
+void llama_free(llama_model *m);
+
+const llama_hparams *llama_model_hparams(const llama_model *m);
+const gguf *llama_gguf(const llama_model *m);      /* for the tokenizer */
+size_t llama_weight_bytes(const llama_model *m);  /* bytes read per token */
+
+/* A context for up to n_ctx positions (0: the model's training length,
+ * capped at 4096), with n_threads threads (< 1: 1). NULL if a thread cannot
+ * be started. */
+llama_ctx *llama_ctx_new(const llama_model *m, int n_ctx, int n_threads);
+void llama_ctx_free(llama_ctx *c);
+int llama_ctx_size(const llama_ctx *c);   /* n_ctx */
+int llama_ctx_pos(const llama_ctx *c);    /* tokens already in the cache */
+/* Forgets everything from position pos on (0: start a new sequence; a
+ * larger value keeps a shared prompt prefix). pos > llama_ctx_pos is -1. */
+int llama_ctx_rewind(llama_ctx *c, int pos);
+
+/* Runs n tokens (a prompt chunk or one generated token) at the current
+ * position, appends them to the KV cache and returns the n_vocab logits of
+ * the last one (owned by the context, valid until the next call). NULL if
+ * n < 1, a token id is out of range or the context would overflow (nothing
+ * is changed then). */
+const float *llama_forward(llama_ctx *c, const int32_t *tokens, int n);
+
+#endif
