@@ -393,12 +393,13 @@ static void batch_send(rpc_batch *b) {
 static void batch_unref(rpc_batch *b) {
     if (--b->refs > 0) return;
     jsonrpc_session *s = b->s;
-    if (!s->closed && b->n_slots > 0) batch_send(b);
-    for (size_t i = 0; i < b->n_slots; i++) cJSON_Delete(b->slots[i]);
-    for (size_t i = 0; i < b->n_calls; i++) free(b->calls[i].raw_id);
+    /* unlinked first: the transport may close the session from inside send */
     if (b->prev) b->prev->next = b->next;
     else s->batches = b->next;
     if (b->next) b->next->prev = b->prev;
+    if (!s->closed && b->n_slots > 0) batch_send(b);
+    for (size_t i = 0; i < b->n_slots; i++) cJSON_Delete(b->slots[i]);
+    for (size_t i = 0; i < b->n_calls; i++) free(b->calls[i].raw_id);
     free(b->slots);
     free(b->calls);
     cJSON_Delete(b->doc);

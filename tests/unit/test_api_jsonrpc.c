@@ -14,9 +14,16 @@
 static char *out[MAX_OUT];
 static int n_out;
 
+static struct jsonrpc_session *close_on_send; /* a transport whose write fails */
+
 static void record(const char *json, size_t len, void *ud) {
     (void)ud;
     if (n_out < MAX_OUT) out[n_out++] = strndup(json, len);
+    if (close_on_send) {
+        struct jsonrpc_session *s = close_on_send;
+        close_on_send = NULL;
+        jsonrpc_session_close(s);
+    }
 }
 
 static void reset_out(void) {
@@ -648,6 +655,30 @@ static void close_inside_a_method(void) {
     CHECK_EQ_INT(n_out, 0);
 }
 
+static void close_from_inside_send(void) {
+    cancels = 0;
+    jsonrpc_session *s = session();
+    handle(s, "{\"jsonrpc\":\"2.0\",\"method\":\"later\",\"id\":1}");
+    jsonrpc_call_on_cancel(held[0], count_cancel, "ud");
+    close_on_send = s;
+    handle(s, "[{\"jsonrpc\":\"2.0\",\"method\":\"sum\",\"params\":[1],\"id\":2}]");
+    CHECK_EQ_INT(n_out, 1);
+    CHECK_EQ_INT(cancels, 1);
+    jsonrpc_result(held[0], NULL);
+    CHECK_EQ_INT(n_out, 1);
+
+    s = session();
+    close_on_send = s;
+    handle(s, "not json"); /* the parse error's send closes it */
+    CHECK_EQ_INT(n_out, 1);
+
+    s = session();
+    handle(s, "{\"jsonrpc\":\"2.0\",\"method\":\"later\",\"id\":1}");
+    close_on_send = s;
+    jsonrpc_result(held[0], cJSON_CreateTrue());
+    CHECK_EQ_INT(n_out, 1);
+}
+
 static void close_when_idle(void) {
     jsonrpc_session *s = session();
     jsonrpc_session_close(s);
@@ -684,6 +715,7 @@ int main(void) {
     TEST(cancel_that_answers);
     TEST(cancel_registered_after_close);
     TEST(close_inside_a_method);
+    TEST(close_from_inside_send);
     TEST(close_when_idle);
     reset_out();
     return test_done();
