@@ -1,7 +1,8 @@
 /* jsonrpc_fuzz: arbitrary bytes into a JSON-RPC session.
  *
  * The first byte picks how the session is driven (whether held calls are
- * answered in order or reversed, whether the transport goes away first); the
+ * answered in order or reversed, whether the transport goes away first or
+ * from inside its first write, a small batch limit); the
  * rest is the received text. Methods answer at once, later, twice, with
  * errors or with notifications first. Every text the session sends must be
  * valid JSON of the right shape; ASan/UBSan catch the rest (leaks included). */
@@ -31,6 +32,15 @@ static void check_response(const cJSON *r) {
     }
 }
 
+/* mode bit 16: the transport fails on its first write and goes away */
+static jsonrpc_session *session;
+static int close_on_send, closed;
+
+static void close_session(void) {
+    closed = 1;
+    jsonrpc_session_close(session);
+}
+
 static void on_send(const char *json, size_t len, void *ud) {
     (void)ud;
     check(strlen(json) == len);
@@ -47,6 +57,7 @@ static void on_send(const char *json, size_t len, void *ud) {
         check_response(j);
     }
     cJSON_Delete(j);
+    if (close_on_send && !closed) close_session();
 }
 
 #define MAX_HELD 2048
@@ -109,24 +120,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (size < 1) return 0;
     uint8_t mode = data[0];
-    jsonrpc_session *s = jsonrpc_session_new(methods, sizeof methods / sizeof methods[0], NULL, on_send, NULL);
-    if (mode & 4) jsonrpc_session_set_max_batch(s, 3);
+    session = jsonrpc_session_new(methods, sizeof methods / sizeof methods[0], NULL, on_send, NULL);
+    if (mode & 4) jsonrpc_session_set_max_batch(session, 3);
+    close_on_send = mode & 16;
+    closed = 0;
     n_held = 0;
     /* a copy exactly as long as the text, so over-reads are caught */
     char *text = malloc(size - 1 ? size - 1 : 1);
     memcpy(text, data + 1, size - 1);
-    jsonrpc_handle(s, text, size - 1);
+    jsonrpc_handle(session, text, size - 1);
     free(text);
-    if (mode & 1) jsonrpc_session_close(s);
+    if ((mode & 1) && !closed) close_session();
     for (size_t i = 0; i < n_held; i++) {
         size_t k = (mode & 2) ? n_held - 1 - i : i;
         if (done[k]) continue;
         if (mode & 8) jsonrpc_notify(held[k], "late", NULL);
         jsonrpc_result(held[k], cJSON_CreateString("later"));
     }
-    if (!(mode & 1)) {
-        check(jsonrpc_session_pending(s) == 0);
-        jsonrpc_session_close(s);
+    if (!closed) {
+        check(jsonrpc_session_pending(session) == 0);
+        close_session();
     }
     return 0;
 }
