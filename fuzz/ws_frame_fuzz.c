@@ -31,12 +31,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t n) {
             ws_event ev;
             int t = ws_reader_next(&r, pending, have, &used, &ev);
             if (used > have) abort();
+            /* Check the event before its bytes are dropped. */
+            if (t == WS_EV_MESSAGE && ev.is_text && !ws_utf8_valid((const uint8_t *)ev.data, ev.len)) abort();
+            if ((t == WS_EV_PING || t == WS_EV_PONG) && ev.len > 125) abort();
             memmove(pending, pending + used, have - used);
             have -= used;
             if (t == WS_EV_ERROR) broken = 1;
             if (t == WS_EV_NONE || t == WS_EV_ERROR) break;
-            if (t == WS_EV_MESSAGE && ev.is_text && !ws_utf8_valid((const uint8_t *)ev.data, ev.len)) abort();
-            if ((t == WS_EV_PING || t == WS_EV_PONG) && ev.len > 125) abort();
         }
     }
     free(pending);
