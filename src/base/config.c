@@ -548,6 +548,7 @@ int config_load_file(msoa_config *c, const char *path, char **err) {
         cJSON_ArrayForEach(m, root) {
             if (!strcmp(m->string, "nodes")) rc = file_nodes(c, path, m, err);
             else if (!strcmp(m->string, "baseline")) rc = file_baseline(c, path, m, err);
+            else if (strchr(m->string, '.')) rc = fail(err, "%s: unknown key '%.100s'", path, m->string);
             else rc = file_setting(c, path, m->string, m, err);
             if (rc < 0) break;
         }

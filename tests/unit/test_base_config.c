@@ -192,6 +192,7 @@ static void file_errors(void) {
     CHECK_CONTAINS(file_error("{\"baseline\": 3}"), "baseline must be an object");
     CHECK_CONTAINS(file_error("{\"baseline\": {\"price_in\": -1}}"), "baseline.price_in: must be a number >= 0, got '-1'");
     CHECK_CONTAINS(file_error("{\"baseline\": {\"cost\": 1}}"), "unknown key 'baseline.cost'");
+    CHECK_CONTAINS(file_error("{\"baseline.price_in\": 1}"), "unknown key 'baseline.price_in'");
     CHECK_CONTAINS(file_error("{\"nodes\": {}}"), "nodes must be an array");
     CHECK_CONTAINS(file_error("{\"nodes\": [3]}"), "nodes[0]: must be an object");
     CHECK_CONTAINS(file_error("{\"nodes\": [{\"name\": \"a\", \"url\": \"http://h\"}, {\"name\": \"b\", \"url\": \"http://h\", "
