@@ -456,7 +456,14 @@ gguf *gguf_open(const char *path, char *err, size_t errlen) {
     g->base = map;
     g->size = (size_t)st.st_size;
     g->mapped = 1;
-    return parse(g, err, errlen);
+    char why_parse[512];
+    g = parse(g, why_parse, sizeof why_parse);
+    /* name the file: "gguf: PATH: what is wrong" */
+    if (!g && err && errlen) {
+        const char *what = strncmp(why_parse, "gguf: ", 6) == 0 ? why_parse + 6 : why_parse;
+        snprintf(err, errlen, "gguf: %s: %s", path, what);
+    }
+    return g;
 }
 
 void gguf_close(gguf *g) {

@@ -85,7 +85,8 @@ typedef struct gguf_tensor {
 typedef struct gguf gguf;
 
 /* Open and validate a file (mmap'ed read-only until gguf_close). On error
- * returns NULL and writes a message to err (err may be NULL). */
+ * returns NULL and writes a message naming the file to err (may be NULL):
+ * "gguf: PATH: what is wrong". */
 gguf *gguf_open(const char *path, char *err, size_t errlen);
 /* The same over a caller-owned buffer that must outlive the handle. */
 gguf *gguf_open_mem(const void *data, size_t size, char *err, size_t errlen);
