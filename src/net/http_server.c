@@ -441,8 +441,9 @@ static void exchange_finish(conn *c) {
         x->streaming = 0;
         stat_add(&c->s->streams, -1);
     }
-    buf_clear(&c->cur);
-    release_big(&c->cur);
+    /* The request in `cur` is left as is (dispatch clears it for reuse);
+     * only a large one is let go now. */
+    if (c->cur.cap > KEEP_BUF_CAP) buf_free(&c->cur);
     if (!c->closed) {
         if (c->mode == MODE_HTTP && !x->keep_alive) c->closing = 1;
         if (c->read_paused) {

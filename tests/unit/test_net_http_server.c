@@ -547,6 +547,28 @@ static void test_max_connections(void) {
     cl_close(b);
 }
 
+static void count_done(void *ud) { (*(int *)ud)++; }
+
+static void test_reuseport(void) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    http_server *a = http_server_new(&loop, NULL, handler, NULL);
+    http_server *b = http_server_new(&loop, NULL, handler, NULL);
+    http_server *c = http_server_new(&loop, NULL, handler, NULL);
+    CHECK_EQ_INT(http_server_listen(a, "127.0.0.1", 0, 1), 0);
+    int port = http_server_port(a);
+    CHECK_EQ_INT(http_server_listen(b, "127.0.0.1", port, 1), 0);
+    CHECK_EQ_INT(http_server_port(b), port);
+    CHECK_EQ_INT(http_server_listen(c, "127.0.0.1", port, 0), UV_EADDRINUSE);
+    int done = 0;
+    http_server_close(a, count_done, &done);
+    http_server_close(b, count_done, &done);
+    http_server_close(c, count_done, &done);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(done, 3);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
 /* --- WebSocket tests --- */
 
 static void ws_send(client *c, int b0, const void *data, size_t len, int masked) {
@@ -694,6 +716,7 @@ int main(void) {
     TEST(test_ws_bad_handshake);
     TEST(test_idle_timeout);
     TEST(test_max_connections);
+    TEST(test_reuseport);
     srv_stop(g_srv);
     return test_done();
 }
