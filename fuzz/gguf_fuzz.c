@@ -1,14 +1,20 @@
-/* gguf_fuzz: libFuzzer target for the GGUF reader.
+/* gguf_fuzz: libFuzzer target for the GGUF reader and what is built on its
+ * metadata (tokenizer, chat template detection).
  *
  * Any input must either be rejected with a message or yield a handle whose
  * every value, string and tensor byte can be read without leaving the
  * input (ASan checks). Walking everything after a successful open is what
- * makes the validation claims of gguf.h testable. */
+ * makes the validation claims of gguf.h testable; a tokenizer built from
+ * hostile metadata must load or refuse, and then encode and decode. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
+#include "engine/chat_template.h"
 #include "engine/gguf.h"
+#include "engine/tokenizer.h"
 
 static unsigned walk_value(const gguf_value *v) {
     unsigned h = v->type;
@@ -40,6 +46,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (t->nbytes) h += p[0] + p[t->nbytes - 1];
         h += gguf_find_tensor(g, t->name) == t;
     }
+    tokenizer *t = tokenizer_load(g, err, sizeof err);
+    if (t) {
+        static const char text[] = "Hello  world 123 <s>\xff\n\t'll";
+        int32_t *ids;
+        int n = tokenizer_encode(t, text, sizeof text - 1, TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL, &ids);
+        buf out = BUF_INIT;
+        tokenizer_decode(t, ids, n, TOK_RENDER_SPECIAL, &out);
+        h += (unsigned)out.len;
+        buf_free(&out);
+        free(ids);
+        tokenizer_free(t);
+    }
+    h += (unsigned)chat_family_from_gguf(g, err, sizeof err);
     gguf_close(g);
     return (int)(h & 0);
 }
