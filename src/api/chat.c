@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/xalloc.h"
+#include "api/metrics.h"
 #include "ledger/cost.h"
 #include "mesh/dispatch.h"
 
@@ -66,11 +67,16 @@ static void chat_free(chat *c) {
     free(c);
 }
 
+static void fill_summary(chat *c, chat_summary *s);
+
 static void report_error(chat *c, int status, const char *message, const char *type,
                          const char *code, int retry_after, int mid_stream) {
     buf e = BUF_INIT;
     api_error_json(&e, message, type, code);
-    c->sink->on_error(c->ud, status, e.data, e.len, retry_after, mid_stream);
+    chat_summary s;
+    fill_summary(c, &s);
+    if (c->node) metrics_upstream_error(c->node->name, code);
+    c->sink->on_error(c->ud, &s, status, e.data, e.len, retry_after, mid_stream);
     buf_free(&e);
 }
 
@@ -134,11 +140,12 @@ static const char *validate(const cJSON *body, char *msg, size_t cap) {
 /* ---- the report ---- */
 
 static void fill_summary(chat *c, chat_summary *s) {
-    cost_report r = cost_compare(c->node->price, c->w->gw->baseline, c->tokens_in, c->tokens_out);
+    price none = {0, 0};
+    cost_report r = cost_compare(c->node ? c->node->price : none, c->w->gw->baseline, c->tokens_in, c->tokens_out);
     s->id = c->id;
-    s->node = c->node->name;
-    s->model = c->node->model;
-    s->domain = c->node->domain;
+    s->node = c->node ? c->node->name : NULL;
+    s->model = c->node ? c->node->model : NULL;
+    s->domain = c->node ? c->node->domain : NULL;
     s->tokens_in = c->tokens_in;
     s->tokens_out = c->tokens_out;
     s->usage_estimated = !c->have_usage;
@@ -207,7 +214,11 @@ static void estimate_usage(chat *c) {
     c->tokens_out = c->content_chunks;
 }
 
+/* The ledger step: today the metrics; receipts come with the ledger. */
 static void account(const chat_summary *s) {
+    metrics_tokens(s->node, (uint64_t)s->tokens_in, (uint64_t)s->tokens_out);
+    metrics_cost(s->node, s->cost_usd, s->baseline_cost_usd, s->saved_usd);
+    metrics_upstream(s->node, s->latency_ms / 1e3);
     log_debug("chat %s node=%s in=%ld out=%ld cost=%.8f latency=%.3fms", s->id, s->node,
               s->tokens_in, s->tokens_out, s->cost_usd, s->latency_ms);
 }
@@ -244,6 +255,7 @@ static void on_node_chunk(void *ud, cJSON *chunk) {
     chat *c = ud;
     if (!c->started) {
         c->started = 1;
+        metrics_first_chunk((double)(clock_now_ns() - c->start_ns) / 1e9);
         chat_summary s;
         fill_summary(c, &s);
         c->sink->on_stream_start(c->ud, &s);

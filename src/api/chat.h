@@ -39,9 +39,10 @@ typedef struct chat_sink {
      * assembled from the chunks), with its `msoa` report. */
     void (*on_finish)(void *ud, const chat_summary *s, const char *json, size_t len);
     /* It failed. error_json is {"error":{"message","type","code"}}; status
-     * the HTTP status; mid_stream: chunks were already sent. */
-    void (*on_error)(void *ud, int status, const char *error_json, size_t len, int retry_after_s,
-                     int mid_stream);
+     * the HTTP status; mid_stream: chunks were already sent. s->node is NULL
+     * when no node was chosen. */
+    void (*on_error)(void *ud, const chat_summary *s, int status, const char *error_json, size_t len,
+                     int retry_after_s, int mid_stream);
 } chat_sink;
 
 /* Starts a completion for `body` (taken over). Exactly one of on_finish /

@@ -10,6 +10,7 @@
 #include "api/openai.h"
 #include "api/rpc.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/xalloc.h"
 
@@ -25,13 +26,14 @@ static void respond_json(http_exchange *x, int status, cJSON *obj) {
     cJSON_Delete(obj);
 }
 
-static void serve_ready(worker *w, http_exchange *x) {
+static int serve_ready(worker *w, http_exchange *x) {
     cJSON *health = rpc_mesh_health(w->gw);
-    int ok = node_registry_any_reachable(&w->gw->nodes);
-    respond_json(x, ok ? 200 : 503, health);
+    int status = node_registry_any_reachable(&w->gw->nodes) ? 200 : 503;
+    respond_json(x, status, health);
+    return status;
 }
 
-static void serve_metrics(worker *w, http_exchange *x) {
+static int serve_metrics(worker *w, http_exchange *x) {
     gateway *gw = w->gw;
     long connections = 0, streams = 0;
     for (int i = 0; i < gw->n_workers; i++) {
@@ -44,6 +46,7 @@ static void serve_metrics(worker *w, http_exchange *x) {
     metrics_render(&out, connections, streams);
     http_respond(x, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len);
     buf_free(&out);
+    return 200;
 }
 
 /* ---- routing ---- */
@@ -54,28 +57,54 @@ static int is(const http_request *req, const char *method, const char *path) {
 
 static const char *known_paths[] = {"/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions", "/rpc"};
 
+static int serve_unknown(http_exchange *x, const http_request *req) {
+    char msg[300];
+    for (size_t i = 0; i < sizeof known_paths / sizeof *known_paths; i++) {
+        if (!strcmp(req->path, known_paths[i])) {
+            snprintf(msg, sizeof msg, "method %s is not allowed on %s", req->method, req->path);
+            api_respond_error(x, 405, msg, "invalid_request_error", "method_not_allowed");
+            return 405;
+        }
+    }
+    snprintf(msg, sizeof msg, "no such endpoint: %s %.200s", req->method, req->path);
+    api_respond_error(x, 404, msg, "invalid_request_error", "not_found");
+    return 404;
+}
+
+/* Chat completions and JSON-RPC answer later and count themselves; the
+ * rest answer now and are counted here. */
 static void on_request(http_exchange *x, const http_request *req, void *ud) {
     worker *w = ud;
-    if (is(req, "POST", "/v1/chat/completions")) openai_chat_completions(w, x, req);
-    else if (is(req, "GET", "/v1/models")) openai_models(w, x);
-    else if (is(req, "POST", "/rpc")) rpc_http(w, x, req);
-    else if (is(req, "GET", "/rpc")) rpc_websocket(w, x);
-    else if (is(req, "GET", "/health")) http_respond(x, 200, "application/json", "{\"status\":\"ok\"}", 15);
-    else if (is(req, "GET", "/ready")) serve_ready(w, x);
-    else if (is(req, "GET", "/metrics")) serve_metrics(w, x);
-    else {
-        for (size_t i = 0; i < sizeof known_paths / sizeof *known_paths; i++) {
-            if (!strcmp(req->path, known_paths[i])) {
-                char msg[160];
-                snprintf(msg, sizeof msg, "method %s is not allowed on %s", req->method, req->path);
-                api_respond_error(x, 405, msg, "invalid_request_error", "method_not_allowed");
-                return;
-            }
-        }
-        char msg[300];
-        snprintf(msg, sizeof msg, "no such endpoint: %s %.200s", req->method, req->path);
-        api_respond_error(x, 404, msg, "invalid_request_error", "not_found");
+    uint64_t t0 = clock_now_ns();
+    int status;
+    const char *route = req->path;
+    if (is(req, "POST", "/v1/chat/completions")) {
+        openai_chat_completions(w, x, req);
+        return;
     }
+    if (is(req, "POST", "/rpc")) {
+        rpc_http(w, x, req);
+        return;
+    }
+    if (is(req, "GET", "/rpc")) {
+        rpc_websocket(w, x);
+        return;
+    }
+    if (is(req, "GET", "/v1/models")) {
+        openai_models(w, x);
+        status = 200;
+    } else if (is(req, "GET", "/health")) {
+        http_respond(x, 200, "application/json", "{\"status\":\"ok\"}", 15);
+        status = 200;
+    } else if (is(req, "GET", "/ready")) {
+        status = serve_ready(w, x);
+    } else if (is(req, "GET", "/metrics")) {
+        status = serve_metrics(w, x);
+    } else {
+        status = serve_unknown(x, req);
+        route = "other"; /* unknown paths must not grow the label set */
+    }
+    metrics_request(route, status, NULL, (double)(clock_now_ns() - t0) / 1e9);
 }
 
 /* ---- health probes (worker 0) ---- */

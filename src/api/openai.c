@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/chat.h"
+#include "api/metrics.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/utf8.h"
@@ -128,8 +129,11 @@ static size_t backlog(void *ud) {
     return http_stream_backlog(hc->x);
 }
 
+#define CHAT_ROUTE "/v1/chat/completions"
+
 static void on_finish(void *ud, const chat_summary *s, const char *json, size_t len) {
     http_chat *hc = ud;
+    metrics_request(CHAT_ROUTE, 200, s->node, s->latency_ms / 1e3);
     if (hc->streaming) {
         write_event(hc, "[DONE]", 6);
         http_stream_end(hc->x);
@@ -143,9 +147,11 @@ static void on_finish(void *ud, const chat_summary *s, const char *json, size_t 
     http_chat_free(hc);
 }
 
-static void on_error(void *ud, int status, const char *error_json, size_t len, int retry_after_s, int mid_stream) {
+static void on_error(void *ud, const chat_summary *s, int status, const char *error_json, size_t len,
+                     int retry_after_s, int mid_stream) {
     (void)mid_stream;
     http_chat *hc = ud;
+    metrics_request(CHAT_ROUTE, hc->streaming ? 200 : status, s->node, s->latency_ms / 1e3);
     if (hc->streaming) {
         /* Headers are gone: the OpenAI clients raise an error event. */
         write_event(hc, error_json, len);

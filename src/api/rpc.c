@@ -8,6 +8,7 @@
 
 #include "api/chat.h"
 #include "api/jsonrpc.h"
+#include "api/metrics.h"
 #include "api/openai.h"
 #include "base/buf.h"
 #include "base/xalloc.h"
@@ -64,16 +65,19 @@ static size_t rpc_chat_backlog(void *ud) {
     return rc->t->ws ? ws_backlog(rc->t->ws) : 0;
 }
 
+#define CHAT_ROUTE "rpc:chat.complete"
+
 static void rpc_chat_on_finish(void *ud, const chat_summary *s, const char *json, size_t len) {
-    (void)s;
     rpc_chat *rc = ud;
+    metrics_request(CHAT_ROUTE, 200, s->node, s->latency_ms / 1e3);
     jsonrpc_result(rc->call, cJSON_ParseWithLength(json, len));
     rpc_chat_free(rc);
 }
 
-static void rpc_chat_on_error(void *ud, int status, const char *error_json, size_t len, int retry_after_s,
-                              int mid_stream) {
+static void rpc_chat_on_error(void *ud, const chat_summary *s, int status, const char *error_json, size_t len,
+                              int retry_after_s, int mid_stream) {
     rpc_chat *rc = ud;
+    metrics_request(CHAT_ROUTE, status, s->node, s->latency_ms / 1e3);
     cJSON *err = cJSON_ParseWithLength(error_json, len);
     cJSON *inner = cJSON_DetachItemFromObjectCaseSensitive(err, "error");
     cJSON_Delete(err);

@@ -77,8 +77,8 @@ int cmd_up(int argc, char **argv) {
         gateway_free(&gw);
         return 1;
     }
-    printf("msoa listening on http://%s:%d (%d workers, %d nodes)\n", gw.cfg.listen_host, gw.port,
-           gw.n_workers, gw.nodes.n);
+    printf("msoa: %d workers, %d nodes; listening on http://%s:%d\n", gw.n_workers, gw.nodes.n,
+           gw.cfg.listen_host, gw.port);
     fflush(stdout);
 
     int sig = 0;

@@ -35,6 +35,7 @@ static void fail(dispatch *d, int status, const char *code, const char *fmt, ...
 static void fail(dispatch *d, int status, const char *code, const char *fmt, ...) {
     if (d->finished) return;
     d->finished = 1;
+    if (status >= 500 || status == 429) atomic_fetch_add(&d->node->failures, 1);
     dispatch_error e;
     memset(&e, 0, sizeof e);
     e.status = status;
@@ -176,7 +177,6 @@ static void dispatch_free(dispatch *d) {
 static void on_done(http_call *c, enum http_call_error err, const char *message, void *ud) {
     (void)c;
     dispatch *d = ud;
-    d->call = NULL;
     if (!d->finished) {
         if (err == HTTP_CALL_CONNECT)
             fail(d, 502, "upstream_unreachable", "node '%s' is unreachable: %s", d->node->name, message);
@@ -189,6 +189,7 @@ static void on_done(http_call *c, enum http_call_error err, const char *message,
         else
             finish_response(d);
     }
+    d->call = NULL;
     /* Reachability follows real traffic, not only probes. */
     atomic_store(&d->node->reachable, err != HTTP_CALL_CONNECT);
     dispatch_free(d);

@@ -63,11 +63,12 @@ int it_start(it_proc *p, char *const argv[]) {
     char line[512];
     while (read_line(p->out_fd, line, sizeof line, deadline) == 0) {
         if (!strstr(line, "listening")) continue;
-        /* the port follows the last ':' (a URL) or the last space */
-        const char *colon = strrchr(line, ':');
-        const char *space = strrchr(line, ' ');
-        const char *num = colon && (!space || colon > space) ? colon + 1 : space ? space + 1 : line;
-        p->port = atoi(num);
+        /* the port is the number that ends the line */
+        size_t end = strlen(line);
+        while (end && (line[end - 1] < '0' || line[end - 1] > '9')) end--;
+        size_t start = end;
+        while (start && line[start - 1] >= '0' && line[start - 1] <= '9') start--;
+        p->port = atoi(line + start);
         if (p->port > 0) return 0;
     }
     fprintf(stderr, "itlib: %s did not say it was listening\n", argv[0]);
