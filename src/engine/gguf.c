@@ -198,8 +198,20 @@ static int read_bytes(reader *r, void *out, size_t n, const char *what) {
     return 0;
 }
 
-static int read_u32(reader *r, uint32_t *out, const char *what) { return read_bytes(r, out, 4, what); }
-static int read_u64(reader *r, uint64_t *out, const char *what) { return read_bytes(r, out, 8, what); }
+/* Fixed-size reads, written out so the copies compile to single loads. */
+static int read_u32(reader *r, uint32_t *out, const char *what) {
+    if (need(r, 4, what) < 0) return -1;
+    memcpy(out, r->g->base + r->pos, 4);
+    r->pos += 4;
+    return 0;
+}
+
+static int read_u64(reader *r, uint64_t *out, const char *what) {
+    if (need(r, 8, what) < 0) return -1;
+    memcpy(out, r->g->base + r->pos, 8);
+    r->pos += 8;
+    return 0;
+}
 
 /* A GGUF string (u64 length + bytes) copied NUL-terminated into the arena. */
 static int read_str(reader *r, const char **s, uint64_t *len, const char *what) {
