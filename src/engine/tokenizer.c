@@ -117,7 +117,7 @@ tok_sym *tok_merge(const tokenizer *t, const char *text, size_t len, tok_pair_fn
     tok_sym *sym = xmalloc((len ? len : 1) * sizeof *sym);
     int n = 0;
     for (size_t off = 0; off < len; n++) {
-        size_t cl = utf8_char_len((unsigned char)text[off]);
+        size_t cl = tok_utf8_len((unsigned char)text[off]);
         if (cl > len - off) cl = len - off;
         sym[n] = (tok_sym){text + off, cl, n - 1, off + cl == len ? -1 : n + 1};
         off += cl;
@@ -466,3 +466,49 @@ void tokenizer_decode(const tokenizer *t, const int32_t *ids, int n, unsigned fl
         }
     }
 }
+
+/* ---- streaming ---- */
+
+void tok_stream_init(tok_stream *s, const tokenizer *t, unsigned flags) {
+    s->t = t;
+    s->flags = flags;
+    s->started = 0;
+    s->held = (buf)BUF_INIT;
+}
+
+/* Length of the tail of b that starts a UTF-8 character still missing
+ * bytes (0 if the text ends on a character boundary or in junk). */
+static size_t incomplete_tail(const char *b, size_t len) {
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+        unsigned char c = (unsigned char)b[len - back];
+        if ((c & 0xc0) == 0x80) continue;              /* continuation: look further back */
+        size_t need = c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        return need > back ? back : 0;
+    }
+    return 0;
+}
+
+static void stream_emit(tok_stream *s, buf *out, size_t n) {
+    const char *p = s->held.data;
+    if (!n) return;
+    if (!s->started && (s->flags & TOK_STRIP_SPACE) && *p == ' ') {
+        p++;
+        n--;
+    }
+    s->started = 1;
+    buf_append(out, p, n);
+}
+
+void tok_stream_push(tok_stream *s, int32_t id, buf *out) {
+    tokenizer_piece(s->t, id, s->flags, &s->held);
+    size_t keep = incomplete_tail(s->held.data, s->held.len);
+    stream_emit(s, out, s->held.len - keep);
+    buf_consume(&s->held, s->held.len - keep);
+}
+
+void tok_stream_flush(tok_stream *s, buf *out) {
+    stream_emit(s, out, s->held.len);
+    buf_clear(&s->held);
+}
+
+void tok_stream_free(tok_stream *s) { buf_free(&s->held); }

@@ -67,4 +67,20 @@ void tokenizer_piece(const tokenizer *t, int32_t id, unsigned flags, buf *out);
 /* Appends the text of a token sequence. */
 void tokenizer_decode(const tokenizer *t, const int32_t *ids, int n, unsigned flags, buf *out);
 
+/* Incremental decoding for streaming: tokens go in one at a time, and only
+ * whole UTF-8 characters come out (a character spelled by several byte
+ * tokens is held until complete; bytes that can never form one are passed
+ * through). TOK_STRIP_SPACE applies to the first text produced. */
+typedef struct tok_stream {
+    const tokenizer *t;
+    unsigned flags;
+    int started;
+    buf held;
+} tok_stream;
+
+void tok_stream_init(tok_stream *s, const tokenizer *t, unsigned flags);
+void tok_stream_push(tok_stream *s, int32_t id, buf *out);
+void tok_stream_flush(tok_stream *s, buf *out);   /* emits whatever is held */
+void tok_stream_free(tok_stream *s);
+
 #endif

@@ -33,7 +33,7 @@ void bpe_init_bytes(tokenizer *t) {
 void bpe_unmap(const tokenizer *t, const char *s, size_t len, buf *out) {
     for (size_t i = 0; i < len;) {
         uint32_t cp;
-        size_t n = utf8_decode(s + i, len - i, &cp);
+        size_t n = tok_utf8_decode(s + i, len - i, &cp);
         if (cp < sizeof t->cp_byte / sizeof t->cp_byte[0] && t->cp_byte[cp] >= 0) buf_putc(out, (char)t->cp_byte[cp]);
         else buf_append(out, s + i, n);   /* not a mapped byte: keep the character */
         i += n;
@@ -52,7 +52,7 @@ typedef struct splitter {
 } splitter;
 
 static uint32_t cp_at(const splitter *sp, size_t i) { return i < sp->end ? sp->cp[i] : 0; }
-static int cls_at(const splitter *sp, size_t i) { return i < sp->end ? ucd_class(sp->cp[i]) : UC_NONE; }
+static int cls_at(const splitter *sp, size_t i) { return i < sp->end ? tok_ucd_class(sp->cp[i]) : UC_NONE; }
 
 /* Ends the current word at `end` (empty words are dropped); returns its length. */
 static size_t cut(splitter *sp, size_t end) {
@@ -168,8 +168,8 @@ size_t *bpe_pre_tokenize(const tokenizer *t, const uint32_t *cp, size_t n, size_
         /* every digit is a chunk of its own; GPT-2 rules split the rest */
         for (size_t i = 0; i < n;) {
             size_t j = i + 1;
-            if (ucd_class(cp[i]) != UC_NUMBER)
-                while (j < n && ucd_class(cp[j]) != UC_NUMBER) j++;
+            if (tok_ucd_class(cp[i]) != UC_NUMBER)
+                while (j < n && tok_ucd_class(cp[j]) != UC_NUMBER) j++;
             sp.end = j;
             split_gpt2(&sp, i);
             i = j;
@@ -222,7 +222,7 @@ static void bpe_word(const tokenizer *t, const char *w, size_t len, tok_vec *out
 void bpe_encode(const tokenizer *t, const char *text, size_t len, tok_vec *out) {
     uint32_t *cp = xmalloc((len ? len : 1) * sizeof *cp);
     size_t n = 0;
-    for (size_t i = 0; i < len; n++) i += utf8_decode(text + i, len - i, &cp[n]);
+    for (size_t i = 0; i < len; n++) i += tok_utf8_decode(text + i, len - i, &cp[n]);
     size_t n_words;
     size_t *ends = bpe_pre_tokenize(t, cp, n, &n_words);
     buf word = BUF_INIT;
@@ -231,8 +231,8 @@ void bpe_encode(const tokenizer *t, const char *text, size_t len, tok_vec *out) 
         buf_clear(&word);
         for (size_t i = start; i < ends[w]; i++) {
             char raw[4], mapped[4];
-            size_t rn = utf8_encode(cp[i], raw);
-            for (size_t k = 0; k < rn; k++) buf_append(&word, mapped, utf8_encode(t->byte_cp[(unsigned char)raw[k]], mapped));
+            size_t rn = tok_utf8_encode(cp[i], raw);
+            for (size_t k = 0; k < rn; k++) buf_append(&word, mapped, tok_utf8_encode(t->byte_cp[(unsigned char)raw[k]], mapped));
         }
         bpe_word(t, word.data, word.len, out);
         start = ends[w];

@@ -85,9 +85,9 @@ void bpe_unmap(const tokenizer *t, const char *s, size_t len, buf *out);
 
 /* Unicode support (tokenizer_unicode.c). */
 enum { UC_NONE = 0, UC_WHITESPACE = 1, UC_LETTER = 2, UC_NUMBER = 3, UC_OTHER = 4 };
-int ucd_class(uint32_t cp);
-size_t utf8_char_len(unsigned char lead);
-size_t utf8_decode(const char *s, size_t len, uint32_t *cp);
-size_t utf8_encode(uint32_t cp, char out[4]);
+int tok_ucd_class(uint32_t cp);
+size_t tok_utf8_len(unsigned char lead);
+size_t tok_utf8_decode(const char *s, size_t len, uint32_t *cp);
+size_t tok_utf8_encode(uint32_t cp, char out[4]);
 
 #endif

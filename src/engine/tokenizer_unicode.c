@@ -269,7 +269,7 @@ static const uint32_t class_runs[] = {
     0x0700104, 0x0700400, 0x0700804, 0x0700f80, 0x0780004, 0x07ffff0, 0x0800004, 0x087fff0,
 };
 
-int ucd_class(uint32_t cp) {
+int tok_ucd_class(uint32_t cp) {
     size_t lo = 0, hi = sizeof class_runs / sizeof class_runs[0];
     uint32_t key = cp << 3 | 7;
     /* find the last run starting at or before cp */
@@ -281,7 +281,7 @@ int ucd_class(uint32_t cp) {
     return cp > 0x10ffff ? UC_NONE : (int)(class_runs[lo] & 7);
 }
 
-size_t utf8_char_len(unsigned char lead) {
+size_t tok_utf8_len(unsigned char lead) {
     static const unsigned char len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
     return len[lead >> 4];
 }
@@ -289,7 +289,7 @@ size_t utf8_char_len(unsigned char lead) {
 /* Continuation bytes are checked but, as in the tokenizers this mirrors,
  * overlong forms and surrogates are not; anything malformed decodes as
  * U+FFFD consuming one byte. */
-size_t utf8_decode(const char *s, size_t len, uint32_t *cp) {
+size_t tok_utf8_decode(const char *s, size_t len, uint32_t *cp) {
     const unsigned char *u = (const unsigned char *)s;
     size_t n = u[0] < 0x80 ? 1 : u[0] < 0xc0 ? 0 : u[0] < 0xe0 ? 2 : u[0] < 0xf0 ? 3 : u[0] < 0xf8 ? 4 : 0;
     if (n == 0 || n > len) goto bad;
@@ -305,7 +305,7 @@ bad:
     return 1;
 }
 
-size_t utf8_encode(uint32_t cp, char out[4]) {
+size_t tok_utf8_encode(uint32_t cp, char out[4]) {
     if (cp < 0x80) {
         out[0] = (char)cp;
         return 1;

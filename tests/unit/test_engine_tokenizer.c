@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "base/buf.h"
+#include "base/utf8.h"
 #include "testlib.h"
 
 static char *slurp(const char *path, size_t *len) {
@@ -120,14 +121,14 @@ static void test_pre_tokenizers(void) {
         t.pre = cases[c].pre;
         size_t len = strlen(cases[c].text), n = 0, n_words;
         uint32_t *cp = malloc(len * sizeof *cp);
-        for (size_t i = 0; i < len; n++) i += utf8_decode(cases[c].text + i, len - i, &cp[n]);
+        for (size_t i = 0; i < len; n++) i += tok_utf8_decode(cases[c].text + i, len - i, &cp[n]);
         size_t *ends = bpe_pre_tokenize(&t, cp, n, &n_words);
         buf got = BUF_INIT;
         for (size_t w = 0, start = 0; w < n_words; start = ends[w++]) {
             if (w) buf_putc(&got, '|');
             for (size_t i = start; i < ends[w]; i++) {
                 char u[4];
-                buf_append(&got, u, utf8_encode(cp[i], u));
+                buf_append(&got, u, tok_utf8_encode(cp[i], u));
             }
         }
         CHECK_STR(got.data, cases[c].words);
@@ -245,6 +246,45 @@ static void test_stories_model(void) {
     tokenizer_free(t);
 }
 
+/* Streaming output is whole characters at every step and adds up to the text. */
+static void test_stream(void) {
+    tokenizer *t = load("models/stories260K.gguf", NULL);
+    CHECK(t != NULL);
+    if (!t) return;
+    static const char text[] = "Zo\xc3\xab \xf0\x9f\x99\x82 ok";
+    int32_t *ids;
+    int n = tokenizer_encode(t, text, sizeof text - 1, 0, &ids);
+    int byte_tokens = 0, silent = 0;
+    tok_stream st;
+    tok_stream_init(&st, t, TOK_STRIP_SPACE);
+    buf all = BUF_INIT, chunk = BUF_INIT;
+    for (int i = 0; i < n; i++) {
+        buf_clear(&chunk);
+        tok_stream_push(&st, ids[i], &chunk);
+        byte_tokens += tokenizer_token_type(t, ids[i]) == TOKT_BYTE;
+        silent += chunk.len == 0;
+        CHECK(utf8_check(chunk.data ? chunk.data : "", chunk.len) == chunk.len);
+        buf_append(&all, chunk.data ? chunk.data : "", chunk.len);
+    }
+    tok_stream_flush(&st, &all);
+    CHECK_STR(all.data, text);
+    CHECK(byte_tokens >= 4);   /* the emoji at least is spelled in bytes */
+    CHECK(silent >= 3);        /* ... and held back until complete */
+    /* a truncated character is still emitted by flush */
+    tok_stream_free(&st);
+    tok_stream_init(&st, t, 0);
+    buf_clear(&all);
+    tok_stream_push(&st, tokenizer_find(t, "<0xF0>"), &all);
+    CHECK_EQ_INT(all.len, 0);
+    tok_stream_flush(&st, &all);
+    CHECK(all.len == 1 && (unsigned char)all.data[0] == 0xf0);
+    tok_stream_free(&st);
+    buf_free(&all);
+    buf_free(&chunk);
+    free(ids);
+    tokenizer_free(t);
+}
+
 static void test_load_errors(void) {
     char err[256];
     static const unsigned char empty[24] = {'G', 'G', 'U', 'F', 3};   /* valid GGUF, no metadata */
@@ -263,6 +303,7 @@ int main(void) {
     TEST(test_spm_special);
     TEST(test_gpt2_special);
     TEST(test_stories_model);
+    TEST(test_stream);
     TEST(test_load_errors);
     return test_done();
 }
