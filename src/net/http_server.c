@@ -64,7 +64,7 @@ struct ws_conn {
 };
 
 enum { MODE_HTTP, MODE_WS };
-enum { T_NONE, T_IDLE, T_REQUEST, T_PROCESS, T_LINGER, T_WS_CLOSE };
+enum { T_NONE, T_IDLE, T_REQUEST, T_PROCESS, T_LINGER, T_WS_CLOSE, T_FAIL };
 
 struct conn {
     uv_tcp_t tcp;
@@ -77,6 +77,7 @@ struct conn {
     int mode;
     int timer_kind;
     unsigned closed : 1;      /* uv_close called */
+    unsigned failed : 1;      /* broken; closes on the next loop turn */
     unsigned closing : 1;     /* send what is queued, then shut down */
     unsigned lingering : 1;   /* shut down; discarding input until the peer closes */
     unsigned writing : 1;     /* a uv_write is in flight */
@@ -164,11 +165,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
 
 static void timer_set(conn *c, int kind, unsigned ms) {
+    if (c->failed && kind != T_FAIL) return;
     c->timer_kind = kind;
     uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
 static void timer_stop(conn *c) {
+    if (c->failed) return;
     c->timer_kind = T_NONE;
     uv_timer_stop(&c->timer);
 }
@@ -192,6 +195,18 @@ static void conn_close(conn *c) {
     }
 }
 
+/* A failure found inside a call from the handler (a write error, say):
+ * output stops now, but the close, with its on_abort or on_close, runs on
+ * the next loop turn and never inside the caller's own stack. */
+static void conn_fail(conn *c) {
+    if (c->closed || c->failed) return;
+    timer_set(c, T_FAIL, 0);
+    c->failed = 1;
+    buf_clear(&c->out);
+}
+
+static int conn_dead(const conn *c) { return c->closed || c->failed; }
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
     conn *c = req->data;
     if (status < 0 && !c->closed) conn_close(c);
@@ -207,7 +222,7 @@ static void start_shutdown(conn *c) {
     c->in_off = 0;
     c->sreq.data = c;
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
-        conn_close(c);
+        conn_fail(c);
         return;
     }
     timer_set(c, T_LINGER, LINGER_MS);
@@ -223,6 +238,17 @@ static void notify_drain(conn *c) {
     }
 }
 
+/* Once all output is out, on_drain tells a producer that met a backlog
+ * (output that could not leave at once, or backlog() seen non-zero).
+ * Called only from loop callbacks, so on_drain never runs inside the
+ * producer's own write. */
+static void flush_and_notify(conn *c) {
+    flush(c);
+    if (conn_dead(c) || c->writing || c->out.len || !c->backlogged) return;
+    c->backlogged = 0;
+    notify_drain(c);
+}
+
 static void on_write(uv_write_t *req, int status) {
     conn *c = req->data;
     c->writing = 0;
@@ -232,23 +258,18 @@ static void on_write(uv_write_t *req, int status) {
         conn_close(c);
         return;
     }
-    flush(c);
+    flush_and_notify(c);
 }
 
-/* Output that cannot leave at once marks the connection backlogged, so
- * on_drain runs when it has: a producer that saw a backlog hears back. */
 static void flush(conn *c) {
-    if (c->closed) return;
-    if (c->corked || c->writing) {
-        if (c->out.len) c->backlogged = 1;
-        return;
-    }
+    if (conn_dead(c)) return;
+    if (c->corked || c->writing) return;
     if (c->out.len) {
         uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (n == UV_EAGAIN) n = 0;
         if (n < 0) {
-            conn_close(c);
+            conn_fail(c);
             return;
         }
         if ((size_t)n < c->out.len) {
@@ -258,7 +279,7 @@ static void flush(conn *c) {
             b = uv_buf_init(c->wbuf.data + n, (unsigned)(c->wbuf.len - (size_t)n));
             c->wreq.data = c;
             if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
-                conn_close(c);
+                conn_fail(c);
                 return;
             }
             c->writing = 1;
@@ -267,16 +288,15 @@ static void flush(conn *c) {
         }
         buf_clear(&c->out);
     }
-    if (c->closing) {
-        start_shutdown(c);
-    } else if (c->backlogged) {
-        c->backlogged = 0;
-        notify_drain(c);
-    }
+    if (c->closing) start_shutdown(c);
 }
 
+/* A producer that saw a backlog may be waiting for on_drain: remember to
+ * send it (the conn is never const itself, only the public handle). */
 static size_t backlog(const conn *c) {
-    return c->out.len + uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    size_t n = c->out.len + uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    if (n) ((conn *)c)->backlogged = 1;
+    return n;
 }
 
 static const char *reason_phrase(int status) {
@@ -414,9 +434,9 @@ void http_exchange_on(http_exchange *x, void (*on_drain)(void *), void (*on_abor
     x->cb_ud = ud;
 }
 
-int http_exchange_aborted(const http_exchange *x) { return x->aborted; }
+int http_exchange_aborted(const http_exchange *x) { return x->aborted || x->c->failed; }
 
-static int dropping(const http_exchange *x) { return x->aborted || x->c->closed; }
+static int dropping(const http_exchange *x) { return x->aborted || conn_dead(x->c); }
 
 void http_add_header(http_exchange *x, const char *name, const char *value) {
     if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n")) {
@@ -444,11 +464,11 @@ static void exchange_finish(conn *c) {
     /* The request in `cur` is left as is (dispatch clears it for reuse);
      * only a large one is let go now. */
     if (c->cur.cap > KEEP_BUF_CAP) buf_free(&c->cur);
-    if (!c->closed) {
+    if (!conn_dead(c)) {
         if (c->mode == MODE_HTTP && !x->keep_alive) c->closing = 1;
         if (c->read_paused) {
             c->read_paused = 0;
-            if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) conn_close(c);
+            if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) conn_fail(c);
         }
         /* Inside http_process the loop goes on by itself; otherwise look
          * at buffered input on the next loop turn, outside the caller's
@@ -528,7 +548,7 @@ void http_stream_write(http_exchange *x, const char *data, size_t len) {
     flush(x->c);
 }
 
-size_t http_stream_backlog(const http_exchange *x) { return x->c->closed ? 0 : backlog(x->c); }
+size_t http_stream_backlog(const http_exchange *x) { return conn_dead(x->c) ? 0 : backlog(x->c); }
 
 void http_stream_end(http_exchange *x) {
     if (!exchange_usable(x, "http_stream_end")) return;
@@ -590,7 +610,7 @@ static void http_process(conn *c) {
     c->processing = 1;
     c->corked = 1;
     http_server *s = c->s;
-    while (c->mode == MODE_HTTP && !c->x.active && !c->closing && !c->closed && c->in_off < c->in.len) {
+    while (c->mode == MODE_HTTP && !c->x.active && !c->closing && !conn_dead(c) && c->in_off < c->in.len) {
         if (!c->receiving) {
             c->receiving = 1;
             c->sent_continue = 0;
@@ -616,14 +636,14 @@ static void http_process(conn *c) {
     }
     c->processing = 0;
     c->corked = 0;
-    if (c->closed) return;
+    if (conn_dead(c)) return;
     if (c->mode == MODE_WS) {
         ws_process(c);
         return;
     }
     if (!c->x.active && !c->receiving && !c->closing && c->in.len == 0)
         timer_set(c, T_IDLE, s->lim.idle_timeout_ms);
-    flush(c);
+    flush_and_notify(c);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -641,6 +661,7 @@ static void on_timer(uv_timer_t *t) {
     case T_IDLE:
     case T_LINGER:
     case T_WS_CLOSE:
+    case T_FAIL:
         conn_close(c);
         break;
     default:
@@ -665,7 +686,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     }
     c->in.len += (size_t)nread;
     c->in.data[c->in.len] = '\0';
-    if (c->lingering) {
+    if (c->lingering || c->failed) {
         buf_clear(&c->in);
         return;
     }
@@ -794,7 +815,7 @@ static void ws_process(conn *c) {
     c->corked = 1;
     ws_conn *ws = &c->ws;
     size_t off = 0;
-    while (!c->closed && !c->closing) {
+    while (!conn_dead(c) && !c->closing) {
         ws_event ev;
         size_t used;
         int t = ws_reader_next(&ws->reader, (uint8_t *)c->in.data + off, c->in.len - off, &used, &ev);
@@ -816,19 +837,19 @@ static void ws_process(conn *c) {
     if (!c->closed) buf_consume(&c->in, off);
     c->processing = 0;
     c->corked = 0;
-    flush(c);
+    flush_and_notify(c);
 }
 
 void ws_send_text(ws_conn *ws, const char *data, size_t len) {
-    if (!ws->open || ws->close_sent || ws->c->closed) return;
+    if (!ws->open || ws->close_sent || conn_dead(ws->c)) return;
     ws_send_frame(ws->c, WS_OP_TEXT, data, len);
 }
 
-size_t ws_backlog(const ws_conn *ws) { return ws->c->closed ? 0 : backlog(ws->c); }
+size_t ws_backlog(const ws_conn *ws) { return conn_dead(ws->c) ? 0 : backlog(ws->c); }
 
 void ws_close(ws_conn *ws, int code, const char *reason) {
     conn *c = ws->c;
-    if (!ws->open || ws->close_sent || c->closed) return;
+    if (!ws->open || ws->close_sent || conn_dead(c)) return;
     if (code < 1000 || code == WS_CLOSE_NO_STATUS || code == 1006 || code == 1015 || code > 4999)
         code = WS_CLOSE_NORMAL;
     ws_send_close(c, code, reason);

@@ -23,7 +23,9 @@
 
 #define BIG_STREAM (16u << 20)   /* more than loopback socket buffers hold */
 
-static atomic_int g_aborts, g_drains, g_ws_closed, g_big_sent;
+static atomic_int g_aborts, g_drains, g_ws_closed, g_big_sent, g_ws_drains;
+static size_t g_flood_sent;   /* loop thread only */
+static int g_flooding;
 
 /* --- handlers (loop thread) --- */
 
@@ -101,11 +103,35 @@ static void hang_abort(void *ud) {
     http_respond(ud, 200, "text/plain", "late", 4);
 }
 
+/* Sends BIG_STREAM bytes in 64 KB messages, pausing on ws_backlog. */
+static void ws_flood(ws_conn *ws) {
+    static char piece[65536];
+    memset(piece, 'f', sizeof piece);
+    while (g_flooding && ws_backlog(ws) < (256u << 10)) {
+        ws_send_text(ws, piece, sizeof piece);
+        g_flood_sent += sizeof piece;
+        g_flooding = g_flood_sent < BIG_STREAM;
+    }
+}
+
+static void ws_drained(ws_conn *ws, void *ud) {
+    (void)ud;
+    atomic_fetch_add(&g_ws_drains, 1);
+    ws_flood(ws);
+}
+
 static void ws_message(ws_conn *ws, int is_text, const char *data, size_t len, void *ud) {
     (void)ud;
     (void)is_text;
-    if (len == 8 && memcmp(data, "close-me", 8) == 0) ws_close(ws, 1000, "bye");
-    else ws_send_text(ws, data, len);
+    if (len == 8 && memcmp(data, "close-me", 8) == 0) {
+        ws_close(ws, 1000, "bye");
+    } else if (len == 5 && memcmp(data, "flood", 5) == 0) {
+        g_flood_sent = 0;
+        g_flooding = 1;
+        ws_flood(ws);
+    } else {
+        ws_send_text(ws, data, len);
+    }
 }
 
 static void ws_closed(ws_conn *ws, void *ud) {
@@ -145,7 +171,7 @@ static void handler(http_exchange *x, const http_request *req, void *ud) {
     } else if (strcmp(req->path, "/hang") == 0) {
         http_exchange_on(x, NULL, hang_abort, x);
     } else if (strcmp(req->path, "/ws") == 0) {
-        ws_callbacks cb = {ws_message, NULL, ws_closed};
+        ws_callbacks cb = {ws_message, ws_drained, ws_closed};
         http_upgrade_websocket(x, &cb, NULL);
     } else {
         http_respond(x, 404, "text/plain", "nope", 4);
@@ -600,8 +626,8 @@ static int ws_recv(client *c, buf *out) {
     return f.opcode;
 }
 
-static client *ws_open(void) {
-    client *c = cl();
+static client *ws_open_rcvbuf(int rcvbuf) {
+    client *c = cl_open_rcvbuf(g_srv->port, rcvbuf);
     resp r = {0};
     cl_puts(c, "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
@@ -611,6 +637,8 @@ static client *ws_open(void) {
     resp_free(&r);
     return c;
 }
+
+static client *ws_open(void) { return ws_open_rcvbuf(0); }
 
 static void test_ws_echo_ping_fragments(void) {
     int closed_before = atomic_load(&g_ws_closed);
@@ -659,6 +687,23 @@ static void test_ws_server_close(void) {
     cl_close(c);
     CHECK(wait_int(&g_ws_closed, closed_before + 1));
     buf_free(&m);
+}
+
+static void test_ws_backpressure(void) {
+    client *c = ws_open_rcvbuf(65536);
+    buf m = BUF_INIT;
+    ws_send(c, 0x81, "flood", 5, 1);
+    size_t total = 0;
+    int ok = 1;
+    while (total < BIG_STREAM && ok) {
+        ok = ws_recv(c, &m) == WS_OP_TEXT && m.len == 65536 && m.data[0] == 'f' && m.data[65535] == 'f';
+        total += m.len;
+    }
+    CHECK(ok);
+    CHECK_EQ_INT(total, BIG_STREAM);
+    CHECK(atomic_load(&g_ws_drains) > 0);
+    buf_free(&m);
+    cl_close(c);
 }
 
 static void expect_ws_close_code(int b0, const void *data, size_t len, int masked, int code) {
@@ -712,6 +757,7 @@ int main(void) {
     TEST(test_abort_mid_stream);
     TEST(test_ws_echo_ping_fragments);
     TEST(test_ws_server_close);
+    TEST(test_ws_backpressure);
     TEST(test_ws_protocol_errors);
     TEST(test_ws_bad_handshake);
     TEST(test_idle_timeout);
