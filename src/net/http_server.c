@@ -686,7 +686,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     }
     c->in.len += (size_t)nread;
     c->in.data[c->in.len] = '\0';
-    if (c->lingering || c->failed) {
+    if (c->lingering || c->failed || c->closing) {  /* nothing more will be read from it */
         buf_clear(&c->in);
         return;
     }
