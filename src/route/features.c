@@ -1,0 +1,260 @@
+/* features: see features.h. The scanner is the hot path of every routed
+ * request: one branch per byte, one hash-table probe per word. */
+#include "route/features.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/xalloc.h"
+
+#define FNV_OFFSET 1469598103934665603ull
+#define FNV_PRIME 1099511628211ull
+
+const char *const feat_hand_names[FEAT_HAND_N] = {
+    "length",          "words",           "digits",          "operators",
+    "brackets",        "latex",           "code-punctuation", "indented-lines",
+    "lines",           "question-mark",   "code-words",      "math-words",
+    "role-play-words", "numbers",         "identifiers",     "upper-case",
+    "word-length",     "number-count",
+};
+
+const char *const feat_hand_sign[FEAT_HAND_N] = {
+    NULL,   "math",   "math",   "math",
+    NULL,   "math",   "code",   "code",
+    NULL,   NULL,     "code",   "math",
+    "unsafe", "math", "code",   NULL,
+    NULL,   "math",
+};
+
+uint64_t feat_hash_word(const char *w, size_t len) {
+    uint64_t h = FNV_OFFSET;
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = (unsigned char)w[i];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        h = (h ^ c) * FNV_PRIME;
+    }
+    return h ? h : 1;
+}
+
+/* FNV's low bits are weak for power-of-two tables: mix before masking. */
+static inline uint32_t slot_of(uint64_t key, uint32_t mask) {
+    key ^= key >> 31;
+    key *= 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(key >> 32) & mask;
+}
+
+void vocab_init(route_vocab *v, uint32_t capacity_hint) {
+    uint32_t cap = 1024;
+    while (cap < capacity_hint * 2) cap *= 2;
+    memset(v, 0, sizeof *v);
+    v->slots = xcalloc(cap, sizeof *v->slots);
+    v->mask = cap - 1;
+}
+
+void vocab_free(route_vocab *v) {
+    free(v->slots);
+    free(v->row_weight);
+    memset(v, 0, sizeof *v);
+}
+
+static void vocab_grow(route_vocab *v) {
+    route_vocab bigger;
+    vocab_init(&bigger, (v->mask + 1));
+    for (uint32_t i = 0; i <= v->mask; i++)
+        if (v->slots[i].key) vocab_put(&bigger, v->slots[i].key, v->slots[i].row, v->slots[i].flags);
+    free(v->slots);
+    v->slots = bigger.slots;
+    v->mask = bigger.mask;
+}
+
+vocab_entry *vocab_put(route_vocab *v, uint64_t key, int32_t row, uint32_t flags) {
+    if (2 * (v->n + 1) > v->mask + 1) vocab_grow(v);
+    uint32_t i = slot_of(key, v->mask);
+    while (v->slots[i].key && v->slots[i].key != key) i = (i + 1) & v->mask;
+    vocab_entry *e = &v->slots[i];
+    if (!e->key) {
+        v->n++;
+        *e = (vocab_entry){key, row, flags};
+    } else {
+        if (row >= 0) e->row = row;
+        e->flags |= flags;
+    }
+    return e;
+}
+
+const vocab_entry *vocab_get(const route_vocab *v, uint64_t key) {
+    uint32_t i = slot_of(key, v->mask);
+    for (;;) {
+        const vocab_entry *e = &v->slots[i];
+        if (e->key == key) return e;
+        if (!e->key) return NULL;
+        i = (i + 1) & v->mask;
+    }
+}
+
+/* Small lexicons: signs of code, of mathematics, and of the role-play and
+ * instruction-override talk of jailbreak prompts. They generalise across
+ * sources because they name the subject, not a data set's template. */
+static const char *const lex_code[] = {
+    "def", "return", "import", "class", "lambda", "elif", "print", "void", "int", "const",
+    "var", "let", "function", "func", "self", "none", "null", "true", "false", "struct",
+    "public", "private", "static", "include", "printf", "println", "len", "range", "str",
+    "dict", "list", "array", "arrays", "string", "strings", "python", "java", "javascript",
+    "code", "program", "algorithm", "implement", "compile", "compiler", "recursion",
+    "recursive", "loop", "variable", "boolean", "regex", "sql", "query", "html", "api",
+    "json", "bug", "debug", "tuple", "tuples", "integer", "float", "char", "bool", "typing",
+    "script", "sort", "sorted", "index", "element", "elements", "substring", "regular",
+    "binary", "bits", "bit", "pointer", "stack", "queue", "hash", "node", "tree", "graph",
+    "runtime", "complexity", "software", "memory", "cpu", "compute",
+};
+static const char *const lex_math[] = {
+    "solve", "calculate", "compute", "equation", "equations", "integer", "integers",
+    "prime", "sum", "product", "probability", "fraction", "percent", "percentage",
+    "ratio", "remainder", "divisible", "digits", "digit", "polynomial", "triangle",
+    "angle", "area", "perimeter", "radius", "circle", "square", "sqrt", "frac", "cdot",
+    "times", "plus", "minus", "divided", "derivative", "integral", "matrix", "vector",
+    "real", "evaluate", "simplify", "expression", "total", "many", "much", "average",
+    "mean", "median", "dollars", "cost", "costs", "price", "number", "numbers", "value",
+    "x", "y", "n", "pi", "theta", "log", "degrees", "units", "rectangle", "coordinates",
+    "greatest", "least", "positive", "negative", "distinct", "function",
+};
+static const char *const lex_role[] = {
+    "ignore", "previous", "instructions", "pretend", "roleplay", "role", "act", "character",
+    "persona", "jailbreak", "jailbroken", "unfiltered", "uncensored", "unrestricted",
+    "restrictions", "rules", "policy", "policies", "dan", "developer", "mode", "chatgpt",
+    "openai", "filter", "filters", "guidelines", "ethics", "ethical", "moral", "morals",
+    "amoral", "immoral", "simulate", "hypothetical", "fictional", "forget", "override",
+    "bypass", "censorship", "censored", "obey", "comply", "limitations", "boundaries",
+    "explicit", "offensive", "illegal", "harmful", "immoral", "unethical", "respond", "responses",
+};
+
+static void add_lexicon(route_vocab *v, const char *const *words, size_t n, uint32_t flag) {
+    for (size_t i = 0; i < n; i++) vocab_put(v, feat_hash_word(words[i], strlen(words[i])), -1, flag);
+}
+
+void vocab_add_lexicons(route_vocab *v) {
+    add_lexicon(v, lex_code, sizeof lex_code / sizeof *lex_code, LEX_CODE);
+    add_lexicon(v, lex_math, sizeof lex_math / sizeof *lex_math, LEX_MATH);
+    add_lexicon(v, lex_role, sizeof lex_role / sizeof *lex_role, LEX_ROLE);
+}
+
+/* ---- the scanner ---- */
+
+void feat_begin(feat_state *s, const route_vocab *v, feat_word_fn fn, void *ctx) {
+    memset(s, 0, sizeof *s);
+    s->vocab = v;
+    s->on_word = fn;
+    s->ctx = ctx;
+}
+
+/* Word bytes: ASCII letters, digits, '_' and every byte of a multi-byte
+ * UTF-8 sequence (so non-English words stay whole). */
+static const unsigned char ascii_word[128] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['_'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static inline int word_byte(unsigned c) { return c >= 0x80 || ascii_word[c]; }
+
+/* Scans one word at p; updates the word-level counts. Returns its end. */
+static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
+                                      const unsigned char *end, uint64_t *prev) {
+    const unsigned char *w = p;
+    uint64_t h = FNV_OFFSET;
+    unsigned digits = 0, upper = 0, under = 0;
+    for (; p < end && word_byte(*p); p++) {
+        unsigned c = *p;
+        if (c >= 'A' && c <= 'Z') {
+            c += 32;
+            upper++;
+        } else if (c >= '0' && c <= '9') {
+            digits++;
+        } else if (c == '_') {
+            under++;
+        }
+        h = (h ^ c) * FNV_PRIME;
+    }
+    if (!h) h = 1;
+    size_t len = (size_t)(p - w);
+    s->words++;
+    s->word_chars += (uint32_t)len;
+    s->digits += digits;
+    s->upper += upper;
+    s->letters += (uint32_t)len - digits - under;
+    if (digits == len) s->numbers++;
+    /* snake_case, or camelCase (an upper-case letter after the first) */
+    if ((under && under < len) || (upper && upper < len - digits && !(w[0] >= 'A' && w[0] <= 'Z' && upper == 1)))
+        s->idents++;
+    const vocab_entry *e = s->vocab ? vocab_get(s->vocab, h) : NULL;
+    if (e) {
+        s->code_words += (e->flags & LEX_CODE) != 0;
+        s->math_words += (e->flags & LEX_MATH) != 0;
+        s->role_words += (e->flags & LEX_ROLE) != 0;
+    }
+    uint64_t bigram = *prev ? (*prev * 0x9e3779b97f4a7c15ull) ^ h : 0;
+    if (s->on_word) s->on_word(s->ctx, (const char *)w, len, e, h, bigram);
+    *prev = h;
+    return p;
+}
+
+void feat_feed(feat_state *s, const char *text, size_t len) {
+    const unsigned char *p = (const unsigned char *)text, *end = p + len;
+    uint64_t prev = 0;
+    int line_start = 1;
+    s->bytes += (uint32_t)len;
+    if (len) s->lines++;
+    while (p < end) {
+        unsigned c = *p;
+        if (word_byte(c)) {
+            p = scan_word(s, p, end, &prev);
+            line_start = 0;
+            continue;
+        }
+        if (line_start && (c == '\t' || (c == ' ' && p + 1 < end && p[1] == ' '))) s->indented++;
+        line_start = 0;
+        switch (c) {
+        case '\n': s->lines++; line_start = 1; break;
+        case '+': case '-': case '*': case '/': case '=': case '^': case '<': case '>': case '%':
+            s->ops++;
+            break;
+        case '(': case ')': case '[': case ']': s->brackets++; break;
+        case '{': case '}': case ';': s->codepunct++; s->brackets++; break;
+        case '\\': case '$': s->latex++; break;
+        case '?': s->qmarks++; break;
+        default: break;
+        }
+        p++;
+    }
+}
+
+static float ratio(uint32_t a, uint32_t b) { return b ? (float)a / (float)b : 0.0f; }
+
+void feat_end(const feat_state *s, float h[FEAT_HAND_N]) {
+    h[0] = logf(1.0f + (float)s->bytes) / 8.0f;
+    h[1] = logf(1.0f + (float)s->words) / 6.0f;
+    h[2] = ratio(s->digits, s->bytes);
+    h[3] = ratio(s->ops, s->bytes);
+    h[4] = ratio(s->brackets, s->bytes);
+    h[5] = logf(1.0f + (float)s->latex);
+    h[6] = logf(1.0f + (float)s->codepunct);
+    h[7] = ratio(s->indented, s->lines);
+    h[8] = logf(1.0f + (float)s->lines);
+    h[9] = s->qmarks ? 1.0f : 0.0f;
+    h[10] = ratio(s->code_words, s->words);
+    h[11] = ratio(s->math_words, s->words);
+    h[12] = ratio(s->role_words, s->words);
+    h[13] = ratio(s->numbers, s->words);
+    h[14] = ratio(s->idents, s->words);
+    h[15] = ratio(s->upper, s->letters);
+    h[16] = ratio(s->word_chars, s->words) / 10.0f;
+    h[17] = logf(1.0f + (float)s->numbers);
+}

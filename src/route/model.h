@@ -1,0 +1,69 @@
+/* model: the in-memory layout of a trained router+guard, shared by
+ * router.c (loading, classifying) and train.c (training, saving). Not
+ * part of the public API (router.h).
+ *
+ * Outputs 0..n_classes-1 are the router classes; output n_classes is the
+ * guard's logit (unsafe vs safe). The linear model over the mean word
+ * vector is stored folded: each vocabulary row holds its projection onto
+ * every output, so classifying costs one multiply-add per word and output
+ * instead of one per embedding dimension. */
+#ifndef MSOA_ROUTE_MODEL_H
+#define MSOA_ROUTE_MODEL_H
+
+#include <stdint.h>
+
+#include "route/features.h"
+#include "route/router.h"
+
+/* Feature groups (model->features), also the switches of the ablations. */
+enum {
+    FEATS_EMBED = 1,    /* weighted mean of word vectors */
+    FEATS_HAND = 2,     /* signs of code, mathematics, length... */
+    FEATS_UNIGRAM = 4,  /* hashed words */
+    FEATS_BIGRAM = 8,   /* hashed word pairs */
+    FEATS_PROTO = 16,   /* similarity of the words to each class's prototype */
+    FEATS_CLUSTER = 32, /* hashed word clusters: buckets of random hyperplanes
+                           over the word vectors, so similar words share weights */
+    FEATS_STYLE = 64,   /* let the hand features that are no sign of a class
+                           (length, lines, question mark...) count too */
+};
+
+/* Named dense features: the hand-made ones, then per class the mean and
+ * the maximum similarity of the request's words to the class prototype
+ * (the mean vector of a few seed words, or of the label's own name). */
+#define ROUTE_GUARD_PROTOS 2   /* "harmful", "jailbreak": prototypes for the guard */
+#define ROUTE_NX_MAX (FEAT_HAND_N + 2 * (ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS))
+extern const char *const route_guard_protos[ROUTE_GUARD_PROTOS];
+
+struct route_model {
+    int n_classes;
+    char **class_names;
+    int has_guard;
+    int n_out;                 /* n_classes + 1 */
+    unsigned features;         /* FEATS_* */
+    route_vocab vocab;         /* rows index proj; vocab.row_weight per row */
+    float *proj;               /* [vocab.n_rows][n_out] */
+    int n_proto;               /* n_classes + ROUTE_GUARD_PROTOS */
+    int nx;                    /* named dense features: FEAT_HAND_N + 2 * n_proto */
+    float hand_w[ROUTE_NX_MAX * (ROUTE_MAX_CLASSES + 1)];   /* [j][n_out] */
+    float hand_mean[ROUTE_NX_MAX];  /* for explanations: contribution vs typical */
+    float hand_lo[ROUTE_NX_MAX], hand_hi[ROUTE_NX_MAX];   /* clip to the training range */
+    float *proto_sim;          /* [vocab.n_rows][n_proto], with FEATS_PROTO */
+    uint32_t n_tables;         /* with FEATS_CLUSTER: cluster ids per word */
+    uint32_t *row_ids;         /* [vocab.n_rows][n_tables], indexes of hash_w */
+    float bias[ROUTE_MAX_CLASSES + 1];
+    uint32_t hash_bits;        /* 0: no hashed features */
+    float *hash_w;             /* [1 << hash_bits][n_out] */
+    float temperature;         /* router logits are divided by it */
+    float guard_threshold;
+    uint32_t max_bytes;
+};
+
+route_model *route_model_new(int n_classes, char *const *names, unsigned features, uint32_t hash_bits,
+                             uint32_t n_rows);
+int route_model_save(const route_model *m, const char *path, char **err);
+/* Computes the raw logits (before temperature) of a text. */
+void route_model_logits(const route_model *m, const char *system, size_t system_len,
+                        const char *user, size_t user_len, float *logits);
+
+#endif

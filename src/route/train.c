@@ -1,0 +1,850 @@
+/* train: see train.h. */
+#include "route/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/xalloc.h"
+#include "route/gunzip.h"
+#include "route/model.h"
+
+void route_train_defaults(route_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->seed = 1;
+    o->epochs = 12;
+    o->lr = 0.01f;
+    o->l2 = 1e-2f;
+    o->l2_hash = 1e-3f;
+    o->features = FEATS_EMBED | FEATS_HAND | FEATS_PROTO | FEATS_CLUSTER;
+    o->hash_bits = 16;
+    o->max_bytes = ROUTE_DEFAULT_MAX_BYTES;
+    o->sif_a = 0;
+    o->cluster_tables = 8;
+    o->cluster_bits = 6;
+    o->balance = 1;
+    o->calibrate = 1;
+}
+
+int route_parse_features(const char *list, unsigned *out) {
+    static const struct { const char *name; unsigned bit; } names[] = {
+        {"embed", FEATS_EMBED}, {"hand", FEATS_HAND}, {"unigram", FEATS_UNIGRAM},
+        {"bigram", FEATS_BIGRAM}, {"proto", FEATS_PROTO}, {"cluster", FEATS_CLUSTER},
+        {"style", FEATS_STYLE},
+        {"all", FEATS_EMBED | FEATS_HAND | FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_PROTO | FEATS_CLUSTER | FEATS_STYLE},
+    };
+    unsigned f = 0;
+    while (*list) {
+        size_t n = strcspn(list, ",");
+        size_t i = 0;
+        for (; i < sizeof names / sizeof *names; i++)
+            if (strlen(names[i].name) == n && strncmp(list, names[i].name, n) == 0) break;
+        if (i == sizeof names / sizeof *names) return -1;
+        f |= names[i].bit;
+        list += n + (list[n] == ',');
+    }
+    if (!f) return -1;
+    *out = f;
+    return 0;
+}
+
+struct route_trainer {
+    const route_dataset *d;
+    route_train_opts o;
+    route_vocab vocab;        /* GloVe words (rows) and lexicons */
+    float *emb;               /* [vocab.n_rows][dim] */
+    int dim;
+    int n_classes;            /* router classes: the non-guard labels */
+    int class_of_label[ROUTE_MAX_CLASSES * 2];   /* -1: guard label */
+    char *class_names[ROUTE_MAX_CLASSES];
+    int nx;                   /* named dense features (model.h) */
+    int nd;                   /* dense features: nx + dim */
+    int n_proto;              /* n_classes + ROUTE_GUARD_PROTOS */
+    float *proto_sim;         /* [vocab.n_rows][n_proto] */
+    uint32_t *row_ids;        /* [vocab.n_rows][cluster_tables] hashed cluster ids */
+    float *dense;             /* [n][nd] */
+    uint32_t *sp_off;         /* [n+1] into sp_idx */
+    uint32_t *sp_idx;         /* hashed n-gram buckets, repeated per occurrence */
+    float *sp_scale;          /* [n] */
+    uint64_t *text_hash;      /* [n], to drop held-out texts from training */
+};
+
+/* ---- embeddings ---- */
+
+/* Reads a GloVe text file: "word v1 ... vD" per line, most frequent first.
+ * Row r gets weight (r+1)/(r+1+a): the SIF idea that frequent words carry
+ * less meaning, with rank standing in for frequency. */
+static int load_embeddings(route_trainer *t, const char *path, char **err) {
+    buf text = BUF_INIT;
+    if (read_file_maybe_gz(path, &text) || !text.len) {
+        buf_free(&text);
+        buf m = BUF_INIT;
+        buf_printf(&m, "%s: cannot read embeddings", path);
+        *err = buf_detach(&m);
+        return -1;
+    }
+    size_t lines = 0;
+    for (size_t i = 0; i < text.len; i++) lines += text.data[i] == '\n';
+    char *p = text.data, *nl = strchr(p, '\n');
+    int dim = 0;
+    for (char *q = p; q < (nl ? nl : p + strlen(p)); q++) dim += *q == ' ' && q[1] && q[1] != '\n';
+    vocab_init(&t->vocab, (uint32_t)lines + 1024);
+    t->emb = xmalloc(sizeof(float) * (lines + 1) * (size_t)dim);
+    t->vocab.row_weight = xmalloc(sizeof(float) * (lines + 1));
+    t->dim = dim;
+    int32_t row = 0;
+    while (p && *p) {
+        char *end = strchr(p, '\n');
+        if (end) *end = '\0';
+        char *sp = strchr(p, ' ');
+        if (sp && dim > 0) {
+            uint64_t h = feat_hash_word(p, (size_t)(sp - p));
+            float *v = t->emb + (size_t)row * (size_t)dim;
+            char *q = sp;
+            int k = 0;
+            for (; k < dim; k++) {
+                char *next;
+                v[k] = strtof(q, &next);
+                if (next == q) break;
+                q = next;
+            }
+            /* a word seen twice keeps its first (more frequent) row */
+            if (k == dim && !vocab_get(&t->vocab, h)) {
+                vocab_put(&t->vocab, h, row, 0);
+                float r = (float)(row + 1);
+                t->vocab.row_weight[row] = t->o.sif_a > 0 ? r / (r + t->o.sif_a) : 1.0f;
+                row++;
+            }
+        }
+        p = end ? end + 1 : NULL;
+    }
+    t->vocab.n_rows = row;
+    buf_free(&text);
+    return 0;
+}
+
+/* ---- class prototypes ---- */
+
+/* Seed words of the four gateway domains; any other label is its own
+ * seed. The prototype is the mean of the seeds' unit vectors. */
+static const char *const proto_seeds[][18] = {
+    {"code", "code", "program", "programming", "function", "software", "python", "java",
+     "algorithm", "compile", "variable", "loop", "array", "string", "return", NULL},
+    {"math", "math", "mathematics", "equation", "calculate", "number", "sum", "fraction",
+     "solve", "geometry", "algebra", "probability", "arithmetic", "integer", "percent", NULL},
+    {"reasoning", "reasoning", "logic", "logical", "deduce", "infer", "conclusion", "premise",
+     "argument", "valid", "true", "false", "therefore", "implies", "puzzle", NULL},
+    {"language", "language", "write", "writing", "essay", "sentence", "translate", "grammar",
+     "meaning", "story", "letter", "email", "summarize", "poem", "describe", NULL},
+    {"harmful", "kill", "murder", "bomb", "weapon", "explosive", "poison", "steal", "hack",
+     "fraud", "drugs", "terrorist", "suicide", "abuse", "racist", "violence", NULL},
+    {"jailbreak", "pretend", "roleplay", "character", "persona", "unfiltered", "uncensored",
+     "ignore", "rules", "restrictions", "jailbreak", "unrestricted", "immoral", "obey",
+     "policy", NULL},
+};
+
+static const char *proto_name(const route_trainer *t, int p) {
+    return p < t->n_classes ? t->class_names[p] : route_guard_protos[p - t->n_classes];
+}
+
+static int add_unit(const route_trainer *t, const char *word, float *acc) {
+    const vocab_entry *e = vocab_get(&t->vocab, feat_hash_word(word, strlen(word)));
+    if (!e || e->row < 0) return 0;
+    const float *v = t->emb + (size_t)e->row * (size_t)t->dim;
+    double n = 0;
+    for (int k = 0; k < t->dim; k++) n += (double)v[k] * v[k];
+    if (n <= 0) return 0;
+    for (int k = 0; k < t->dim; k++) acc[k] += v[k] / (float)sqrt(n);
+    return 1;
+}
+
+/* proto_sim[row][c]: cosine of every word with every class prototype. */
+static void build_prototypes(route_trainer *t) {
+    int rows = t->vocab.n_rows, dim = t->dim;
+    int np = t->n_proto;
+    float *proto = xcalloc((size_t)np * (size_t)dim + 1, sizeof(float));
+    t->proto_sim = xcalloc((size_t)rows * (size_t)np + 1, sizeof(float));
+    for (int c = 0; c < np; c++) {
+        float *p = proto + (size_t)c * (size_t)dim;
+        int seeded = 0;
+        for (size_t s = 0; s < sizeof proto_seeds / sizeof *proto_seeds; s++)
+            if (strcmp(proto_seeds[s][0], proto_name(t, c)) == 0)
+                for (int i = 1; proto_seeds[s][i]; i++) seeded += add_unit(t, proto_seeds[s][i], p);
+        if (!seeded) add_unit(t, proto_name(t, c), p);
+        double n = 0;
+        for (int k = 0; k < dim; k++) n += (double)p[k] * p[k];
+        for (int k = 0; k < dim && n > 0; k++) p[k] /= (float)sqrt(n);
+    }
+    for (int r = 0; r < rows; r++) {
+        const float *v = t->emb + (size_t)r * (size_t)dim;
+        double n = 0;
+        for (int k = 0; k < dim; k++) n += (double)v[k] * v[k];
+        for (int c = 0; c < np && n > 0; c++) {
+            const float *p = proto + (size_t)c * (size_t)dim;
+            double dot = 0;
+            for (int k = 0; k < dim; k++) dot += (double)v[k] * p[k];
+            t->proto_sim[(size_t)r * (size_t)np + (size_t)c] = (float)(dot / sqrt(n));
+        }
+    }
+    free(proto);
+}
+
+/* ---- word clusters ---- */
+
+static uint64_t rng_next(uint64_t *s);
+
+/* A uniform number in [-1, 1). */
+static float rng_unit(uint64_t *s) { return (float)(rng_next(s) >> 40) / (float)(1u << 23) - 1.0f; }
+
+/* Locality-sensitive hashing: each table is cluster_bits random hyperplanes
+ * through the mean word vector; a word's bucket is the side it lies on of
+ * each. Words with close vectors mostly share buckets, so a weight learnt
+ * for "python" also moves "perl", which no training text may contain. */
+static void build_clusters(route_trainer *t) {
+    int rows = t->vocab.n_rows, dim = t->dim, nt = t->o.cluster_tables, nb = t->o.cluster_bits;
+    uint64_t rng = t->o.seed * 0xd1342543de82ef95ull + 1;
+    uint64_t mask = ((uint64_t)1 << t->o.hash_bits) - 1;
+    float *planes = xmalloc(sizeof(float) * (size_t)(nt * nb) * (size_t)dim + 1);
+    float *center = xcalloc((size_t)dim + 1, sizeof(float));
+    for (size_t i = 0; i < (size_t)(nt * nb) * (size_t)dim; i++) planes[i] = rng_unit(&rng);
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < dim; k++) center[k] += t->emb[(size_t)r * (size_t)dim + (size_t)k] / (float)rows;
+    t->row_ids = xcalloc((size_t)rows * (size_t)nt + 1, sizeof(uint32_t));
+    for (int r = 0; r < rows; r++) {
+        const float *v = t->emb + (size_t)r * (size_t)dim;
+        for (int tb = 0; tb < nt; tb++) {
+            uint64_t bucket = 0;
+            for (int b = 0; b < nb; b++) {
+                const float *p = planes + (size_t)(tb * nb + b) * (size_t)dim;
+                float dot = 0;
+                for (int k = 0; k < dim; k++) dot += (v[k] - center[k]) * p[k];
+                bucket = bucket << 1 | (dot > 0);
+            }
+            uint64_t id = ((uint64_t)(tb + 1) << 32 | bucket) * 0x9e3779b97f4a7c15ull;
+            t->row_ids[(size_t)r * (size_t)nt + (size_t)tb] = (uint32_t)((id >> 20) & mask);
+        }
+    }
+    free(planes);
+    free(center);
+}
+
+/* ---- feature extraction ---- */
+
+typedef struct extract_ctx {
+    route_trainer *t;
+    float *sum;            /* [dim] */
+    float wsum;
+    float pmean[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS], pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS];
+    uint32_t **ids;
+    size_t *n_ids, *cap_ids;
+    uint32_t count;
+} extract_ctx;
+
+static void push_id(extract_ctx *x, uint32_t id) {
+    if (*x->n_ids == *x->cap_ids) {
+        *x->cap_ids = *x->cap_ids ? *x->cap_ids * 2 : 1 << 16;
+        *x->ids = xrealloc(*x->ids, sizeof(uint32_t) * *x->cap_ids);
+    }
+    (*x->ids)[(*x->n_ids)++] = id;
+    x->count++;
+}
+
+static void extract_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
+                         uint64_t bigram) {
+    extract_ctx *x = ctx;
+    route_trainer *t = x->t;
+    (void)w;
+    (void)len;
+    if (e && e->row >= 0) {
+        float a = t->vocab.row_weight[e->row];
+        const float *v = t->emb + (size_t)e->row * (size_t)t->dim;
+        for (int k = 0; k < t->dim; k++) x->sum[k] += a * v[k];
+        x->wsum += a;
+        const float *sim = t->proto_sim + (size_t)e->row * (size_t)t->n_proto;
+        for (int c = 0; c < t->n_proto; c++) {
+            x->pmean[c] += a * sim[c];
+            if (a * sim[c] > x->pmax[c]) x->pmax[c] = a * sim[c];
+        }
+    }
+    if (!t->o.hash_bits) return;
+    if (e && e->row >= 0 && (t->o.features & FEATS_CLUSTER))
+        for (int k = 0; k < t->o.cluster_tables; k++)
+            push_id(x, t->row_ids[(size_t)e->row * (size_t)t->o.cluster_tables + (size_t)k]);
+    uint64_t mask = ((uint64_t)1 << t->o.hash_bits) - 1;
+    if (t->o.features & FEATS_UNIGRAM) push_id(x, (uint32_t)(h & mask));
+    if ((t->o.features & FEATS_BIGRAM) && bigram) push_id(x, (uint32_t)(bigram & mask));
+}
+
+static uint64_t hash_bytes(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void extract_all(route_trainer *t) {
+    const route_dataset *d = t->d;
+    size_t n_ids = 0, cap_ids = 0;
+    t->nx = FEAT_HAND_N + 2 * t->n_proto;
+    t->nd = t->nx + t->dim;
+    t->dense = xcalloc((size_t)d->n * (size_t)t->nd, sizeof(float));
+    t->sp_off = xcalloc((size_t)d->n + 1, sizeof(uint32_t));
+    t->sp_scale = xcalloc((size_t)d->n, sizeof(float));
+    t->text_hash = xcalloc((size_t)d->n, sizeof(uint64_t));
+    float *sum = xcalloc((size_t)t->dim + 1, sizeof(float));
+    for (int i = 0; i < d->n; i++) {
+        const char *text = d->ex[i].text;
+        size_t len = strlen(text);
+        if (len > t->o.max_bytes) len = t->o.max_bytes;   /* cut as route_classify does */
+        memset(sum, 0, sizeof(float) * (size_t)t->dim);
+        extract_ctx x = {t, sum, 0, {0}, {0}, &t->sp_idx, &n_ids, &cap_ids, 0};
+        float *row = t->dense + (size_t)i * (size_t)t->nd;
+        feat_state s;
+        feat_begin(&s, &t->vocab, extract_word, &x);
+        feat_feed(&s, text, len);
+        feat_end(&s, row);
+        if (x.wsum > 0) {
+            for (int k = 0; k < t->dim; k++) row[t->nx + k] = sum[k] / x.wsum;
+            for (int c = 0; c < t->n_proto; c++) {
+                row[FEAT_HAND_N + 2 * c] = x.pmean[c] / x.wsum;
+                row[FEAT_HAND_N + 2 * c + 1] = x.pmax[c];
+            }
+        }
+        t->sp_off[i + 1] = (uint32_t)n_ids;
+        t->sp_scale[i] = x.count ? 1.0f / sqrtf((float)x.count) : 0.0f;
+        t->text_hash[i] = hash_bytes(text);
+    }
+    free(sum);
+}
+
+route_trainer *route_trainer_new(const route_dataset *d, const route_train_opts *o, char **err) {
+    route_trainer *t = xcalloc(1, sizeof *t);
+    t->d = d;
+    t->o = *o;
+    if (d->n_labels > ROUTE_MAX_CLASSES * 2) goto too_many;
+    for (int l = 0; l < d->n_labels; l++) {
+        if (d->label_guard[l]) {
+            t->class_of_label[l] = -1;
+            continue;
+        }
+        if (t->n_classes == ROUTE_MAX_CLASSES) goto too_many;
+        t->class_names[t->n_classes] = d->labels[l];
+        t->class_of_label[l] = t->n_classes++;
+    }
+    t->n_proto = t->n_classes + ROUTE_GUARD_PROTOS;
+    if (o->embeddings && (o->features & (FEATS_EMBED | FEATS_PROTO | FEATS_CLUSTER))) {
+        if (load_embeddings(t, o->embeddings, err)) {
+            route_trainer_free(t);
+            return NULL;
+        }
+    } else {
+        vocab_init(&t->vocab, 1024);
+        t->vocab.row_weight = xcalloc(1, sizeof(float));
+        t->emb = xcalloc(1, sizeof(float));
+    }
+    vocab_add_lexicons(&t->vocab);
+    build_prototypes(t);
+    build_clusters(t);
+    extract_all(t);
+    return t;
+too_many:;
+    buf m = BUF_INIT;
+    buf_printf(&m, "too many labels (at most %d router classes)", ROUTE_MAX_CLASSES);
+    *err = buf_detach(&m);
+    route_trainer_free(t);
+    return NULL;
+}
+
+void route_trainer_free(route_trainer *t) {
+    if (!t) return;
+    vocab_free(&t->vocab);
+    free(t->emb);
+    free(t->proto_sim);
+    free(t->row_ids);
+    free(t->dense);
+    free(t->sp_off);
+    free(t->sp_idx);
+    free(t->sp_scale);
+    free(t->text_hash);
+    free(t);
+}
+
+/* ---- SGD for softmax regression ---- */
+
+typedef struct lin {
+    int k;            /* outputs */
+    float *wd;        /* [nd][k], on standardised dense features */
+    float *wh;        /* [H][k] */
+    float *b;         /* [k] */
+} lin;
+
+static uint64_t rng_next(uint64_t *s) {   /* xorshift64* */
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+/* Example weights: with balance, every class weighs the same in total,
+ * and (balance 2) within a class every source too, so that a big source
+ * (6,000 BIG-Bench-Hard rows) cannot make its style the class. */
+static void example_weights(const route_trainer *t, const int *idx, const int *y, int n, int k,
+                            float *w) {
+    int ns = t->d->n_sources;
+    int *cnt = xcalloc((size_t)k * (size_t)ns, sizeof(int));
+    int *ccnt = xcalloc((size_t)k, sizeof(int)), *csrc = xcalloc((size_t)k, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        int s = t->d->ex[idx[i]].source;
+        if (cnt[y[i] * ns + s]++ == 0) csrc[y[i]]++;
+        ccnt[y[i]]++;
+    }
+    int present = 0;
+    for (int c = 0; c < k; c++) present += ccnt[c] > 0;
+    for (int i = 0; i < n; i++) {
+        int c = y[i], s = t->d->ex[idx[i]].source;
+        if (t->o.balance == 0) w[i] = 1.0f;
+        else if (t->o.balance == 1) w[i] = (float)n / ((float)present * (float)ccnt[c]);
+        else w[i] = (float)n / ((float)present * (float)csrc[c] * (float)cnt[c * ns + s]);
+    }
+    free(cnt);
+    free(ccnt);
+    free(csrc);
+}
+
+static void lin_scores(const route_trainer *t, const lin *m, const float *x, int i, float *z) {
+    int k = m->k;
+    memcpy(z, m->b, sizeof(float) * (size_t)k);
+    for (int j = 0; j < t->nd; j++) {
+        float v = x[j];
+        if (v != 0)
+            for (int c = 0; c < k; c++) z[c] += v * m->wd[j * k + c];
+    }
+    float sc = t->sp_scale[i];
+    for (uint32_t p = t->sp_off[i]; p < t->sp_off[i + 1]; p++)
+        for (int c = 0; c < k; c++) z[c] += sc * m->wh[(size_t)t->sp_idx[p] * (size_t)k + c];
+}
+
+/* Trains m on examples idx with labels y; xs are the standardised dense
+ * rows [n][nd] (in idx order). Deterministic for t->o.seed. */
+static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, const float *w, int n,
+                const float *xs, const int *sign) {
+    int k = m->k, *order = xmalloc(sizeof(int) * (size_t)(n + 1));
+    float z[ROUTE_MAX_CLASSES + 1], g[ROUTE_MAX_CLASSES + 1];
+    uint64_t rng = t->o.seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int ep = 0; ep < t->o.epochs; ep++) {
+        for (int i = n - 1; i > 0; i--) {   /* Fisher-Yates */
+            int j = (int)(rng_next(&rng) % (uint64_t)(i + 1)), tmp = order[i];
+            order[i] = order[j];
+            order[j] = tmp;
+        }
+        float lr = t->o.lr / sqrtf(1.0f + (float)ep);
+        float shrink = 1.0f - lr * t->o.l2;
+        for (int r = 0; r < n; r++) {
+            int a = order[r], ex = idx[a];
+            const float *x = xs + (size_t)a * (size_t)t->nd;
+            lin_scores(t, m, x, ex, z);
+            float mx = z[0], sum = 0;
+            for (int c = 1; c < k; c++) mx = z[c] > mx ? z[c] : mx;
+            for (int c = 0; c < k; c++) sum += z[c] = expf(z[c] - mx);
+            for (int c = 0; c < k; c++) g[c] = lr * w[a] * (z[c] / sum - (c == y[a]));
+            for (int c = 0; c < k; c++) m->b[c] -= g[c];
+            for (int j = 0; j < t->nd; j++) {
+                float *wj = m->wd + j * k;
+                for (int c = 0; c < k; c++) wj[c] = wj[c] * shrink - g[c] * x[j];
+                if (j < t->nx && sign[j] != -1)
+                    for (int c = 0; c < k; c++)
+                        if (c != sign[j] || wj[c] < 0) wj[c] = 0;
+            }
+            float sc = t->sp_scale[ex], lh = lr * t->o.l2_hash;
+            for (uint32_t p = t->sp_off[ex]; p < t->sp_off[ex + 1]; p++) {
+                float *wh = m->wh + (size_t)t->sp_idx[p] * (size_t)k;
+                for (int c = 0; c < k; c++) wh[c] -= g[c] * sc + lh * wh[c];
+            }
+        }
+    }
+    free(order);
+}
+
+#define CLIP_SD 3.0f
+
+/* Standardisation statistics of the dense features over examples idx. */
+static void dense_stats(const route_trainer *t, const int *idx, int n, float *mu, float *sd) {
+    for (int j = 0; j < t->nd; j++) {
+        double s = 0, s2 = 0;
+        for (int i = 0; i < n; i++) {
+            double v = t->dense[(size_t)idx[i] * (size_t)t->nd + (size_t)j];
+            s += v;
+            s2 += v * v;
+        }
+        double mean = n ? s / n : 0, var = n ? s2 / n - mean * mean : 0;
+        mu[j] = (float)mean;
+        sd[j] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
+    }
+}
+
+/* Trains one softmax head; returns it (caller frees the arrays). sign[j]:
+ * the only output dense feature j may raise (-1: any). */
+static lin train_head(const route_trainer *t, const int *idx, const int *y, int n, int k,
+                      const float *mu, const float *sd, const int *sign) {
+    lin m = {k, xcalloc((size_t)t->nd * (size_t)k, sizeof(float)),
+             xcalloc(((size_t)1 << t->o.hash_bits) * (size_t)k + 1, sizeof(float)),
+             xcalloc((size_t)k, sizeof(float))};
+    float *xs = xmalloc(sizeof(float) * (size_t)n * (size_t)t->nd + 1);
+    float *w = xmalloc(sizeof(float) * (size_t)n + 1);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < t->nd; j++) {
+            float v = t->dense[(size_t)idx[i] * (size_t)t->nd + (size_t)j];
+            unsigned group = j < FEAT_HAND_N ? FEATS_HAND : j < t->nx ? FEATS_PROTO : FEATS_EMBED;
+            float z = (v - mu[j]) / sd[j];
+            if (j < t->nx) z = z < -CLIP_SD ? -CLIP_SD : z > CLIP_SD ? CLIP_SD : z;
+            int on = (t->o.features & group) != 0;
+            xs[(size_t)i * (size_t)t->nd + (size_t)j] = on ? z : 0.0f;
+        }
+    example_weights(t, idx, y, n, k, w);
+    sgd(t, &m, idx, y, w, n, xs, sign);
+    free(xs);
+    free(w);
+    return m;
+}
+
+static void lin_free(lin *m) {
+    free(m->wd);
+    free(m->wh);
+    free(m->b);
+}
+
+/* Writes head output c (minus output c0 if c0 >= 0) into model output o,
+ * undoing the standardisation and projecting the embedding weights onto
+ * every vocabulary row. */
+static void fold(const route_trainer *t, route_model *m, const lin *h, int c, int c0, int o,
+                 const float *mu, const float *sd) {
+    int k = h->k, no = m->n_out;
+#define W(arr, j) ((arr)[(size_t)(j) * (size_t)k + (size_t)c] - (c0 >= 0 ? (arr)[(size_t)(j) * (size_t)k + (size_t)c0] : 0.0f))
+    float bias = W(h->b, 0);
+    float *we = xcalloc((size_t)t->dim + 1, sizeof(float));
+    for (int j = 0; j < t->nd; j++) {
+        float wj = W(h->wd, j) / sd[j];
+        bias -= wj * mu[j];
+        if (j < t->nx) m->hand_w[j * no + o] = wj;
+        else we[j - t->nx] = wj;
+    }
+    m->bias[o] = bias;
+    for (int32_t r = 0; r < t->vocab.n_rows; r++) {
+        const float *v = t->emb + (size_t)r * (size_t)t->dim;
+        float s = 0;
+        for (int d = 0; d < t->dim; d++) s += we[d] * v[d];
+        m->proj[(size_t)r * (size_t)no + (size_t)o] = s;
+    }
+    if (m->hash_bits)
+        for (size_t b = 0; b < (size_t)1 << m->hash_bits; b++) m->hash_w[b * (size_t)no + (size_t)o] = W(h->wh, b);
+#undef W
+    free(we);
+}
+
+/* The vocabulary is copied into the model as it is: every GloVe word keeps
+ * its row (30k words x 5 outputs of float is under 1 MB). */
+static void copy_vocab(const route_trainer *t, route_model *m) {
+    vocab_init(&m->vocab, t->vocab.n);
+    for (uint32_t i = 0; i <= t->vocab.mask; i++)
+        if (t->vocab.slots[i].key) vocab_put(&m->vocab, t->vocab.slots[i].key, t->vocab.slots[i].row, t->vocab.slots[i].flags);
+    m->vocab.n_rows = t->vocab.n_rows;
+    m->vocab.row_weight = xmalloc(sizeof(float) * ((size_t)t->vocab.n_rows + 1));
+    memcpy(m->vocab.row_weight, t->vocab.row_weight, sizeof(float) * (size_t)t->vocab.n_rows);
+}
+
+/* Maps feat_hand_sign to outputs: a router class of that name, or the
+ * guard's unsafe output; -1 when the label set has no such class. */
+static void sign_classes(const route_trainer *t, int *rsign, int *gsign) {
+    for (int c = 0; c < t->n_proto; c++) {
+        int router = c < t->n_classes;
+        rsign[FEAT_HAND_N + 2 * c] = rsign[FEAT_HAND_N + 2 * c + 1] = router ? c : -2;
+        gsign[FEAT_HAND_N + 2 * c] = gsign[FEAT_HAND_N + 2 * c + 1] = router ? -2 : 1;
+    }
+    for (int j = 0; j < FEAT_HAND_N; j++) {
+        const char *c = feat_hand_sign[j];
+        rsign[j] = gsign[j] = t->o.features & FEATS_STYLE ? -1 : -2;
+        if (c && strcmp(c, "unsafe") == 0) gsign[j] = 1;
+        for (int k = 0; c && k < t->n_classes; k++)
+            if (strcmp(t->class_names[k], c) == 0) rsign[j] = k;
+    }
+}
+
+route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char **err) {
+    const route_dataset *d = t->d;
+    int *idx = xmalloc(sizeof(int) * ((size_t)d->n + 1)), *y = xmalloc(sizeof(int) * ((size_t)d->n + 1));
+    int *gidx = xmalloc(sizeof(int) * ((size_t)d->n + 1)), *gy = xmalloc(sizeof(int) * ((size_t)d->n + 1));
+    int n = 0, gn = 0, pos = 0;
+    for (int i = 0; i < d->n; i++) {
+        if (mask && !mask[i]) continue;
+        int c = t->class_of_label[d->ex[i].label];
+        gidx[gn] = i;
+        gy[gn++] = c < 0;
+        pos += c < 0;
+        if (c >= 0) {
+            idx[n] = i;
+            y[n++] = c;
+        }
+    }
+    route_model *m = NULL;
+    if (n == 0 || t->n_classes == 0) {
+        buf b = BUF_INIT;
+        buf_puts(&b, "no examples of a router class to train on");
+        *err = buf_detach(&b);
+    } else {
+        float *mu = xmalloc(sizeof(float) * (size_t)t->nd), *sd = xmalloc(sizeof(float) * (size_t)t->nd);
+        unsigned feats = t->o.features;
+        if (!t->vocab.n_rows) feats &= ~(unsigned)(FEATS_EMBED | FEATS_PROTO | FEATS_CLUSTER);
+        uint32_t bits = feats & (FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_CLUSTER) ? t->o.hash_bits : 0;
+        m = route_model_new(t->n_classes, t->class_names, feats, bits, (uint32_t)t->vocab.n_rows);
+        m->max_bytes = t->o.max_bytes;
+        copy_vocab(t, m);
+        dense_stats(t, gidx, gn, mu, sd);
+        for (int j = 0; j < t->nx; j++) {
+            m->hand_mean[j] = mu[j];
+            m->hand_lo[j] = mu[j] - CLIP_SD * sd[j];
+            m->hand_hi[j] = mu[j] + CLIP_SD * sd[j];
+        }
+        memcpy(m->proto_sim, t->proto_sim, sizeof(float) * (size_t)t->vocab.n_rows * (size_t)t->n_proto);
+        if (feats & FEATS_CLUSTER) {
+            m->n_tables = (uint32_t)t->o.cluster_tables;
+            m->row_ids = xmalloc(sizeof(uint32_t) * (size_t)t->vocab.n_rows * m->n_tables + 1);
+            memcpy(m->row_ids, t->row_ids, sizeof(uint32_t) * (size_t)t->vocab.n_rows * m->n_tables);
+        }
+        int rsign[ROUTE_NX_MAX], gsign[ROUTE_NX_MAX];
+        sign_classes(t, rsign, gsign);
+        lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign);
+        for (int c = 0; c < t->n_classes; c++) fold(t, m, &r, c, -1, c, mu, sd);
+        lin_free(&r);
+        if (pos > 0 && pos < gn) {
+            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign);
+            fold(t, m, &g, 1, 0, t->n_classes, mu, sd);
+            m->has_guard = 1;
+            lin_free(&g);
+        }
+        free(mu);
+        free(sd);
+    }
+    free(idx);
+    free(y);
+    free(gidx);
+    free(gy);
+    return m;
+}
+
+/* ---- leave-one-source-out evaluation ---- */
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Training mask for holding out source s: every other source, minus texts
+ * that also occur in s (AdvBench is in two sources). */
+static void holdout_mask(const route_trainer *t, int s, unsigned char *mask) {
+    const route_dataset *d = t->d;
+    uint64_t *held = xmalloc(sizeof(uint64_t) * ((size_t)d->n + 1));
+    size_t nh = 0;
+    for (int i = 0; i < d->n; i++)
+        if (d->ex[i].source == s) held[nh++] = t->text_hash[i];
+    qsort(held, nh, sizeof *held, cmp_u64);
+    for (int i = 0; i < d->n; i++)
+        mask[i] = d->ex[i].source != s && !bsearch(&t->text_hash[i], held, nh, sizeof *held, cmp_u64);
+    free(held);
+}
+
+/* Expected calibration error over 10 confidence bins. */
+static float ece_of(const float *logits, const int *truth, int n, int k, float temp) {
+    double conf[10] = {0}, acc[10] = {0};
+    int cnt[10] = {0};
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * (size_t)k;
+        int best = 0;
+        double sum = 0;
+        for (int c = 1; c < k; c++) best = z[c] > z[best] ? c : best;
+        for (int c = 0; c < k; c++) sum += exp((z[c] - z[best]) / temp);
+        double p = 1.0 / sum;
+        int b = (int)(p * 10);
+        b = b > 9 ? 9 : b;
+        conf[b] += p;
+        acc[b] += best == truth[i];
+        cnt[b]++;
+    }
+    double e = 0;
+    for (int b = 0; b < 10; b++) e += fabs(acc[b] - conf[b]);
+    return n ? (float)(e / n) : 0.0f;
+}
+
+/* Negative log-likelihood at temperature temp. */
+static double nll_of(const float *logits, const int *truth, int n, int k, float temp) {
+    double s = 0;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * (size_t)k;
+        float mx = z[0];
+        for (int c = 1; c < k; c++) mx = z[c] > mx ? z[c] : mx;
+        double sum = 0;
+        for (int c = 0; c < k; c++) sum += exp((z[c] - mx) / temp);
+        s += log(sum) - (z[truth[i]] - mx) / temp;
+    }
+    return s;
+}
+
+static float fit_temperature(const float *logits, const int *truth, int n, int k) {
+    float best = 1.0f;
+    double bn = nll_of(logits, truth, n, k, 1.0f);
+    for (float tp = 0.25f; tp <= 8.0f; tp *= 1.05f) {
+        double v = nll_of(logits, truth, n, k, tp);
+        if (v < bn) bn = v, best = tp;
+    }
+    return best;
+}
+
+/* The lowest threshold at which no benign source has more than 1% false
+ * positives out of source (leaving room under the 2% target). */
+static float pick_threshold(const route_trainer *t, const float *score, const int *guard_label) {
+    const route_dataset *d = t->d;
+    for (int step = 5; step < 100; step++) {
+        float thr = (float)step / 100.0f, worst = 0;
+        for (int s = 0; s < d->n_sources; s++) {
+            int neg = 0, fp = 0;
+            for (int i = 0; i < d->n; i++)
+                if (d->ex[i].source == s && !guard_label[i]) {
+                    neg++;
+                    fp += score[i] >= thr;
+                }
+            if (neg && (float)fp / (float)neg > worst) worst = (float)fp / (float)neg;
+        }
+        if (worst <= 0.01f) return thr;
+    }
+    return 0.99f;
+}
+
+static void report_eval(const route_trainer *t, const route_eval *r, buf *out) {
+    const route_dataset *d = t->d;
+    buf_printf(out, "leave-one-source-out: train on every other source, test on this one\n");
+    buf_printf(out, "%-22s %6s %9s   %s\n", "source", "n", "accuracy", "guard (threshold held fixed)");
+    for (int s = 0; s < r->n_sources; s++) {
+        buf_printf(out, "%-22s %6d ", d->sources[s], r->router_n[s] ? r->router_n[s] : r->guard_n[s]);
+        if (r->router_n[s]) buf_printf(out, "%8.1f%%", 100.0 * r->accuracy[s]);
+        else buf_printf(out, "%9s", "-");
+        if (r->guard_harmful[s]) buf_printf(out, "   recall %5.1f%%\n", 100.0 * r->guard_rate[s]);
+        else if (r->guard_n[s]) buf_printf(out, "   false positives %4.1f%%\n", 100.0 * r->guard_rate[s]);
+        else buf_printf(out, "\n");
+    }
+    buf_printf(out, "mean accuracy over sources: %.1f%%\n", 100.0 * r->mean_accuracy);
+    buf_printf(out, "calibration error (ECE, 10 bins): %.3f raw, %.3f at temperature %.2f\n", r->ece,
+               r->ece_calibrated, r->temperature);
+    buf_printf(out, "guard threshold: %.2f\n", r->guard_threshold);
+    buf_printf(out, "confusion (rows: true class, columns: predicted)\n%-12s", "");
+    for (int c = 0; c < t->n_classes; c++) buf_printf(out, " %10.10s", t->class_names[c]);
+    buf_putc(out, '\n');
+    for (int a = 0; a < t->n_classes; a++) {
+        buf_printf(out, "%-12.12s", t->class_names[a]);
+        for (int c = 0; c < t->n_classes; c++) buf_printf(out, " %10d", r->confusion[a][c]);
+        buf_putc(out, '\n');
+    }
+    buf_printf(out, "took %.1f s\n", r->seconds);
+}
+
+int route_trainer_eval(route_trainer *t, route_eval *r, buf *report, char **err) {
+    const route_dataset *d = t->d;
+    int k = t->n_classes;
+    double t0 = clock_now_ms();
+    memset(r, 0, sizeof *r);
+    if (d->n_sources > ROUTE_EVAL_MAX_SOURCES || d->n_sources < 2) {
+        buf b = BUF_INIT;
+        buf_printf(&b, "leave-one-source-out needs 2 to %d sources (have %d)", ROUTE_EVAL_MAX_SOURCES,
+                   d->n_sources);
+        *err = buf_detach(&b);
+        return -1;
+    }
+    r->n_sources = d->n_sources;
+    unsigned char *mask = xmalloc((size_t)d->n + 1);
+    float *logits = xmalloc(sizeof(float) * (size_t)d->n * (size_t)(k + 1) + 1);
+    int *truth = xmalloc(sizeof(int) * ((size_t)d->n + 1)), nl = 0;
+    float *score = xcalloc((size_t)d->n + 1, sizeof(float));
+    int *glabel = xcalloc((size_t)d->n + 1, sizeof(int));
+    int has_guard = 0;
+    for (int s = 0; s < d->n_sources; s++) {
+        holdout_mask(t, s, mask);
+        char *e = NULL;
+        route_model *m = route_trainer_fit(t, mask, &e);
+        if (!m) {   /* e.g. the only source of every router class held out */
+            free(e);
+            continue;
+        }
+        has_guard |= m->has_guard;
+        int right = 0;
+        for (int i = 0; i < d->n; i++) {
+            if (d->ex[i].source != s) continue;
+            float z[ROUTE_MAX_CLASSES + 1];
+            const char *text = d->ex[i].text;
+            route_model_logits(m, NULL, 0, text, strlen(text), z);
+            int c = t->class_of_label[d->ex[i].label];
+            glabel[i] = c < 0;
+            score[i] = m->has_guard ? 1.0f / (1.0f + expf(-z[k])) : 0.0f;
+            if (c < 0) continue;
+            int best = 0;
+            for (int j = 1; j < k; j++) best = z[j] > z[best] ? j : best;
+            right += best == c;
+            r->router_n[s]++;
+            r->confusion[c][best]++;
+            memcpy(logits + (size_t)nl * (size_t)k, z, sizeof(float) * (size_t)k);
+            truth[nl++] = c;
+        }
+        if (r->router_n[s]) r->accuracy[s] = (float)right / (float)r->router_n[s];
+        if (t->o.verbose)
+            fprintf(stderr, "msoa router: held out %s (%.1f s)\n", d->sources[s], (clock_now_ms() - t0) / 1000);
+        route_model_free(m);
+    }
+    int with = 0;
+    for (int s = 0; s < d->n_sources; s++)
+        if (r->router_n[s]) {
+            r->mean_accuracy += r->accuracy[s];
+            with++;
+        }
+    r->mean_accuracy = with ? r->mean_accuracy / (float)with : 0;
+    r->ece = ece_of(logits, truth, nl, k, 1.0f);
+    r->temperature = fit_temperature(logits, truth, nl, k);
+    r->ece_calibrated = ece_of(logits, truth, nl, k, r->temperature);
+    r->guard_threshold = t->o.guard_threshold > 0 ? t->o.guard_threshold
+                         : has_guard ? pick_threshold(t, score, glabel) : 0.5f;
+    for (int s = 0; s < d->n_sources; s++) {
+        int pos = 0, neg = 0, tp = 0, fp = 0;
+        for (int i = 0; i < d->n; i++) {
+            if (d->ex[i].source != s) continue;
+            int hit = score[i] >= r->guard_threshold;
+            if (glabel[i]) pos++, tp += hit;
+            else neg++, fp += hit;
+        }
+        if (!has_guard) continue;
+        r->guard_harmful[s] = pos > neg;
+        r->guard_n[s] = pos > neg ? pos : neg;
+        r->guard_rate[s] = pos > neg ? (float)tp / (float)pos : neg ? (float)fp / (float)neg : 0;
+    }
+    r->seconds = (clock_now_ms() - t0) / 1000.0;
+    if (report) report_eval(t, r, report);
+    free(mask);
+    free(logits);
+    free(truth);
+    free(score);
+    free(glabel);
+    return 0;
+}
+
+route_model *route_train_all(route_trainer *t, route_eval *r, char **err) {
+    int calibrated = 0;
+    memset(r, 0, sizeof *r);
+    if (t->o.calibrate && t->d->n_sources >= 2) {
+        char *e = NULL;
+        if (route_trainer_eval(t, r, NULL, &e) == 0) calibrated = 1;
+        free(e);   /* too few sources: keep temperature 1 */
+    }
+    route_model *m = route_trainer_fit(t, NULL, err);
+    if (m && calibrated) {
+        m->temperature = r->temperature;
+        m->guard_threshold = r->guard_threshold;
+    }
+    return m;
+}

@@ -1,0 +1,77 @@
+/* train: training and leave-one-source-out evaluation of the router and
+ * the guard, in C, deterministic for a seed.
+ *
+ * Features of every example are extracted once (features.h, plus the
+ * weighted mean word vector from a GloVe text file); the router is a
+ * multinomial logistic regression and the guard a binary one over the same
+ * features, both trained by SGD with L2 and class/source-balanced example
+ * weights. The learned weights are folded into a route_model (model.h). */
+#ifndef MSOA_ROUTE_TRAIN_H
+#define MSOA_ROUTE_TRAIN_H
+
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "route/dataset.h"
+#include "route/router.h"
+
+typedef struct route_train_opts {
+    uint64_t seed;
+    int epochs;
+    float lr;
+    float l2;            /* on dense weights (standardised features) */
+    float l2_hash;       /* on hashed n-gram weights */
+    unsigned features;   /* FEATS_* of model.h */
+    uint32_t hash_bits;
+    uint32_t max_bytes;  /* training texts are cut like requests */
+    int cluster_tables;  /* word clusters: hash tables ... */
+    int cluster_bits;    /* ... of 2^bits buckets each */
+    float sif_a;         /* word weight rank/(rank+a): frequent words count less; 0: all 1 */
+    int balance;         /* 0 none, 1 classes, 2 classes and sources within a class */
+    const char *embeddings;   /* GloVe text(.gz) file, or NULL */
+    int calibrate;       /* fit the temperature on leave-one-source-out predictions */
+    float guard_threshold;    /* > 0: use it; else pick the lowest with <= 1% FPR per benign source */
+    int verbose;         /* progress on stderr */
+} route_train_opts;
+
+void route_train_defaults(route_train_opts *o);
+/* Parses "embed,hand,unigram,bigram" (or "all"); returns -1 if unknown. */
+int route_parse_features(const char *list, unsigned *out);
+
+typedef struct route_trainer route_trainer;
+
+/* Loads the embeddings and extracts the features of every example of d
+ * (which must outlive the trainer). NULL with *err on failure. */
+route_trainer *route_trainer_new(const route_dataset *d, const route_train_opts *o, char **err);
+void route_trainer_free(route_trainer *t);
+
+/* Trains on the examples whose mask byte is set (NULL: all). Returns NULL
+ * with *err if the data has no router class. */
+route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char **err);
+
+#define ROUTE_EVAL_MAX_SOURCES 64
+
+typedef struct route_eval {
+    int n_sources;
+    int router_n[ROUTE_EVAL_MAX_SOURCES];     /* router examples per source */
+    float accuracy[ROUTE_EVAL_MAX_SOURCES];   /* leave-one-source-out */
+    float mean_accuracy;                      /* over sources with router examples */
+    float ece, ece_calibrated, temperature;
+    int guard_n[ROUTE_EVAL_MAX_SOURCES];      /* harmful: positives; benign: negatives */
+    float guard_rate[ROUTE_EVAL_MAX_SOURCES]; /* recall (harmful) or FPR (benign) */
+    int guard_harmful[ROUTE_EVAL_MAX_SOURCES];
+    float guard_threshold;
+    int confusion[ROUTE_MAX_CLASSES][ROUTE_MAX_CLASSES];
+    double seconds;
+} route_eval;
+
+/* Leave-one-source-out: for each source, trains on all the others (minus
+ * any text that also occurs in the held-out source) and tests on it.
+ * Fills r and, if report is not NULL, appends a readable report. */
+int route_trainer_eval(route_trainer *t, route_eval *r, buf *report, char **err);
+
+/* The whole of `msoa router train`: fit on everything; with o->calibrate,
+ * first a leave-one-source-out pass for the temperature. */
+route_model *route_train_all(route_trainer *t, route_eval *r, char **err);
+
+#endif
