@@ -256,9 +256,11 @@ static void on_node_chunk(void *ud, cJSON *chunk) {
     if (!c->started) {
         c->started = 1;
         metrics_first_chunk((double)(clock_now_ns() - c->start_ns) / 1e9);
-        chat_summary s;
-        fill_summary(c, &s);
-        c->sink->on_stream_start(c->ud, &s);
+        if (c->sink->on_stream_start) {
+            chat_summary s;
+            fill_summary(c, &s);
+            c->sink->on_stream_start(c->ud, &s);
+        }
     }
     take_usage(c, chunk);
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");

@@ -560,6 +560,12 @@ void http_stream_end(http_exchange *x) {
     exchange_finish(x->c);
 }
 
+void http_exchange_abort(http_exchange *x) {
+    if (!exchange_usable(x, "http_exchange_abort")) return;
+    x->keep_alive = 0; /* exchange_finish closes after the flush */
+    exchange_finish(x->c);
+}
+
 /* --- reading HTTP --- */
 
 /* The request at in[in_off..] is complete: hand it to the handler. If the

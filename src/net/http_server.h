@@ -95,6 +95,11 @@ void http_stream_write(http_exchange *x, const char *data, size_t len);
 size_t http_stream_backlog(const http_exchange *x);
 void http_stream_end(http_exchange *x);
 
+/* Finishes the exchange by dropping the connection once what was already
+ * written has gone out: no response at all, or a stream cut short (no final
+ * chunk). What a crashed server looks like; the mock upstream uses it. */
+void http_exchange_abort(http_exchange *x);
+
 /* --- WebSocket (RFC 6455) --- */
 typedef struct ws_callbacks {
     /* data is valid during the call only */

@@ -261,20 +261,9 @@ static void write_tail(chat *c) {
     http_stream_write(c->x, "data: [DONE]\n\n", 14);
 }
 
-/* Proposed addition to http_server.h: close the exchange's connection at
- * once (no response, or a response cut short), finishing the exchange.
- * Referenced weakly so the mock builds before it exists; without it,
- * "refuse" becomes a 502 and a reset stream ends without its last chunks
- * and [DONE]. */
-void http_exchange_abort(http_exchange *x) __attribute__((weak));
-
 /* Ends the exchange as a dead upstream would: the connection goes away
  * without a response, or in the middle of one. */
-static void drop_connection(http_exchange *x, int streaming) {
-    if (http_exchange_abort) http_exchange_abort(x);
-    else if (streaming) http_stream_end(x);
-    else respond_error(x, 502, "mock: connection dropped (http_exchange_abort missing)", "server_error");
-}
+static void drop_connection(http_exchange *x) { http_exchange_abort(x); }
 
 static void stream_finish(chat *c) {
     if (c->finished) return;
@@ -301,7 +290,7 @@ static void pump(chat *c) {
                 return;
             }
             if (c->fail.kind == FAIL_EXIT) _exit(1);
-            drop_connection(c->x, 1);
+            drop_connection(c->x);
             chat_release(c);
             return;
         }
@@ -340,7 +329,7 @@ static void respond_whole(uv_timer_t *t) {
     if (c->fail.kind == FAIL_STALL) return; /* never answer; on_abort finishes */
     if (c->fail.kind == FAIL_EXIT) _exit(1);
     if (c->fail.kind == FAIL_RESET) {
-        drop_connection(c->x, 0);
+        drop_connection(c->x);
         chat_release(c);
         return;
     }
@@ -371,7 +360,7 @@ static fail_spec request_fail(const http_request *req, const cJSON *j) {
 static int act_immediate_failure(http_exchange *x, const fail_spec *f) {
     switch (f->kind) {
     case FAIL_REFUSE:
-        drop_connection(x, 0);
+        drop_connection(x);
         return 1;
     case FAIL_STATUS:
         respond_status(x, f->arg);
