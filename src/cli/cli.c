@@ -6,6 +6,11 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "cli/cmd_model_info.h"
+#include "cli/cmd_quantize.h"
+#include "cli/cmd_route.h"
+#include "cli/cmd_router.h"
+#include "cli/cmd_run.h"
 #include "cli/cmd_up.h"
 
 #define MSOA_VERSION "0.1.0"
@@ -23,8 +28,23 @@ static int cmd_version(int argc, char **argv) {
     return 0;
 }
 
+static int cmd_model(int argc, char **argv) {
+    if (argc >= 1 && !strcmp(argv[0], "info")) return cmd_model_info(argc - 1, argv + 1);
+    if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+        printf("usage: msoa model info MODEL.gguf\n\nPrints a GGUF model's architecture, size, tensor types and tokenizer.\n");
+        return 0;
+    }
+    fprintf(stderr, "usage: msoa model info MODEL.gguf\n");
+    return 2;
+}
+
 static const command commands[] = {
     {"up", cmd_up, "run the gateway (and its built-in nodes)"},
+    {"run", cmd_run, "generate text with a GGUF model"},
+    {"model", cmd_model, "inspect a GGUF model (msoa model info FILE)"},
+    {"quantize", cmd_quantize, "quantize a GGUF model (q4_0, q8_0, q4_k, q6_k)"},
+    {"route", cmd_route, "show where the router sends a text"},
+    {"router", cmd_router, "train or evaluate the router and guard"},
     {"version", cmd_version, "print the version"},
 };
 
