@@ -24,15 +24,15 @@ const char *test_source_path(const char *rel);
 #define TEST(fn) test_run(#fn, fn)
 #define CHECK(cond) do { if (!(cond)) test_fail(__FILE__, __LINE__, #cond); } while (0)
 #define CHECK_EQ_INT(a, b) do { long long a_ = (long long)(a), b_ = (long long)(b); \
-    if (a_ != b_) { char m_[256]; snprintf(m_, sizeof m_, "%s == %s (%lld != %lld)", #a, #b, a_, b_); \
+    if (a_ != b_) { char m_[800]; snprintf(m_, sizeof m_, "%.300s == %.300s (%lld != %lld)", #a, #b, a_, b_); \
     test_fail(__FILE__, __LINE__, m_); } } while (0)
 #define CHECK_STR(a, b) do { const char *a_ = (a), *b_ = (b); \
-    if (!a_ || !b_ || strcmp(a_, b_) != 0) { char m_[512]; \
-    snprintf(m_, sizeof m_, "%s == %s (\"%.200s\" != \"%.200s\")", #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)"); \
+    if (!a_ || !b_ || strcmp(a_, b_) != 0) { char m_[1200]; \
+    snprintf(m_, sizeof m_, "%.300s == %.300s (\"%.200s\" != \"%.200s\")", #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)"); \
     test_fail(__FILE__, __LINE__, m_); } } while (0)
 #define CHECK_CONTAINS(hay, needle) do { const char *h_ = (hay), *n_ = (needle); \
-    if (!h_ || !strstr(h_, n_)) { char m_[512]; \
-    snprintf(m_, sizeof m_, "%s contains %s (\"%.300s\")", #hay, #needle, h_ ? h_ : "(null)"); \
+    if (!h_ || !strstr(h_, n_)) { char m_[1200]; \
+    snprintf(m_, sizeof m_, "%.300s contains %.300s (\"%.300s\")", #hay, #needle, h_ ? h_ : "(null)"); \
     test_fail(__FILE__, __LINE__, m_); } } while (0)
 
 #endif
