@@ -4,6 +4,7 @@
 #include "engine/quant.h"
 
 #include <math.h>
+#include <cpuid.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -464,6 +465,10 @@ static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
     return s;
 }
 
+static void gemv_q4_0_x8(const void *w, size_t row_bytes, const void *act, size_t n, float out[8]) {
+    for (int r = 0; r < 8; r++) out[r] = dot_q4_0_x8((const uint8_t *)w + r * row_bytes, act, n);
+}
+
 /* See quant.h: ggml's F16 dot order, lane by lane. Products of two halves
  * are exact in float, so only the order of the additions matters. */
 static float dot_f16_f16(const uint16_t *x, const uint16_t *y, size_t n) {
@@ -489,6 +494,7 @@ static const quant_kernels scalar_kernels = {
         [QT_Q4_K] = dot_q4_K, [QT_Q5_K] = dot_q5_K, [QT_Q6_K] = dot_q6_K,
     },
     .dot_q4_0_x8 = dot_q4_0_x8,
+    .gemv_q4_0_x8 = gemv_q4_0_x8,
     .dot_f16_f16 = dot_f16_f16,
 };
 
@@ -502,10 +508,16 @@ static int have_avx2;
 static const quant_kernels *best;
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
 
+/* F16C is CPUID leaf 1, ECX bit 29; asked directly because clang's
+ * __builtin_cpu_supports does not know the name. */
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 static void choose_kernels(void) {
     __builtin_cpu_init();
-    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     if (have_avx2) {
         avx2_kernels = scalar_kernels;
         avx2_kernels.name = "avx2";

@@ -1,0 +1,219 @@
+/* engine_bench: speed of the built-in engine on Llama-shaped models.
+ *
+ *   engine_bench gen OUT.gguf --size 110m|1b --type f32|q8_0|q4_0|q4_k
+ *       writes a model with random weights (the compute and the memory
+ *       traffic of a forward pass do not depend on the values, so random
+ *       blocks with small scales stand in for trained weights);
+ *   engine_bench run MODEL.gguf [--threads K] [--prompt N] [--gen M]
+ *       load time, prefill and decode tokens/s, weight bytes read per token;
+ *   engine_bench bw [--threads K]
+ *       memory read bandwidth (best of several passes over 1 GiB), the
+ *       roofline decode is compared with.
+ * Output lines are "key value" pairs, one run per line, for run.sh. */
+#include "base/clock.h"
+#include "base/xalloc.h"
+#include "engine/llama.h"
+#include "engine/quant.h"
+#include "engine/quantize.h"
+#include "engine/threadpool.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct shape { const char *name; int dim, layers, heads, kv_heads, ffn, vocab; } shape;
+
+static const shape shapes[] = {
+    {"110m", 768, 12, 12, 12, 2048, 32000},   /* stories110M / Llama 2 style */
+    {"1b", 2048, 16, 32, 8, 5632, 32000},     /* TinyLlama-like, 16 layers */
+};
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static uint64_t next(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* One random row of n elements of type t: random bytes, then each block's
+ * scale fields overwritten with a small finite value so activations stay
+ * bounded. */
+static void random_row(qtype t, size_t n, float scale, uint8_t *out) {
+    size_t bytes = qtype_row_bytes(t, n), bb = qtype_block_bytes(t);
+    if (t == QT_F32) {
+        for (size_t i = 0; i < n; i++) ((float *)out)[i] = ((float)(next() >> 40) / (1 << 24) * 2 - 1) * scale;
+        return;
+    }
+    for (size_t i = 0; i < bytes; i += 8) {
+        uint64_t r = next();
+        memcpy(out + i, &r, bytes - i < 8 ? bytes - i : 8);
+    }
+    uint16_t d = fp32_to_fp16(t == QT_Q8_0 ? scale / 127 : scale / 8), dmin = fp32_to_fp16(scale / 64);
+    for (size_t b = 0; b < bytes / bb; b++) {
+        uint8_t *blk = out + b * bb;
+        if (t == QT_Q6_K) memcpy(blk + bb - 2, &d, 2);
+        else memcpy(blk, &d, 2);
+        if (t == QT_Q4_K) { d = fp32_to_fp16(scale / 8 / 32); memcpy(blk, &d, 2); memcpy(blk + 2, &dmin, 2); }
+    }
+}
+
+typedef int (*tensor_fn)(gguf_writer *w, const char *name, qtype t, int cols, int rows);
+
+static int declare(gguf_writer *w, const char *name, qtype t, int cols, int rows) {
+    int64_t ne[2] = {cols, rows};
+    gguf_writer_add_tensor(w, name, rows > 1 ? (int)t : GGUF_F32, rows > 1 ? 2 : 1, ne);
+    return 0;
+}
+
+static int emit(gguf_writer *w, const char *name, qtype t, int cols, int rows) {
+    char err[256];
+    qtype rt = rows > 1 ? t : QT_F32;
+    size_t rb = qtype_row_bytes(rt, (size_t)cols);
+    uint8_t *row = xmalloc(rb);
+    int rc = 0;
+    for (int r = 0; r < rows && rc == 0; r++) {
+        if (rows == 1) for (int i = 0; i < cols; i++) ((float *)row)[i] = 1.0f;   /* norms */
+        else random_row(rt, (size_t)cols, 1.0f / sqrtf((float)cols) * 1.7f, row);
+        rc = gguf_writer_write(w, row, rb, err, sizeof err);
+    }
+    if (rc) fprintf(stderr, "gen: %s: %s\n", name, err);
+    free(row);
+    return rc;
+}
+
+/* Calls f for every tensor, in file order; nonzero if any call failed. */
+static int tensors(const shape *s, qtype t, tensor_fn f, gguf_writer *w) {
+    static const char *const names[] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                        "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"};
+    int kv = s->kv_heads * (s->dim / s->heads);
+    int cols[] = {s->dim, s->dim, s->dim, s->dim, s->dim, s->dim, s->dim, s->dim, s->ffn};
+    int rows[] = {1, s->dim, kv, kv, s->dim, 1, s->ffn, s->ffn, s->dim};
+    int bad = f(w, "token_embd.weight", t, s->dim, s->vocab) | f(w, "output_norm.weight", t, s->dim, 1) |
+              f(w, "output.weight", t, s->dim, s->vocab);
+    for (int l = 0; l < s->layers && !bad; l++)
+        for (int k = 0; k < 9; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[k]);
+            bad |= f(w, name, t, cols[k], rows[k]);
+        }
+    return bad;
+}
+
+static int gen(const char *path, const shape *s, qtype t) {
+    gguf_writer *w = gguf_writer_new();
+    char err[256] = "";
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_str(w, "general.name", "msoa-bench-random");
+    gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)s->dim);
+    gguf_writer_set_u32(w, "llama.block_count", (uint32_t)s->layers);
+    gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)s->ffn);
+    gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)s->heads);
+    gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)s->kv_heads);
+    gguf_writer_set_u32(w, "llama.context_length", 2048);
+    gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    tensors(s, t, declare, w);
+    FILE *f = fopen(path, "wb");
+    int rc = f ? gguf_writer_begin(w, f, err, sizeof err) : -1;
+    if (rc == 0) rc = tensors(s, t, emit, w);
+    if (rc == 0) rc = gguf_writer_finish(w, err, sizeof err);
+    if (f && fclose(f)) rc = -1;
+    if (rc) fprintf(stderr, "gen: %s: failed %s\n", path, err);
+    gguf_writer_free(w);
+    return rc ? 1 : 0;
+}
+
+/* ---- run ---- */
+
+static int run(const char *path, int threads, int n_prompt, int n_gen) {
+    char err[512];
+    uint64_t t0 = clock_now_ns();
+    llama_model *m = llama_load(path, err, sizeof err);
+    if (!m) { fprintf(stderr, "%s\n", err); return 1; }
+    double load_ms = (double)(clock_now_ns() - t0) / 1e6;
+    const llama_hparams *hp = llama_model_hparams(m);
+    llama_ctx *c = llama_ctx_new(m, n_prompt + n_gen + 1, threads);
+    int32_t *toks = xmalloc((size_t)n_prompt * sizeof *toks);
+    for (int i = 0; i < n_prompt; i++) toks[i] = (int32_t)(next() % (uint64_t)hp->n_vocab);
+    /* a short warm-up touches the pages of the mapping */
+    llama_forward(c, toks, 1);
+    llama_ctx_rewind(c, 0);
+    t0 = clock_now_ns();
+    const float *logits = llama_forward(c, toks, n_prompt);
+    double prefill_s = (double)(clock_now_ns() - t0) / 1e9;
+    t0 = clock_now_ns();
+    for (int i = 0; i < n_gen && logits; i++) {
+        int32_t next_tok = (int32_t)(next() % (uint64_t)hp->n_vocab);
+        logits = llama_forward(c, &next_tok, 1);
+    }
+    double decode_s = (double)(clock_now_ns() - t0) / 1e9;
+    printf("model %s threads %d load_ms %.2f weight_mb %.1f prefill_tok_s %.2f decode_tok_s %.3f kernels %s\n", path,
+           threads, load_ms, (double)llama_weight_bytes(m) / 1e6, n_prompt / prefill_s, n_gen / decode_s,
+           quant_kernels_best()->name);
+    free(toks);
+    llama_ctx_free(c);
+    llama_free(m);
+    return logits ? 0 : 1;
+}
+
+/* ---- memory bandwidth ---- */
+
+typedef struct bw_job { const uint64_t *buf; size_t n; uint64_t sink[64]; } bw_job;
+
+static void bw_task(void *arg, int ith, int nth) {
+    bw_job *j = arg;
+    long lo, hi;
+    tp_split((long)j->n, ith, nth, &lo, &hi);
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (long i = lo; i + 4 <= hi; i += 4) { a ^= j->buf[i]; b ^= j->buf[i + 1]; c ^= j->buf[i + 2]; d ^= j->buf[i + 3]; }
+    j->sink[ith] = a ^ b ^ c ^ d;
+}
+
+static int bw(int threads) {
+    size_t bytes = (size_t)1 << 30;
+    bw_job j = {.n = bytes / 8};
+    uint64_t *buf = xmalloc(bytes);
+    for (size_t i = 0; i < j.n; i++) buf[i] = i;
+    j.buf = buf;
+    threadpool *tp = tp_create(threads);
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        uint64_t t0 = clock_now_ns();
+        tp_run(tp, bw_task, &j);
+        double gbs = (double)bytes / (double)(clock_now_ns() - t0);
+        if (gbs > best) best = gbs;
+    }
+    printf("bandwidth threads %d gb_s %.2f\n", threads, best);
+    tp_destroy(tp);
+    free(buf);
+    return 0;
+}
+
+static const char usage[] =
+    "usage: engine_bench gen OUT.gguf --size 110m|1b --type f32|q8_0|q4_0|q4_k\n"
+    "       engine_bench run MODEL.gguf [--threads K] [--prompt N] [--gen M]\n"
+    "       engine_bench bw [--threads K]\n";
+
+static const char *opt(int argc, char **argv, const char *name, const char *dflt) {
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return argv[i + 1];
+    return dflt;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "gen")) {
+        const char *size = opt(argc, argv, "--size", "110m");
+        int t = qtype_from_name(opt(argc, argv, "--type", "q4_0"));
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+            if (!strcmp(shapes[i].name, size) && t >= 0) return gen(argv[2], &shapes[i], (qtype)t);
+    } else if (argc >= 3 && !strcmp(argv[1], "run")) {
+        return run(argv[2], atoi(opt(argc, argv, "--threads", "1")), atoi(opt(argc, argv, "--prompt", "64")),
+                   atoi(opt(argc, argv, "--gen", "32")));
+    } else if (argc >= 2 && !strcmp(argv[1], "bw")) {
+        return bw(atoi(opt(argc, argv, "--threads", "1")));
+    }
+    fputs(usage, stderr);
+    return 2;
+}

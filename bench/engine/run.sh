@@ -1,0 +1,66 @@
+#!/bin/sh
+# bench/engine/run.sh: prefill and decode speed of the built-in engine on
+# random-weight Llama models (~110M and ~1B parameters; F32, Q8_0, Q4_0,
+# Q4_K) with 1 and 2 threads, next to the memory bandwidth measured in the
+# same run. Decode reads every weight once per token, so
+#   roofline tok/s = bandwidth / weight bytes per token
+# and "share" is the measured decode speed as a fraction of it.
+#
+# usage: bench/engine/run.sh [BUILD_DIR] [MODEL_DIR]
+#   BUILD_DIR  a configured build directory (default ./build)
+#   MODEL_DIR  where the generated models go (default /tmp/msoa-engine-bench;
+#              about 6 GB, reused by later runs)
+# env: SIZES="110m 1b" TYPES="f32 q8_0 q4_0 q4_k" THREADS="1 2" PROMPT=64 GEN=32
+set -eu
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${1:-$SRC/build}
+DIR=${2:-/tmp/msoa-engine-bench}
+SIZES=${SIZES:-110m 1b}
+TYPES=${TYPES:-f32 q8_0 q4_0 q4_k}
+THREADS=${THREADS:-1 2}
+PROMPT=${PROMPT:-64}
+GEN=${GEN:-32}
+
+mkdir -p "$DIR"
+make -s -C "$BUILD" msoa_engine msoa_base >&2
+cc -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -I"$SRC/src" "$SRC/bench/engine/engine_bench.c" \
+   "$BUILD/libmsoa_engine.a" "$BUILD/libmsoa_base.a" -lm -lpthread -o "$DIR/engine_bench"
+B="$DIR/engine_bench"
+
+for size in $SIZES; do
+  for type in $TYPES; do
+    f="$DIR/$size-$type.gguf"
+    [ -s "$f" ] || { echo "generating $f" >&2; "$B" gen "$f" --size "$size" --type "$type"; }
+  done
+done
+
+OUT="$DIR/results.txt"
+: > "$OUT"
+for t in $THREADS; do "$B" bw --threads "$t" | tee -a "$OUT" >&2; done
+for size in $SIZES; do
+  for type in $TYPES; do
+    for t in $THREADS; do
+      p=$PROMPT; g=$GEN
+      # the F32 1B model reads 4 GB per token: fewer tokens keep the run short
+      if [ "$size-$type" = "1b-f32" ]; then p=16; g=8; fi
+      "$B" run "$DIR/$size-$type.gguf" --threads "$t" --prompt "$p" --gen "$g" | tee -a "$OUT" >&2
+    done
+  done
+done
+
+# One markdown table from the key/value lines.
+awk '
+/^bandwidth/ { for (i = 1; i < NF; i++) if ($i == "threads") t = $(i+1); else if ($i == "gb_s") bw[t] = $(i+1); next }
+/^model/ {
+  for (i = 1; i < NF; i++) v[$i] = $(i+1)
+  n = split(v["model"], parts, "/"); name = parts[n]; sub(/\.gguf$/, "", name)
+  roof = bw[v["threads"]] * 1000 / v["weight_mb"]
+  printf "| %s | %.0f | %d | %.2f | %.1f | %.2f | %.1f | %.0f%% |\n", name, v["weight_mb"], v["threads"], v["load_ms"],
+         v["prefill_tok_s"], v["decode_tok_s"], roof, 100 * v["decode_tok_s"] / roof
+}
+BEGIN {
+  print "| model | weights MB | threads | load ms | prefill tok/s | decode tok/s | roofline tok/s | decode/roofline |"
+  print "|---|---|---|---|---|---|---|---|"
+}
+END { for (t in bw) printf "\nmemory read bandwidth, %s thread(s): %s GB/s", t, bw[t]; print "" }
+' "$OUT"
