@@ -449,7 +449,7 @@ chat *chat_start(worker *w, cJSON *body, const chat_sink *sink, void *ud) {
 
     const msoa_config *cfg = &w->gw->cfg;
     dispatch_timeouts t = {cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms, cfg->upstream_stall_ms};
-    c->dispatch = dispatch_start(w->client, c->node, body, c->stream, &t, &node_events, c);
+    c->dispatch = dispatch_start(w->client, &w->loop, c->node, body, c->stream, &t, &node_events, c);
     if (!c->dispatch) {
         report_error(c, 500, "the upstream call could not be started", "server_error", "internal", 0, 0);
         chat_free(c);

@@ -16,6 +16,7 @@
 
 struct dispatch {
     http_call *call;
+    void *backend_call;  /* the call of a node's backend, instead of `call` */
     node *node;
     int stream;
     int status;          /* upstream HTTP status, 0 until headers */
@@ -211,7 +212,34 @@ static char *upstream_body(const node *n, const cJSON *request, int stream) {
     return text;
 }
 
-dispatch *dispatch_start(http_client *cl, node *n, const cJSON *request, int stream,
+/* ---- nodes with a backend ---- */
+
+static void backend_chunk(void *ud, cJSON *chunk) {
+    dispatch *d = ud;
+    d->chunks++;
+    d->ev.on_chunk(d->ud, chunk);
+}
+
+static void backend_done(void *ud, cJSON *response) {
+    dispatch *d = ud;
+    d->backend_call = NULL;
+    d->finished = 1;
+    d->ev.on_done(d->ud, response);
+    dispatch_free(d);
+}
+
+static void backend_error(void *ud, const dispatch_error *e) {
+    dispatch *d = ud;
+    d->backend_call = NULL;
+    d->finished = 1;
+    if (e->status >= 500 || e->status == 429) atomic_fetch_add(&d->node->failures, 1);
+    d->ev.on_error(d->ud, e);
+    dispatch_free(d);
+}
+
+static const dispatch_events backend_events = {backend_chunk, backend_done, backend_error};
+
+dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, const cJSON *request, int stream,
                          const dispatch_timeouts *t, const dispatch_events *ev, void *ud) {
     dispatch *d = xcalloc(1, sizeof *d);
     d->node = n;
@@ -219,6 +247,16 @@ dispatch *dispatch_start(http_client *cl, node *n, const cJSON *request, int str
     d->ev = *ev;
     d->ud = ud;
     sse_parser_init(&d->sse);
+    atomic_fetch_add(&n->inflight, 1);
+    atomic_fetch_add(&n->requests, 1);
+    if (n->backend) {
+        d->backend_call = n->backend->start(n->backend_state, loop, request, stream, &backend_events, d);
+        if (!d->backend_call) {
+            dispatch_free(d);
+            return NULL;
+        }
+        return d;
+    }
 
     const char *headers[4];
     int h = 0;
@@ -242,8 +280,6 @@ dispatch *dispatch_start(http_client *cl, node *n, const cJSON *request, int str
     o.on_data = on_data;
     o.on_done = on_done;
     o.ud = d;
-    atomic_fetch_add(&n->inflight, 1);
-    atomic_fetch_add(&n->requests, 1);
     d->call = http_client_start(cl, &o);
     cJSON_free(body);
     if (!d->call) {
@@ -255,9 +291,11 @@ dispatch *dispatch_start(http_client *cl, node *n, const cJSON *request, int str
 
 void dispatch_pause(dispatch *d, int paused) {
     if (d->call) http_call_pause(d->call, paused);
+    if (d->backend_call) d->node->backend->pause(d->backend_call, paused);
 }
 
 void dispatch_cancel(dispatch *d) {
     if (d->call) http_call_cancel(d->call);
+    if (d->backend_call) d->node->backend->cancel(d->backend_call);
     dispatch_free(d);
 }

@@ -11,6 +11,7 @@
 
 #include "base/config.h"
 #include "ledger/cost.h"
+#include "mesh/backend.h"
 
 typedef struct node {
     char *name;
@@ -21,6 +22,9 @@ typedef struct node {
     char *domain;        /* "general" when not given */
     char *auth_header;   /* "Authorization: Bearer KEY" or NULL */
     price price;
+    /* NULL for an HTTP node; else who serves it in-process (src/node/). */
+    const node_backend *backend;
+    void *backend_state;
     atomic_int reachable;        /* last probe or request reached it */
     atomic_long inflight;        /* requests outstanding now */
     atomic_long requests, failures;
