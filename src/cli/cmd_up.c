@@ -2,6 +2,7 @@
  * until SIGINT or SIGTERM. */
 #include "cli/cmd_up.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "api/gateway.h"
+#include "base/buf.h"
 #include "base/config.h"
 
 static const char up_help[] =
@@ -44,6 +46,30 @@ static const char no_nodes_hint[] =
     "      Ollama or vLLM), e.g. --node local=http://127.0.0.1:8081/v1,model=MODEL,\n"
     "      or set MSOA_NODES, or list \"nodes\" in a config file (--config FILE).\n";
 
+/* The embedded default: with no node configured, every GGUF file in the
+ * model directory becomes a built-in node named after the file. */
+static int add_model_dir_nodes(msoa_config *cfg, char **err) {
+    DIR *dir = opendir(cfg->model_dir);
+    if (!dir) {
+        buf e = BUF_INIT;
+        buf_printf(&e, "--model-dir: cannot read '%s'", cfg->model_dir);
+        *err = buf_detach(&e);
+        return -1;
+    }
+    struct dirent *ent;
+    int rc = 0;
+    while (rc == 0 && (ent = readdir(dir))) {
+        size_t len = strlen(ent->d_name);
+        if (len <= 5 || strcmp(ent->d_name + len - 5, ".gguf") != 0) continue;
+        buf spec = BUF_INIT;
+        buf_printf(&spec, "%.*s=%s/%s", (int)(len - 5), ent->d_name, cfg->model_dir, ent->d_name);
+        rc = config_add_node(cfg, spec.data, err);
+        buf_free(&spec);
+    }
+    closedir(dir);
+    return rc;
+}
+
 int cmd_up(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -54,6 +80,12 @@ int cmd_up(int argc, char **argv) {
     msoa_config cfg;
     char *err = NULL;
     if (config_load(&cfg, argc, argv, &err) < 0) {
+        fprintf(stderr, "msoa up: %s\n", err);
+        free(err);
+        config_free(&cfg);
+        return 2;
+    }
+    if (cfg.n_nodes == 0 && cfg.model_dir && add_model_dir_nodes(&cfg, &err) < 0) {
         fprintf(stderr, "msoa up: %s\n", err);
         free(err);
         config_free(&cfg);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "itlib.h"
 #include "testlib.h"
@@ -54,14 +55,18 @@ static void test_errors(void) {
     buf_clear(&out);
     CHECK_EQ_INT(run("up --listen 127.0.0.1:99999", &out), 2);
     CHECK_CONTAINS(out.data, "--listen");
+    buf_clear(&out);
+    CHECK_EQ_INT(run("up --model-dir /nonexistent-msoa-models", &out), 2);
+    CHECK_CONTAINS(out.data, "cannot read '/nonexistent-msoa-models'");
     buf_free(&out);
 }
 
 static void test_no_nodes_hint(void) {
     /* With no node, msoa says how to add one; it still serves /health. */
-    char path[4096];
+    char path[4096], empty_dir[] = "/tmp/msoa-it-cli-XXXXXX";
     snprintf(path, sizeof path, "%s", it_bin("msoa"));
-    char *argv[] = {path, "up", "--listen", "127.0.0.1:0", "--model-dir", "/nonexistent-msoa-models", NULL};
+    CHECK(mkdtemp(empty_dir) != NULL);
+    char *argv[] = {path, "up", "--listen", "127.0.0.1:0", "--model-dir", empty_dir, NULL};
     it_proc p;
     CHECK_EQ_INT(it_start(&p, argv), 0);
     if (!p.pid) return;
@@ -72,6 +77,7 @@ static void test_no_nodes_hint(void) {
     CHECK_CONTAINS(r.body.data, "--node NAME=URL");
     it_response_free(&r);
     it_stop(&p, 15);
+    rmdir(empty_dir);
 }
 
 int main(void) {
