@@ -429,7 +429,7 @@ static int parse_tensors(reader *r, int n) {
 
 static gguf *parse(gguf *g, char *err, size_t errlen) {
     reader r = {.g = g, .err = err, .errlen = errlen};
-    uint64_t n_tensors, n_kv;
+    uint64_t n_tensors = 0, n_kv = 0;
     if (err && errlen) err[0] = '\0';
     if (parse_header(&r, &n_tensors, &n_kv) < 0 || parse_kvs(&r, (int)n_kv) < 0 || parse_alignment(&r) < 0 ||
         parse_tensors(&r, (int)n_tensors) < 0) {
