@@ -7,7 +7,7 @@
  *   engine_bench run MODEL.gguf [--threads K] [--prompt N] [--gen M]
  *       load time, prefill and decode tokens/s, weight bytes read per token;
  *   engine_bench bw [--threads K]
- *       memory read bandwidth (best of several passes over 1 GiB), the
+ *       memory read bandwidth (best of several passes over 2 GiB), the
  *       roofline decode is compared with.
  * Output lines are "key value" pairs, one run per line, for run.sh. */
 #include "base/clock.h"
@@ -172,7 +172,7 @@ static void bw_task(void *arg, int ith, int nth) {
 }
 
 static int bw(int threads) {
-    size_t bytes = (size_t)1 << 30;
+    size_t bytes = (size_t)2 << 30;   /* well beyond the last-level cache */
     bw_job j = {.n = bytes / 8};
     uint64_t *buf = xmalloc(bytes);
     for (size_t i = 0; i < j.n; i++) buf[i] = i;

@@ -16,6 +16,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,6 +342,7 @@ typedef struct mm_job {
     float *out[3];                   /* [n_tok][rows] */
     const uint8_t *act[3];           /* the input in each matrix's activation type */
     size_t act_stride[3];
+    atomic_long next_tile;           /* work counter, see mm_task */
 } mm_job;
 
 static void prefetch(const uint8_t *p, size_t n) {
@@ -373,17 +375,24 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     }
 }
 
-/* Threads take whole tiles of rows, across all the matrices of the job. */
+/* Threads take chunks of tiles from a shared counter, across all the
+ * matrices of the job, until none are left: a thread that is slowed down
+ * (the machine may be shared) simply takes fewer chunks. Each row's result
+ * does not depend on which thread computes it. */
 static void mm_task(void *arg, int ith, int nth) {
-    const mm_job *j = arg;
+    (void)ith;
+    mm_job *j = arg;
     long tiles[3], total = 0;
     for (int k = 0; k < j->n_mat; k++) total += tiles[k] = (j->w[k]->rows + ROW_TILE - 1) / ROW_TILE;
-    long lo, hi, base = 0;
-    tp_split(total, ith, nth, &lo, &hi);
-    for (int k = 0; k < j->n_mat; base += tiles[k], k++) {
-        long t0 = lo > base ? lo - base : 0, t1 = hi - base < tiles[k] ? hi - base : tiles[k];
-        long rows = j->w[k]->rows;
-        if (t0 < t1) mm_rows(j, k, t0 * ROW_TILE, t1 * ROW_TILE < rows ? t1 * ROW_TILE : rows);
+    long chunk = total / (8L * nth) > 0 ? total / (8L * nth) : 1;
+    for (;;) {
+        long lo = atomic_fetch_add(&j->next_tile, chunk), hi = lo + chunk < total ? lo + chunk : total, base = 0;
+        if (lo >= total) break;
+        for (int k = 0; k < j->n_mat; base += tiles[k], k++) {
+            long t0 = lo > base ? lo - base : 0, t1 = hi - base < tiles[k] ? hi - base : tiles[k];
+            long rows = j->w[k]->rows;
+            if (t0 < t1) mm_rows(j, k, t0 * ROW_TILE, t1 * ROW_TILE < rows ? t1 * ROW_TILE : rows);
+        }
     }
 }
 
@@ -410,6 +419,7 @@ static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wm
         j.act[k] = c->act[slot];
         j.act_stride[k] = c->act_stride;
     }
+    atomic_init(&j.next_tile, 0);
     tp_run(c->tp, mm_task, &j);
 }
 

@@ -500,36 +500,45 @@ static const quant_kernels scalar_kernels = {
 
 const quant_kernels *quant_kernels_scalar(void) { return &scalar_kernels; }
 
-/* Defined in simd_avx2.c: fills the entries it has, leaves the rest. */
+/* Defined in simd_avx2.c: fill the entries they have, leave the rest. */
 void quant_avx2_fill(quant_kernels *k);
+void quant_vnni_fill(quant_kernels *k);
 
-static quant_kernels avx2_kernels;
-static int have_avx2;
+static quant_kernels avx2_kernels, vnni_kernels;
+static int have_avx2, have_vnni;
 static const quant_kernels *best;
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
 
-/* F16C is CPUID leaf 1, ECX bit 29; asked directly because clang's
- * __builtin_cpu_supports does not know the name. */
-static int cpu_has_f16c(void) {
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-}
-
 static void choose_kernels(void) {
     __builtin_cpu_init();
-    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    have_vnni = have_avx2 && __builtin_cpu_supports("avxvnni");
     if (have_avx2) {
         avx2_kernels = scalar_kernels;
         avx2_kernels.name = "avx2";
         quant_avx2_fill(&avx2_kernels);
     }
-    const char *force = getenv("MSOA_SIMD");
-    best = have_avx2 && !(force && strcmp(force, "scalar") == 0) ? &avx2_kernels : &scalar_kernels;
+    if (have_vnni) {
+        vnni_kernels = avx2_kernels;
+        vnni_kernels.name = "avx-vnni";
+        quant_vnni_fill(&vnni_kernels);
+    }
+    /* MSOA_SIMD=scalar|avx2 caps the choice (for comparisons) */
+    const char *cap = getenv("MSOA_SIMD");
+    best = have_vnni ? &vnni_kernels : have_avx2 ? &avx2_kernels : &scalar_kernels;
+    if (cap && !strcmp(cap, "avx2") && have_avx2) best = &avx2_kernels;
+    if (cap && !strcmp(cap, "scalar")) best = &scalar_kernels;
 }
 
 const quant_kernels *quant_kernels_avx2(void) {
     pthread_once(&kernels_once, choose_kernels);
     return have_avx2 ? &avx2_kernels : NULL;
+}
+
+const quant_kernels *quant_kernels_vnni(void) {
+    pthread_once(&kernels_once, choose_kernels);
+    return have_vnni ? &vnni_kernels : NULL;
 }
 
 const quant_kernels *quant_kernels_best(void) {

@@ -7,8 +7,8 @@
  * quantised to the row's "activation type" (Q8_0 for Q4_0/Q8_0, Q8_K for the
  * k-quants, F32 otherwise) so the inner loops are integer dot products.
  *
- * Every kernel has a portable scalar version; AVX2/FMA versions (simd_avx2.c)
- * are picked at run time when the CPU has them. The type ids are ggml's, so
+ * Every kernel has a portable scalar version; AVX2/FMA versions (simd_avx2.c,
+ * some with AVX-VNNI variants) are picked at run time when the CPU has them. The type ids are ggml's, so
  * a GGUF tensor's type field can be used directly. */
 #ifndef MSOA_ENGINE_QUANT_H
 #define MSOA_ENGINE_QUANT_H
@@ -110,7 +110,10 @@ typedef struct quant_kernels {
 const quant_kernels *quant_kernels_scalar(void);
 /* NULL if this CPU (or this build) has no AVX2/FMA/F16C. */
 const quant_kernels *quant_kernels_avx2(void);
-/* The best table for this CPU; chosen once. MSOA_SIMD=scalar forces scalar. */
+/* AVX2 plus AVX-VNNI byte dot products; NULL without AVX-VNNI. */
+const quant_kernels *quant_kernels_vnni(void);
+/* The best table for this CPU; chosen once. MSOA_SIMD=avx2 or =scalar caps
+ * the choice. */
 const quant_kernels *quant_kernels_best(void);
 
 static inline float vec_dot(qtype t, const void *w, const void *act, size_t n) {

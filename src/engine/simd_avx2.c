@@ -119,32 +119,24 @@ AVX2 static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
     return s;
 }
 
-/* Eight rows at once: per block, each row's 8 lanes of partial sums are
- * folded into one lane by a tree of horizontal adds, and the 8 row totals
- * meet their 8 scales in a single fused multiply-add. Lane r accumulates
- * exactly like dot_q4_0_x8 on row r. */
-AVX2 static void gemv_q4_0_x8(const void *w, size_t row_bytes, const void *act, size_t n, float out[8]) {
-    const block_q8_0 *y = act;
-    const uint8_t *base = w;
-    const __m256i eight = _mm256_set1_epi8(8);
-    __m256 acc = _mm256_setzero_ps();
-    for (size_t i = 0; i < n / QK8_0; i++) {
-        __m256i yv = _mm256_loadu_si256((const __m256i *)y[i].qs), v[8];
-        const block_q4_0 *x[8];
-        for (int r = 0; r < 8; r++) {
-            x[r] = (const block_q4_0 *)(base + r * row_bytes) + i;
-            v[r] = dot_s8(_mm256_sub_epi8(unpack_nibbles(x[r]->qs), eight), yv);
-        }
-        __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-        __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-        __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
-        __m128i dh = _mm_setr_epi16((short)x[0]->d, (short)x[1]->d, (short)x[2]->d, (short)x[3]->d,
-                                    (short)x[4]->d, (short)x[5]->d, (short)x[6]->d, (short)x[7]->d);
-        __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_set1_ps(h2f(y[i].d)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), d, acc);
-    }
-    _mm256_storeu_ps(out, acc);
-}
+/* Eight rows at once (see simd_q4_0_x8.h), with maddubs + madd ... */
+#define Q4X8_NAME gemv_q4_0_x8
+#define Q4X8_TARGET AVX2
+#define Q4X8_DOT(acc, u, s) _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1)))
+#include "engine/simd_q4_0_x8.h"
+#undef Q4X8_NAME
+#undef Q4X8_TARGET
+#undef Q4X8_DOT
+
+/* ... and with AVX-VNNI's byte dot product. */
+#define VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define Q4X8_NAME gemv_q4_0_x8_vnni
+#define Q4X8_TARGET VNNI
+#define Q4X8_DOT(acc, u, s) _mm256_dpbusd_avx_epi32((acc), (u), (s))
+#include "engine/simd_q4_0_x8.h"
+#undef Q4X8_NAME
+#undef Q4X8_TARGET
+#undef Q4X8_DOT
 
 /* ggml's F16 order (see quant.h): four 8-lane accumulators, reduced as
  * (a0 + a2) + (a1 + a3), halves added, then two horizontal adds. */
@@ -270,6 +262,8 @@ AVX2 static float dot_q6_K(const void *w, const void *a, size_t n) {
     return s;
 }
 
+void quant_vnni_fill(quant_kernels *k) { k->gemv_q4_0_x8 = gemv_q4_0_x8_vnni; }
+
 void quant_avx2_fill(quant_kernels *k) {
     k->dot[QT_F32] = dot_f32;
     k->dot[QT_F16] = dot_f16;
@@ -285,6 +279,8 @@ void quant_avx2_fill(quant_kernels *k) {
 }
 
 #else
+
+void quant_vnni_fill(quant_kernels *k) { k->gemv_q4_0_x8 = gemv_q4_0_x8_vnni; }
 
 void quant_avx2_fill(quant_kernels *k) { (void)k; }
 

@@ -11,12 +11,17 @@
 #include "base/xalloc.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
-/* Roughly 50-100 microseconds of spinning before sleeping: longer than the
- * gap between the steps of one token, shorter than any human-visible pause. */
-#define SPIN_ITERS 20000
+/* Spinning before sleeping: about 50-100 microseconds, longer than the gap
+ * between the steps of one token, shorter than any human-visible pause.
+ * Every YIELD_EVERY rounds the spinner yields the CPU, so that on a machine
+ * with more runnable threads than cores the thread being waited for can
+ * run instead of the one waiting. */
+#define SPIN_ITERS 2000
+#define YIELD_EVERY 64
 
 struct threadpool {
     int n;
@@ -35,7 +40,11 @@ struct threadpool {
 
 typedef struct { threadpool *tp; int ith; } worker_arg;
 
-static inline void cpu_relax(void) {
+static inline void cpu_relax(int i) {
+    if (i % YIELD_EVERY == YIELD_EVERY - 1) {
+        sched_yield();
+        return;
+    }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -44,7 +53,7 @@ static inline void cpu_relax(void) {
 static void wait_generation(threadpool *tp, unsigned seen) {
     for (int i = 0; i < SPIN_ITERS; i++) {
         if (atomic_load(&tp->generation) != seen || atomic_load(&tp->quit)) return;
-        cpu_relax();
+        cpu_relax(i);
     }
     pthread_mutex_lock(&tp->mu);
     atomic_fetch_add(&tp->n_sleeping, 1);
@@ -127,7 +136,7 @@ void tp_run(threadpool *tp, tp_task task, void *arg) {
     task(arg, 0, tp->n);
     for (int i = 0; i < SPIN_ITERS; i++) {
         if (atomic_load(&tp->pending) == 0) return;
-        cpu_relax();
+        cpu_relax(i);
     }
     pthread_mutex_lock(&tp->mu);
     atomic_store(&tp->main_sleeping, 1);

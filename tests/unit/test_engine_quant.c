@@ -248,6 +248,51 @@ static void test_random_blocks(void) {
     }
 }
 
+/* The kernels that reproduce llama.cpp's summation order must agree bit for
+ * bit between scalar, AVX2 and AVX-VNNI, and the 8-row kernel with the
+ * 1-row one. */
+static void test_exact_order_kernels(void) {
+    const quant_kernels *s = quant_kernels_scalar(), *v = quant_kernels_avx2();
+    enum { COLS = 512 };
+    static float w[8 * COLS], x[COLS];
+    static block_q4_0 wq[8 * COLS / QK4_0];
+    static block_q8_0 xq[COLS / QK8_0];
+    static uint16_t a16[1000], b16[1000];
+    fill(w, 8 * COLS);
+    fill(x, COLS);
+    quantize_row(QT_Q4_0, w, wq, 8 * COLS);
+    quantize_row(QT_Q8_0, x, xq, COLS);
+    size_t rb = qtype_row_bytes(QT_Q4_0, COLS);
+    float out_s[8], out_v[8];
+    s->gemv_q4_0_x8(wq, rb, xq, COLS, out_s);
+    for (int r = 0; r < 8; r++) {
+        float one = s->dot_q4_0_x8((const uint8_t *)wq + r * rb, xq, COLS);
+        CHECK(memcmp(&one, &out_s[r], sizeof one) == 0);
+        CHECK(fabsf(one - s->dot[QT_Q4_0]((const uint8_t *)wq + r * rb, xq, COLS)) < 1e-3f * (fabsf(one) + 1));
+    }
+    fill(w, 1000);
+    fill(x, 1000);
+    quantize_row(QT_F16, w, a16, 1000);
+    quantize_row(QT_F16, x, b16, 1000);
+    if (!v) return;
+    v->gemv_q4_0_x8(wq, rb, xq, COLS, out_v);
+    CHECK(memcmp(out_s, out_v, sizeof out_s) == 0);
+    if (quant_kernels_vnni()) {
+        quant_kernels_vnni()->gemv_q4_0_x8(wq, rb, xq, COLS, out_v);
+        CHECK(memcmp(out_s, out_v, sizeof out_s) == 0);
+    } else {
+        fprintf(stderr, "  (no AVX-VNNI on this CPU: that kernel not tested)\n");
+    }
+    for (int r = 0; r < 8; r++) {
+        float a = s->dot_q4_0_x8((const uint8_t *)wq + r * rb, xq, COLS), b = v->dot_q4_0_x8((const uint8_t *)wq + r * rb, xq, COLS);
+        CHECK(memcmp(&a, &b, sizeof a) == 0);
+    }
+    for (size_t n = 1; n <= 1000; n += 37) {   /* with and without a remainder */
+        float a = s->dot_f16_f16(a16, b16, n), b = v->dot_f16_f16(a16, b16, n);
+        if (memcmp(&a, &b, sizeof a)) { fprintf(stderr, "  f16 n=%zu: %.9g vs %.9g\n", n, a, b); CHECK(0); }
+    }
+}
+
 int main(void) {
     fprintf(stderr, "kernels: %s\n", quant_kernels_best()->name);
     TEST(test_fp16);
@@ -258,5 +303,6 @@ int main(void) {
     TEST(test_dot_vs_f32);
     TEST(test_simd_vs_scalar);
     TEST(test_random_blocks);
+    TEST(test_exact_order_kernels);
     return test_done();
 }
