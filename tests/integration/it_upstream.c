@@ -158,6 +158,38 @@ static void test_unreachable_node_and_ready(void) {
     it_stop(&p, SIGTERM);
 }
 
+/* What reaches the node: its own model name, the client's fields, usage
+ * asked for in streams, and the node's API key as a bearer token. */
+static void test_what_the_node_receives(void) {
+    char node[256], msoa_path[4096];
+    snprintf(node, sizeof node, "keyed=http://127.0.0.1:%d,model=mock-small,api_key=sekrit-42", g.mock.port);
+    snprintf(msoa_path, sizeof msoa_path, "%s", it_bin("msoa"));
+    char *argv[] = {msoa_path, "up", "--listen", "127.0.0.1:0", "--node", node, NULL};
+    it_proc p;
+    CHECK_EQ_INT(it_start(&p, argv), 0);
+    if (!p.pid) return;
+    const char *body = "{\"model\":\"keyed\",\"stream\":true,\"seed\":7,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    it_response r;
+    CHECK_EQ_INT(it_http(p.port, "POST", "/v1/chat/completions", NULL, body, strlen(body), 5000, &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    it_response_free(&r);
+    CHECK_EQ_INT(it_http(g.mock.port, "GET", "/debug/last", NULL, NULL, 0, 5000, &r), 0);
+    cJSON *last = it_json(&r);
+    const cJSON *headers = cJSON_GetObjectItemCaseSensitive(last, "headers");
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(headers, "authorization");
+    CHECK_STR(cJSON_IsString(auth) ? auth->valuestring : NULL, "Bearer sekrit-42");
+    const cJSON *sent = cJSON_GetObjectItemCaseSensitive(last, "body");
+    cJSON *sent_body = cJSON_Parse(cJSON_IsString(sent) ? sent->valuestring : "");
+    CHECK_STR(cJSON_GetObjectItemCaseSensitive(sent_body, "model")->valuestring, "mock-small");
+    CHECK_EQ_INT(cJSON_GetObjectItemCaseSensitive(sent_body, "seed")->valueint, 7);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(sent_body, "stream_options"), "include_usage")));
+    cJSON_Delete(sent_body);
+    cJSON_Delete(last);
+    it_response_free(&r);
+    it_stop(&p, SIGTERM);
+}
+
 /* Last: the node process dies mid-stream. */
 static void test_node_dies_mid_stream(void) {
     check_broken_stream("exit-after:2", "upstream_broken");
@@ -174,6 +206,7 @@ int main(void) {
     TEST(test_broken_streams);
     TEST(test_client_leaves_mid_stream);
     TEST(test_unreachable_node_and_ready);
+    TEST(test_what_the_node_receives);
     TEST(test_node_dies_mid_stream);
     itgw_stop(&g);
     return test_done();
