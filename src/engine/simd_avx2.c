@@ -10,6 +10,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
+#include <string.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -170,24 +171,31 @@ AVX2 static float dot_q8_0(const void *w, const void *a, size_t n) {
     return hsum_ps(acc);
 }
 
-/* The eight 6-bit scales and mins of a Q4_K/Q5_K block (see quant.c). */
-static inline void unpack_scales_k4(const uint8_t *q, int sc[8], int m[8]) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        m[j] = q[j + 4] & 63;
-        sc[j + 4] = (q[j + 8] & 0xF) | ((q[j] >> 6) << 4);
-        m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
-    }
+/* The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K/Q5_K
+ * block, unpacked with 32-bit word operations: the same fields as
+ * get_scale_min_k4 in quant.c, four at a time. */
+AVX2 static inline __m128i unpack_scales_k4(const uint8_t *q) {
+    uint32_t w[3], out[4];
+    memcpy(w, q, 12);
+    out[0] = w[0] & 0x3f3f3f3f;
+    out[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4;
+    out[2] = w[1] & 0x3f3f3f3f;
+    out[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 6) & 0x03030303) << 4;
+    return _mm_loadu_si128((const __m128i *)out);
 }
 
 /* Q4_K and Q5_K: the 4- or 5-bit values are unsigned, so maddubs takes them
- * directly against the signed activations; scales are applied with madd. */
+ * directly against the signed activations; the scales are applied with
+ * madd, the mins through the activations' block sums. */
 AVX2 static float dot_kx(const uint16_t *dd, const uint8_t *scales, const uint8_t *qh,
                          const uint8_t *qs, const block_q8_K *y) {
-    int sc[8], m[8];
-    unpack_scales_k4(scales, sc, m);
-    int summ = 0;
-    for (int s = 0; s < 8; s++) summ += m[s] * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
+    __m256i sm = _mm256_cvtepu8_epi16(unpack_scales_k4(scales));   /* 8 scales | 8 mins, int16 */
+    __m128i pair_sums = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums),
+                                       _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
+    __m128i mm = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), pair_sums);
+    mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, _MM_SHUFFLE(1, 0, 3, 2)));
+    int summ = _mm_cvtsi128_si32(_mm_add_epi32(mm, _mm_shuffle_epi32(mm, _MM_SHUFFLE(2, 3, 0, 1))));
+    __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
     const __m256i mask = _mm256_set1_epi8(0xF);
     __m256i hbits = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
     __m256i acc = _mm256_setzero_si256();
@@ -201,10 +209,12 @@ AVX2 static float dot_kx(const uint16_t *dd, const uint8_t *scales, const uint8_
             q0 = _mm256_or_si256(q0, _mm256_slli_epi16(b0, 4));
             q1 = _mm256_or_si256(q1, _mm256_slli_epi16(b1, 4));
         }
+        /* scales 2c and 2c+1 (int16 elements) copied to every 16-bit lane */
+        __m256i s0 = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((4 * c + 1) << 8 | 4 * c)));
+        __m256i s1 = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((4 * c + 3) << 8 | (4 * c + 2))));
         __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)));
         __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, _mm256_set1_epi16((short)sc[2 * c])));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16((short)sc[2 * c + 1])));
+        acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
     }
     int sumi = hsum_epi32(acc);
     return y->d * (h2f(dd[0]) * (float)sumi - h2f(dd[1]) * (float)summ);
