@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/utf8.h"
 #include "base/xalloc.h"
 
 typedef struct rpc_batch rpc_batch;
@@ -126,28 +127,6 @@ static int scan_number(scanner *sc) {
     return SCAN_OK;
 }
 
-/* Length of the UTF-8 sequence at p (shortest form, no surrogates, at most
- * U+10FFFF), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end) {
-    unsigned char c = p[0], lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else return 0;
-    if ((size_t)(end - p) < n) return 0;
-    if (p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-    return n;
-}
-
 static int is_hex(unsigned char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
@@ -174,7 +153,7 @@ static int scan_string(scanner *sc) {
                 sc->p += 2;
             } else return SCAN_BAD;
         } else if (c >= 0x80) {
-            size_t n = utf8_len(sc->p, sc->end);
+            size_t n = utf8_sequence_len((const char *)sc->p, (size_t)(sc->end - sc->p));
             if (!n) return SCAN_BAD;
             sc->p += n;
         } else sc->p++;

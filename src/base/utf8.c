@@ -1,9 +1,10 @@
 /* utf8: see utf8.h. */
 #include "base/utf8.h"
 
-/* Length of the sequence starting at s[i], or 0 when it is invalid. */
-static size_t sequence_len(const unsigned char *s, size_t i, size_t len) {
-    unsigned c = s[i];
+size_t utf8_sequence_len(const char *text, size_t len) {
+    const unsigned char *s = (const unsigned char *)text;
+    if (len == 0) return 0;
+    unsigned c = s[0];
     if (c < 0x80) return 1;
     size_t n;
     unsigned min_second = 0x80, max_second = 0xBF;
@@ -17,10 +18,10 @@ static size_t sequence_len(const unsigned char *s, size_t i, size_t len) {
         if (c == 0xF0) min_second = 0x90;      /* overlong */
         if (c == 0xF4) max_second = 0x8F;      /* above U+10FFFF */
     } else return 0;
-    if (i + n > len) return 0;
-    if (s[i + 1] < min_second || s[i + 1] > max_second) return 0;
+    if (n > len) return 0;
+    if (s[1] < min_second || s[1] > max_second) return 0;
     for (size_t k = 2; k < n; k++)
-        if ((s[i + k] & 0xC0) != 0x80) return 0;
+        if ((s[k] & 0xC0) != 0x80) return 0;
     return n;
 }
 
@@ -33,7 +34,7 @@ size_t utf8_check(const char *text, size_t len) {
             i++;
             continue;
         }
-        size_t n = sequence_len(s, i, len);
+        size_t n = utf8_sequence_len(text + i, len - i);
         if (!n) return i;
         i += n;
     }
