@@ -4,7 +4,9 @@
 # Q4_K) with 1 and 2 threads, next to the memory bandwidth measured in the
 # same run. Decode reads every weight once per token, so
 #   roofline tok/s = bandwidth / weight bytes per token
-# and "share" is the measured decode speed as a fraction of it.
+# and "share" is the measured decode speed as a fraction of it. "decode CPU
+# ms/tok" is the CPU time per decoded token (all threads, spinning included):
+# on a shared machine it shows what the wall clock hides.
 #
 # usage: bench/engine/run.sh [BUILD_DIR] [MODEL_DIR]
 #   BUILD_DIR  a configured build directory (default ./build)
@@ -58,12 +60,12 @@ NR == FNR { if ($1 == "bandwidth" && $5 > bw[$3]) bw[$3] = $5; next }
   for (i = 1; i < NF; i++) v[$i] = $(i+1)
   n = split(v["model"], parts, "/"); name = parts[n]; sub(/\.gguf$/, "", name)
   roof = bw[v["threads"]] * 1000 / v["weight_mb"]
-  printf "| %s | %.0f | %d | %.2f | %.1f | %.2f | %.1f | %.0f%% |\n", name, v["weight_mb"], v["threads"], v["load_ms"],
-         v["prefill_tok_s"], v["decode_tok_s"], roof, 100 * v["decode_tok_s"] / roof
+  printf "| %s | %.0f | %d | %.2f | %.0f | %.1f | %.2f | %.1f | %.0f%% | %.1f |\n", name, v["weight_mb"], v["threads"], v["load_ms"], v["first_token_ms"],
+         v["prefill_tok_s"], v["decode_tok_s"], roof, 100 * v["decode_tok_s"] / roof, v["decode_cpu_ms_per_tok"]
 }
 BEGIN {
-  print "| model | weights MB | threads | load ms | prefill tok/s | decode tok/s | roofline tok/s | decode/roofline |"
-  print "|---|---|---|---|---|---|---|---|"
+  print "| model | weights MB | threads | load ms | first token ms | prefill tok/s | decode tok/s | roofline tok/s | decode/roofline | decode CPU ms/tok |"
+  print "|---|---|---|---|---|---|---|---|---|---|"
 }
 END { for (t in bw) printf "\nmemory read bandwidth, %s thread(s): %s GB/s", t, bw[t]; print "" }
 ' "$OUT" "$OUT"

@@ -266,6 +266,7 @@ size_t llama_weight_bytes(const llama_model *m) {
 struct llama_ctx {
     const llama_model *m;
     threadpool *tp;
+    int own_tp;                      /* made by llama_ctx_new, not shared */
     const quant_kernels *kern;
     int n_ctx, pos;
     uint16_t *k_cache, *v_cache;
@@ -277,11 +278,10 @@ struct llama_ctx {
     size_t act_stride;               /* bytes per token in act[] */
 };
 
-llama_ctx *llama_ctx_new(const llama_model *m, int n_ctx, int n_threads) {
+llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp) {
     const llama_hparams *hp = &m->hp;
     llama_ctx *c = xcalloc(1, sizeof *c);
-    c->tp = tp_create(n_threads);
-    if (!c->tp) { free(c); return NULL; }
+    c->tp = tp;
     c->m = m;
     c->kern = quant_kernels_best();
     c->n_ctx = n_ctx > 0 ? n_ctx : hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
@@ -309,9 +309,17 @@ llama_ctx *llama_ctx_new(const llama_model *m, int n_ctx, int n_threads) {
     return c;
 }
 
+llama_ctx *llama_ctx_new(const llama_model *m, int n_ctx, int n_threads) {
+    threadpool *tp = tp_create(n_threads);
+    if (!tp) return NULL;
+    llama_ctx *c = llama_ctx_new_shared(m, n_ctx, tp);
+    c->own_tp = 1;
+    return c;
+}
+
 void llama_ctx_free(llama_ctx *c) {
     if (!c) return;
-    tp_destroy(c->tp);
+    if (c->own_tp) tp_destroy(c->tp);
     float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->gate, c->up, c->logits, c->scores};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->k_cache);
@@ -363,11 +371,12 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
         long re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;
         const uint8_t *tile = w->data + (size_t)rt * w->row_bytes;
         if (re < w->rows) prefetch(tile + tile_bytes, tile_bytes);
-        for (int t = 0; t < j->n_tok; t++) {
+        for (int t = 0; t < j->n_tok; t += x8 ? 4 : 1) {
             const uint8_t *a = j->act[k] + (size_t)t * j->act_stride[k];
             float *o = j->out[k] + (size_t)t * w->rows;
             if (x8) {
-                j->kern->gemv_q4_0_x8(tile, w->row_bytes, a, (size_t)w->cols, o + rt);
+                int nt = j->n_tok - t < 4 ? j->n_tok - t : 4;
+                j->kern->gemm_q4_0_x8(tile, w->row_bytes, a, j->act_stride[k], nt, (size_t)w->cols, o + rt, (size_t)w->rows);
                 continue;
             }
             for (long r = rt; r < re; r++) o[r] = dot(w->data + (size_t)r * w->row_bytes, a, (size_t)w->cols);

@@ -8,6 +8,11 @@
  * Llama 2/3, Mistral, TinyLlama, SmolLM ("llama" architecture: RoPE on
  * adjacent pairs) and Qwen2 (RoPE on halves, biases on Q/K/V).
  *
+ * Threads: a context made with llama_ctx_new owns a pool of n_threads (the
+ * caller's thread is one of them; llama_forward returns when all are done).
+ * Several contexts (one per concurrent request) can share one pool with
+ * llama_ctx_new_shared, as long as their forward calls take turns.
+ *
  * Typical use (a node's generation loop):
  *   llama_model *m = llama_load("model.gguf", err, sizeof err);
  *   llama_ctx *c = llama_ctx_new(m, 4096, 2);         // context, threads
@@ -61,6 +66,12 @@ size_t llama_weight_bytes(const llama_model *m);  /* bytes read per token */
  * capped at 4096), with n_threads threads (< 1: 1). NULL if a thread cannot
  * be started. */
 llama_ctx *llama_ctx_new(const llama_model *m, int n_ctx, int n_threads);
+/* The same on a thread pool shared with other contexts (threadpool.h; it
+ * must outlive them). The pool runs one step at a time, so the contexts'
+ * llama_forward calls must not overlap: e.g. one inference thread per
+ * model taking turns between the requests (slots) it serves. */
+struct threadpool;
+llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, struct threadpool *tp);
 void llama_ctx_free(llama_ctx *c);
 int llama_ctx_size(const llama_ctx *c);   /* n_ctx */
 int llama_ctx_pos(const llama_ctx *c);    /* tokens already in the cache */

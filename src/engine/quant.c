@@ -465,8 +465,11 @@ static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
     return s;
 }
 
-static void gemv_q4_0_x8(const void *w, size_t row_bytes, const void *act, size_t n, float out[8]) {
-    for (int r = 0; r < 8; r++) out[r] = dot_q4_0_x8((const uint8_t *)w + r * row_bytes, act, n);
+static void gemm_q4_0_x8(const void *w, size_t row_bytes, const void *act, size_t act_stride, int n_tok,
+                         size_t n, float *out, size_t out_stride) {
+    for (int t = 0; t < n_tok; t++)
+        for (int r = 0; r < 8; r++)
+            out[t * out_stride + r] = dot_q4_0_x8((const uint8_t *)w + r * row_bytes, (const uint8_t *)act + t * act_stride, n);
 }
 
 /* See quant.h: ggml's F16 dot order, lane by lane. Products of two halves
@@ -494,7 +497,7 @@ static const quant_kernels scalar_kernels = {
         [QT_Q4_K] = dot_q4_K, [QT_Q5_K] = dot_q5_K, [QT_Q6_K] = dot_q6_K,
     },
     .dot_q4_0_x8 = dot_q4_0_x8,
-    .gemv_q4_0_x8 = gemv_q4_0_x8,
+    .gemm_q4_0_x8 = gemm_q4_0_x8,
     .dot_f16_f16 = dot_f16_f16,
 };
 

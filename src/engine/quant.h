@@ -95,15 +95,18 @@ typedef float (*vec_dot_fn)(const void *w, const void *act, size_t n);
  *    as ggml's AVX2 build does: 4 x 8 fused accumulators over each 32
  *    elements, a fixed reduction tree, the remainder added in double.
  * Scalar and AVX2 versions of these two give identical results. */
-typedef void (*gemv8_fn)(const void *w, size_t row_bytes, const void *act, size_t n, float out[8]);
+/* out[t * out_stride + r] = row r . activation t, for 8 rows (row_bytes
+ * apart) and n_tok <= 4 activations (act_stride bytes apart). */
+typedef void (*gemm8_fn)(const void *w, size_t row_bytes, const void *act, size_t act_stride, int n_tok,
+                         size_t n, float *out, size_t out_stride);
 
 typedef struct quant_kernels {
     const char *name;           /* "scalar", "avx2" */
     vec_dot_fn dot[QT_COUNT];
     vec_dot_fn dot_q4_0_x8;
-    /* dot_q4_0_x8 of 8 consecutive rows (row_bytes apart) at once, same
-     * results; the rows' sums advance side by side in one vector. */
-    gemv8_fn gemv_q4_0_x8;
+    /* dot_q4_0_x8 of 8 consecutive rows and up to 4 activations at once,
+     * same results; the rows' sums advance side by side in one vector. */
+    gemm8_fn gemm_q4_0_x8;
     float (*dot_f16_f16)(const uint16_t *x, const uint16_t *y, size_t n);
 } quant_kernels;
 

@@ -121,7 +121,7 @@ AVX2 static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
 }
 
 /* Eight rows at once (see simd_q4_0_x8.h), with maddubs + madd ... */
-#define Q4X8_NAME gemv_q4_0_x8
+#define Q4X8_NAME gemm_q4_0_x8
 #define Q4X8_TARGET AVX2
 #define Q4X8_DOT(acc, u, s) _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1)))
 #include "engine/simd_q4_0_x8.h"
@@ -131,7 +131,7 @@ AVX2 static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
 
 /* ... and with AVX-VNNI's byte dot product. */
 #define VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
-#define Q4X8_NAME gemv_q4_0_x8_vnni
+#define Q4X8_NAME gemm_q4_0_x8_vnni
 #define Q4X8_TARGET VNNI
 #define Q4X8_DOT(acc, u, s) _mm256_dpbusd_avx_epi32((acc), (u), (s))
 #include "engine/simd_q4_0_x8.h"
@@ -272,7 +272,7 @@ AVX2 static float dot_q6_K(const void *w, const void *a, size_t n) {
     return s;
 }
 
-void quant_vnni_fill(quant_kernels *k) { k->gemv_q4_0_x8 = gemv_q4_0_x8_vnni; }
+void quant_vnni_fill(quant_kernels *k) { k->gemm_q4_0_x8 = gemm_q4_0_x8_vnni; }
 
 void quant_avx2_fill(quant_kernels *k) {
     k->dot[QT_F32] = dot_f32;
@@ -284,13 +284,13 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dot[QT_Q5_K] = dot_q5_K;
     k->dot[QT_Q6_K] = dot_q6_K;
     k->dot_q4_0_x8 = dot_q4_0_x8;
-    k->gemv_q4_0_x8 = gemv_q4_0_x8;
+    k->gemm_q4_0_x8 = gemm_q4_0_x8;
     k->dot_f16_f16 = dot_f16_f16;
 }
 
 #else
 
-void quant_vnni_fill(quant_kernels *k) { k->gemv_q4_0_x8 = gemv_q4_0_x8_vnni; }
+void quant_vnni_fill(quant_kernels *k) { k->gemm_q4_0_x8 = gemm_q4_0_x8_vnni; }
 
 void quant_avx2_fill(quant_kernels *k) { (void)k; }
 

@@ -10,8 +10,8 @@
  *   q6_k) and compared with their F32 originals. Tolerances: F32 weights
  *   1e-2 of the largest logit (the KV cache is F16, as in llama.cpp);
  *   relative RMS logit error 0.08 for q8_0 and q6_k, 0.25 for q4_k;
- * - prefill in one batch or token by token, and 1 or 2 threads, give
- *   bit-identical logits. */
+ * - prefill in one batch or token by token, 1 or 2 threads, and contexts
+ *   sharing a thread pool give bit-identical logits. */
 #include "testlib.h"
 
 #include "engine/llama.h"
@@ -221,6 +221,20 @@ static void test_batch_threads_rewind(void) {
     CHECK_EQ_INT(llama_ctx_size(b), 128);
     llama_ctx_free(a);
     llama_ctx_free(b);
+    /* two contexts taking turns on one shared pool: same results */
+    threadpool *tp = tp_create(2);
+    llama_ctx *s1 = llama_ctx_new_shared(m, 100, tp), *s2 = llama_ctx_new_shared(m, 100, tp);
+    const float *l1 = NULL, *l2 = NULL;
+    for (int i = 0; i < 80; i++) {
+        l1 = llama_forward(s1, &toks[i], 1);
+        if (i < 40) l2 = llama_forward(s2, &toks[i], 1);
+    }
+    CHECK(l1 && memcmp(ref, l1, (size_t)nv * sizeof *ref) == 0);
+    l2 = llama_forward(s2, toks + 40, 40);
+    CHECK(l2 && memcmp(ref, l2, (size_t)nv * sizeof *ref) == 0);
+    llama_ctx_free(s1);
+    llama_ctx_free(s2);
+    tp_destroy(tp);
     free(ref);
     llama_free(m);
 }

@@ -264,21 +264,39 @@ static void test_exact_order_kernels(void) {
     quantize_row(QT_Q8_0, x, xq, COLS);
     size_t rb = qtype_row_bytes(QT_Q4_0, COLS);
     float out_s[8], out_v[8];
-    s->gemv_q4_0_x8(wq, rb, xq, COLS, out_s);
+    s->gemm_q4_0_x8(wq, rb, xq, 0, 1, COLS, out_s, 8);
     for (int r = 0; r < 8; r++) {
         float one = s->dot_q4_0_x8((const uint8_t *)wq + r * rb, xq, COLS);
         CHECK(memcmp(&one, &out_s[r], sizeof one) == 0);
         CHECK(fabsf(one - s->dot[QT_Q4_0]((const uint8_t *)wq + r * rb, xq, COLS)) < 1e-3f * (fabsf(one) + 1));
+    }
+    /* several tokens at once (prompt batches): 3 of them, outputs strided */
+    static block_q8_0 xs[3][COLS / QK8_0];
+    static float x3[COLS];
+    float out3[3 * 10];
+    const quant_kernels *tabs[3] = {s, v, quant_kernels_vnni()};
+    for (int t = 0; t < 3; t++) { fill(x3, COLS); quantize_row(QT_Q8_0, x3, xs[t], COLS); }
+    for (int k = 0; k < 3; k++) {
+        if (!tabs[k]) continue;
+        tabs[k]->gemm_q4_0_x8(wq, rb, xs, sizeof xs[0], 3, COLS, out3, 10);
+        for (int t = 0; t < 3; t++)
+            for (int r = 0; r < 8; r++) {
+                float one = s->dot_q4_0_x8((const uint8_t *)wq + r * rb, xs[t], COLS);
+                if (memcmp(&one, &out3[t * 10 + r], sizeof one)) {
+                    fprintf(stderr, "  %s gemm token %d row %d: %.9g vs %.9g\n", tabs[k]->name, t, r, out3[t * 10 + r], one);
+                    CHECK(0);
+                }
+            }
     }
     fill(w, 1000);
     quantize_row(QT_F16, w, a16, 1000);
     fill(w, 1000);
     quantize_row(QT_F16, w, b16, 1000);
     if (!v) return;
-    v->gemv_q4_0_x8(wq, rb, xq, COLS, out_v);
+    v->gemm_q4_0_x8(wq, rb, xq, 0, 1, COLS, out_v, 8);
     CHECK(memcmp(out_s, out_v, sizeof out_s) == 0);
     if (quant_kernels_vnni()) {
-        quant_kernels_vnni()->gemv_q4_0_x8(wq, rb, xq, COLS, out_v);
+        quant_kernels_vnni()->gemm_q4_0_x8(wq, rb, xq, 0, 1, COLS, out_v, 8);
         CHECK(memcmp(out_s, out_v, sizeof out_s) == 0);
     } else {
         fprintf(stderr, "  (no AVX-VNNI on this CPU: that kernel not tested)\n");
