@@ -392,7 +392,9 @@ int engine_node_attach(node *n, const char *gguf_path, int n_threads, int max_sl
     if (!(en->tk = tokenizer_load(llama_gguf(en->m), msg, sizeof msg)))
         return attach_fail(en, err, gguf_path, msg);
     en->family = chat_family_from_gguf(llama_gguf(en->m), msg, sizeof msg);
-    if (en->family < 0) log_info("engine node %s: %s; prompts are the messages' text joined by newlines", n->name, msg);
+    if (en->family < 0)   /* a base model, or a template msoa does not know */
+        log_info("engine node %s: no usable chat template (%s): prompts are the messages' text joined by newlines",
+                 n->name, msg);
     en->n_vocab = llama_model_hparams(en->m)->n_vocab;
     en->slots = xcalloc((size_t)en->n_slots, sizeof *en->slots);
     for (int i = 0; i < en->n_slots; i++)

@@ -19,8 +19,8 @@
  * Results reach the call's loop through one uv_async_t per call and a
  * mutex-protected event list (uv_async_send coalesces wakeups, never
  * events). cancel() stops the slot before its next step and frees it; no
- * callback follows. pause() stops generating for that call until unpaused
- * (the slot stays taken). Request handling: see engine_request.h and
+ * callback follows. pause() holds delivery (no callback until unpaused) and
+ * stops generating after the step under way (the slot stays taken). Request handling: see engine_request.h and
  * engine_gen.h. */
 #ifndef MSOA_NODE_ENGINE_NODE_H
 #define MSOA_NODE_ENGINE_NODE_H

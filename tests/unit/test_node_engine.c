@@ -16,9 +16,11 @@
 
 #include "base/buf.h"
 #include "base/xalloc.h"
+#include "engine/chat_template.h"
 #include "engine/llama.h"
 #include "engine/tokenizer.h"
 #include "node/engine_node.h"
+#include "node/engine_request.h"
 
 static const char *const prompts[4] = {
     "Once upon a time", "Lily wanted to", "The cat sat on the", "Tom and his dog went to the park. They",
@@ -181,18 +183,20 @@ static cJSON *request(const char *prompt, int max_tokens) {
     return req;
 }
 
-static int attach(node *n, int slots, int queue) {
+static int attach_threads(node *n, int threads, int slots, int queue) {
     memset(n, 0, sizeof *n);
     n->name = "stories";
     n->model = "stories260K";
     char *err = NULL;
-    int rc = engine_node_attach(n, model_path, 1, slots, queue, &err);
+    int rc = engine_node_attach(n, model_path, threads, slots, queue, &err);
     if (rc < 0) fprintf(stderr, "  attach: %s\n", err);
     free(err);
     CHECK_EQ_INT(rc, 0);
     CHECK(atomic_load(&n->reachable));
     return rc;
 }
+
+static int attach(node *n, int slots, int queue) { return attach_threads(n, 1, slots, queue); }
 
 /* The golden continuation of prompt p: after "<s> " + prompt, without the
  * newline llama-simple ends with. */
@@ -360,11 +364,11 @@ static void test_logprobs(void) {
     engine_node_detach(&n);
 }
 
-/* Two slots and a queue of two: four requests at once, two streamed, all
- * equal to llama.cpp's sequential greedy answers. */
+/* Two slots (two threads each) and a queue of two: four requests at once,
+ * two streamed, all equal to llama.cpp's sequential greedy answers. */
 static void test_concurrent(void) {
     node n;
-    if (attach(&n, 2, 2) < 0) return;
+    if (attach_threads(&n, 2, 2, 2) < 0) return;
     cJSON *reqs[4];
     result r[4];
     memset(r, 0, sizeof r);
@@ -549,6 +553,49 @@ static void test_attach_errors(void) {
     free(err);
 }
 
+/* The prompt of a model with a template: rendered by its family (developer
+ * read as system, text parts joined), control tokens parsed; without one,
+ * contents joined by newlines. Checked on llama.cpp's SPM vocabulary file. */
+static int32_t *encode(const tokenizer *tk, const char *text, unsigned flags, int *n) {
+    int32_t *ids = NULL;
+    *n = tokenizer_encode(tk, text, strlen(text), flags, &ids);
+    return ids;
+}
+
+static void test_request_prompt(void) {
+    char err[256];
+    gguf *g = gguf_open(test_shared_path("models/vocab/ggml-vocab-llama-spm.gguf"), err, sizeof err);
+    tokenizer *tk = g ? tokenizer_load(g, err, sizeof err) : NULL;
+    CHECK(tk != NULL);
+    if (!tk) { gguf_close(g); return; }
+    cJSON *req = cJSON_Parse("{\"messages\":[{\"role\":\"developer\",\"content\":\"Be brief.\"},"
+                             "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi \"},"
+                             "{\"type\":\"text\",\"text\":\"there\"}]}],\"max_tokens\":1000}");
+    chat_msg msgs[2] = {{"system", "Be brief."}, {"user", "Hi there"}};
+    buf text = BUF_INIT;
+    CHECK_EQ_INT(chat_render(CHAT_LLAMA2, msgs, 2, 1, &text, err, sizeof err), 0);
+    int n;
+    int32_t *want = encode(tk, text.data, TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL, &n);
+    engine_request r;
+    dispatch_error e;
+    CHECK_EQ_INT(engine_request_parse(req, tk, CHAT_LLAMA2, 64, &r, &e), 0);
+    CHECK_EQ_INT(r.n_prompt, n);
+    CHECK(r.prompt && !memcmp(r.prompt, want, (size_t)n * sizeof *want));
+    CHECK_EQ_INT(r.max_tokens, 64 - n);   /* capped at the context */
+    engine_request_free(&r);
+    free(want);
+    want = encode(tk, "Be brief.\nHi there", TOK_ADD_SPECIAL, &n);
+    CHECK_EQ_INT(engine_request_parse(req, tk, -1, 64, &r, &e), 0);
+    CHECK_EQ_INT(r.n_prompt, n);
+    CHECK(r.prompt && !memcmp(r.prompt, want, (size_t)n * sizeof *want));
+    engine_request_free(&r);
+    free(want);
+    buf_free(&text);
+    cJSON_Delete(req);
+    tokenizer_free(tk);
+    gguf_close(g);
+}
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "%s", test_shared_path("models/stories260K.gguf"));
     uv_loop_init(&loop);
@@ -564,6 +611,7 @@ int main(void) {
     TEST(test_errors);
     TEST(test_seeded_sampling);
     TEST(test_attach_errors);
+    TEST(test_request_prompt);
     uv_loop_close(&loop);
     return test_done();
 }
