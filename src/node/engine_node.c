@@ -191,7 +191,8 @@ static void unlive(engine_node *en, ecall *c) {
 
 /* ---- the backend interface (loop thread) ---- */
 
-/* Takes a call in, to a slot's queue, if the node has room. */
+/* Takes a call in if the node has room: queued, and the generation thread
+ * moves it to the first free slot. */
 static int admit(engine_node *en, ecall *c) {
     pthread_mutex_lock(&en->mu);
     int ok = en->n_live < en->n_slots + en->max_queue && !en->stop;
