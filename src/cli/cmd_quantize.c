@@ -12,7 +12,7 @@
 #include "engine/quantize.h"
 
 static const char quantize_help[] =
-    "usage: msoa quantize IN.gguf OUT.gguf --type q4_0|q8_0|q4_k|q5_k|q6_k|f16|bf16\n"
+    "usage: msoa quantize IN.gguf OUT.gguf --type q4_0|q8_0|q4_k|q6_k|q5_k|q5_0|q5_1|q4_1|f16|bf16\n"
     "\n"
     "Writes a copy of a GGUF model with its weight matrices converted to the\n"
     "given type (metadata copied, general.file_type set). Matrices whose rows\n"
@@ -20,7 +20,7 @@ static const char quantize_help[] =
     "1-D tensors (norms, biases) keep their type; each such matrix is named\n"
     "on stderr.\n";
 
-static const char *const allowed[] = {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "f16", "bf16", "f32"};
+static const char *const allowed[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "f16", "bf16", "f32"};
 
 static long long file_size(const char *path) {
     struct stat st;

@@ -12,6 +12,9 @@
 
 _Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
 _Static_assert(sizeof(block_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(block_q4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(block_q5_0) == 22, "q5_0 layout");
+_Static_assert(sizeof(block_q5_1) == 24, "q5_1 layout");
 _Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
 _Static_assert(sizeof(block_q5_K) == 176, "q5_K layout");
 _Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
@@ -26,6 +29,9 @@ static const type_info types[QT_COUNT] = {
     [QT_F16] = {"f16", 1, 2, QT_F32},
     [QT_BF16] = {"bf16", 1, 2, QT_F32},
     [QT_Q4_0] = {"q4_0", QK4_0, sizeof(block_q4_0), QT_Q8_0},
+    [QT_Q4_1] = {"q4_1", 32, sizeof(block_q4_1), QT_Q8_0},
+    [QT_Q5_0] = {"q5_0", 32, sizeof(block_q5_0), QT_Q8_0},
+    [QT_Q5_1] = {"q5_1", 32, sizeof(block_q5_1), QT_Q8_0},
     [QT_Q8_0] = {"q8_0", QK8_0, sizeof(block_q8_0), QT_Q8_0},
     [QT_Q4_K] = {"q4_k", QK_K, sizeof(block_q4_K), QT_Q8_K},
     [QT_Q5_K] = {"q5_k", QK_K, sizeof(block_q5_K), QT_Q8_K},
@@ -123,6 +129,41 @@ static void dequant_q4_0(const block_q4_0 *x, float *y, size_t nb) {
     }
 }
 
+/* The 32 values (before scale and offset) of a Q4_1/Q5_0/Q5_1 block:
+ * nibbles as in Q4_0, plus the fifth bits when qh is given. */
+static void unpack_32(const uint8_t *qs, const uint8_t *qh, int q[32]) {
+    uint32_t h = 0;
+    if (qh) memcpy(&h, qh, 4);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (qs[j] & 0xF) | (int)((h >> j) & 1) << 4;
+        q[j + 16] = (qs[j] >> 4) | (int)((h >> (j + 16)) & 1) << 4;
+    }
+}
+
+static void dequant_32(qtype t, const void *src, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, y += 32) {
+        int q[32];
+        float d, m = 0;
+        if (t == QT_Q4_1) {
+            const block_q4_1 *b = (const block_q4_1 *)src + i;
+            unpack_32(b->qs, NULL, q);
+            d = fp16_to_fp32(b->d);
+            m = fp16_to_fp32(b->m);
+        } else if (t == QT_Q5_0) {
+            const block_q5_0 *b = (const block_q5_0 *)src + i;
+            unpack_32(b->qs, b->qh, q);
+            d = fp16_to_fp32(b->d);
+            for (int j = 0; j < 32; j++) q[j] -= 16;
+        } else {
+            const block_q5_1 *b = (const block_q5_1 *)src + i;
+            unpack_32(b->qs, b->qh, q);
+            d = fp16_to_fp32(b->d);
+            m = fp16_to_fp32(b->m);
+        }
+        for (int j = 0; j < 32; j++) y[j] = (float)q[j] * d + m;
+    }
+}
+
 static void dequant_q8_0(const block_q8_0 *x, float *y, size_t nb) {
     for (size_t i = 0; i < nb; i++, y += QK8_0) {
         float d = fp16_to_fp32(x[i].d);
@@ -172,6 +213,7 @@ void dequantize_row(qtype t, const void *src, float *y, size_t n) {
     case QT_F16: for (size_t i = 0; i < n; i++) y[i] = fp16_to_fp32(((const uint16_t *)src)[i]); break;
     case QT_BF16: for (size_t i = 0; i < n; i++) y[i] = bf16_to_fp32(((const uint16_t *)src)[i]); break;
     case QT_Q4_0: dequant_q4_0(src, y, nb); break;
+    case QT_Q4_1: case QT_Q5_0: case QT_Q5_1: dequant_32(t, src, y, nb); break;
     case QT_Q8_0: dequant_q8_0(src, y, nb); break;
     case QT_Q4_K:
         for (size_t i = 0; i < nb; i++) {
@@ -213,6 +255,48 @@ static void quant_q4_0(const float *x, block_q4_0 *y, size_t nb) {
             y[i].qs[j] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
         }
     }
+}
+
+/* Packs 32 values of 0..31 as nibbles plus fifth bits (qh may be NULL). */
+static void pack_32(const int q[32], uint8_t *qs, uint8_t *qh) {
+    uint32_t h = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+        h |= (uint32_t)(q[j] >> 4 & 1) << j | (uint32_t)(q[j + 16] >> 4 & 1) << (j + 16);
+    }
+    if (qh) memcpy(qh, &h, 4);
+}
+
+/* ggml's reference Q5_0: Q4_0 with 32 levels. */
+static void quant_q5_0(const float *x, block_q5_0 *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++)
+            if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        float d = max / -16, id = d != 0 ? 1.0f / d : 0;
+        int q[32];
+        for (int j = 0; j < 32; j++) {
+            int v = (int8_t)(x[j] * id + 16.5f);
+            q[j] = v < 31 ? v : 31;
+        }
+        y[i].d = fp32_to_fp16(d);
+        pack_32(q, y[i].qs, y[i].qh);
+    }
+}
+
+/* ggml's reference Q4_1 / Q5_1: min and step from the block's range. */
+static void quant_affine(const float *x, int levels, uint16_t *dm, uint8_t *qs, uint8_t *qh) {
+    float lo = x[0], hi = x[0];
+    for (int j = 1; j < 32; j++) { lo = fminf(lo, x[j]); hi = fmaxf(hi, x[j]); }
+    float d = (hi - lo) / (float)levels, id = d != 0 ? 1.0f / d : 0;
+    dm[0] = fp32_to_fp16(d);
+    dm[1] = fp32_to_fp16(lo);
+    int q[32];
+    for (int j = 0; j < 32; j++) {
+        int v = (uint8_t)((x[j] - lo) * id + 0.5f);
+        q[j] = v < levels ? v : levels;
+    }
+    pack_32(q, qs, qh);
 }
 
 static void quant_q8_0(const float *x, block_q8_0 *y, size_t nb) {
@@ -342,6 +426,16 @@ int quantize_row(qtype t, const float *x, void *dst, size_t n) {
     case QT_F16: for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = fp32_to_fp16(x[i]); return 0;
     case QT_BF16: for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = fp32_to_bf16(x[i]); return 0;
     case QT_Q4_0: quant_q4_0(x, dst, nb); return 0;
+    case QT_Q5_0: quant_q5_0(x, dst, nb); return 0;
+    case QT_Q4_1:
+        for (size_t i = 0; i < nb; i++) quant_affine(x + 32 * i, 15, &((block_q4_1 *)dst)[i].d, ((block_q4_1 *)dst)[i].qs, NULL);
+        return 0;
+    case QT_Q5_1:
+        for (size_t i = 0; i < nb; i++) {
+            block_q5_1 *b = (block_q5_1 *)dst + i;
+            quant_affine(x + 32 * i, 31, &b->d, b->qs, b->qh);
+        }
+        return 0;
     case QT_Q8_0: quant_q8_0(x, dst, nb); return 0;
     case QT_Q4_K: quant_q4_K(x, dst, nb); return 0;
     case QT_Q5_K: quant_q5_K(x, dst, nb); return 0;
@@ -388,6 +482,40 @@ static float dot_q4_0(const void *w, const void *a, size_t n) {
     }
     return s;
 }
+
+/* Q4_1, Q5_0, Q5_1 against Q8_0: d*dy*sum(q*y) + m*dy*sum(y). */
+static float dot_32(qtype t, const void *w, const void *a, size_t n) {
+    const block_q8_0 *y = a;
+    float s = 0;
+    for (size_t i = 0; i < n / 32; i++) {
+        int q[32], qy = 0, sy = 0;
+        float d, m = 0;
+        if (t == QT_Q4_1) {
+            const block_q4_1 *b = (const block_q4_1 *)w + i;
+            unpack_32(b->qs, NULL, q);
+            d = fp16_to_fp32(b->d);
+            m = fp16_to_fp32(b->m);
+        } else if (t == QT_Q5_0) {
+            const block_q5_0 *b = (const block_q5_0 *)w + i;
+            unpack_32(b->qs, b->qh, q);
+            d = fp16_to_fp32(b->d);
+            m = -16 * d;
+        } else {
+            const block_q5_1 *b = (const block_q5_1 *)w + i;
+            unpack_32(b->qs, b->qh, q);
+            d = fp16_to_fp32(b->d);
+            m = fp16_to_fp32(b->m);
+        }
+        for (int j = 0; j < 32; j++) { qy += q[j] * y[i].qs[j]; sy += y[i].qs[j]; }
+        float dy = fp16_to_fp32(y[i].d);
+        s += d * dy * (float)qy + m * dy * (float)sy;
+    }
+    return s;
+}
+
+static float dot_q4_1(const void *w, const void *a, size_t n) { return dot_32(QT_Q4_1, w, a, n); }
+static float dot_q5_0(const void *w, const void *a, size_t n) { return dot_32(QT_Q5_0, w, a, n); }
+static float dot_q5_1(const void *w, const void *a, size_t n) { return dot_32(QT_Q5_1, w, a, n); }
 
 static float dot_q8_0(const void *w, const void *a, size_t n) {
     const block_q8_0 *x = w, *y = a;
@@ -494,6 +622,7 @@ static const quant_kernels scalar_kernels = {
     .dot = {
         [QT_F32] = dot_f32, [QT_F16] = dot_f16, [QT_BF16] = dot_bf16,
         [QT_Q4_0] = dot_q4_0, [QT_Q8_0] = dot_q8_0,
+        [QT_Q4_1] = dot_q4_1, [QT_Q5_0] = dot_q5_0, [QT_Q5_1] = dot_q5_1,
         [QT_Q4_K] = dot_q4_K, [QT_Q5_K] = dot_q5_K, [QT_Q6_K] = dot_q6_K,
     },
     .dot_q4_0_x8 = dot_q4_0_x8,

@@ -1,11 +1,13 @@
 /* quant: tensor element types, (de)quantisation and quantised dot products.
  *
  * Weights of a GGUF model are stored in ggml's block formats; this file
- * knows their byte layouts (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K)
+ * knows their byte layouts (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+ * Q4_K, Q5_K, Q6_K)
  * and the one operation inference needs from them: the dot product of a
  * weight row with an activation vector. As in ggml, the activation is first
- * quantised to the row's "activation type" (Q8_0 for Q4_0/Q8_0, Q8_K for the
- * k-quants, F32 otherwise) so the inner loops are integer dot products.
+ * quantised to the row's "activation type" (Q8_0 for the 32-element
+ * formats, Q8_K for the k-quants, F32 otherwise) so the inner loops are
+ * integer dot products.
  *
  * Every kernel has a portable scalar version; AVX2/FMA versions (simd_avx2.c,
  * some with AVX-VNNI variants) are picked at run time when the CPU has them. The type ids are ggml's, so
@@ -20,6 +22,9 @@ typedef enum qtype {
     QT_F32 = 0,
     QT_F16 = 1,
     QT_Q4_0 = 2,
+    QT_Q4_1 = 3,
+    QT_Q5_0 = 6,
+    QT_Q5_1 = 7,
     QT_Q8_0 = 8,
     QT_Q4_K = 12,
     QT_Q5_K = 13,
@@ -36,6 +41,12 @@ typedef enum qtype {
 /* The block layouts, exactly as stored in GGUF files (little-endian). */
 typedef struct { uint16_t d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
 typedef struct { uint16_t d; int8_t qs[QK8_0]; } block_q8_0;
+/* Older 32-element formats, still found in downloads: Q4_K_M files use
+ * Q5_0 for matrices whose rows are not a multiple of 256. x = q*d + m
+ * (Q4_1, Q5_1) or (q - 16)*d (Q5_0); bit j of qh is element j's fifth bit. */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } block_q4_1;
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } block_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } block_q5_1;
 typedef struct {
     uint16_t d, dmin;     /* super-block scales for the 6-bit scales and mins */
     uint8_t scales[12];   /* 8 scales + 8 mins, 6 bits each, see get_scale_min_k4 */

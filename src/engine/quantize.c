@@ -258,7 +258,10 @@ static uint32_t file_type(qtype t) {
     case QT_F32: return 0;
     case QT_F16: return 1;
     case QT_Q4_0: return 2;
+    case QT_Q4_1: return 3;
     case QT_Q8_0: return 7;
+    case QT_Q5_0: return 8;
+    case QT_Q5_1: return 9;
     case QT_Q4_K: return 14;   /* Q4_K_S: every matrix Q4_K */
     case QT_Q5_K: return 16;   /* Q5_K_S */
     case QT_Q6_K: return 18;

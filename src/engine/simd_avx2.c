@@ -159,6 +159,61 @@ AVX2 static float dot_f16_f16(const uint16_t *x, const uint16_t *y, size_t n) {
     return (float)s;
 }
 
+/* The fifth bits of a Q5_0/Q5_1 block as bytes 0x10 or 0 (element j from
+ * bit j of qh): each byte picks its qh byte, tests its bit, keeps 0x10. */
+AVX2 static inline __m256i fifth_bits(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), pick);
+    b = _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
+}
+
+AVX2 static float dot_q5_0(const void *w, const void *a, size_t n) {
+    const block_q5_0 *x = w;
+    const block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        __m256i q = _mm256_or_si256(unpack_nibbles(x[i].qs), fifth_bits(x[i].qh));
+        __m256i p = dot_s8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum_ps(acc);
+}
+
+/* Q4_1 and Q5_1: unsigned values straight into maddubs; the offset m comes
+ * back as m * dy * sum(y). */
+AVX2 static void dot_affine(const uint16_t *dm, const uint8_t *qs, const uint8_t *qh, const block_q8_0 *y,
+                            __m256 *acc, __m256 *acc_m) {
+    __m256i q = unpack_nibbles(qs);
+    if (qh) q = _mm256_or_si256(q, fifth_bits(qh));
+    __m256i yv = _mm256_loadu_si256((const __m256i *)y->qs), ones = _mm256_set1_epi16(1);
+    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, yv), ones);
+    __m256i sy = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), yv), ones);
+    float dy = h2f(y->d);
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dm[0]) * dy), _mm256_cvtepi32_ps(p), *acc);
+    *acc_m = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dm[1]) * dy), _mm256_cvtepi32_ps(sy), *acc_m);
+}
+
+AVX2 static float dot_q4_1(const void *w, const void *a, size_t n) {
+    const block_q4_1 *x = w;
+    const block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+    for (size_t i = 0; i < n / QK8_0; i++) dot_affine(&x[i].d, x[i].qs, NULL, &y[i], &acc, &acc_m);
+    return hsum_ps(_mm256_add_ps(acc, acc_m));
+}
+
+AVX2 static float dot_q5_1(const void *w, const void *a, size_t n) {
+    const block_q5_1 *x = w;
+    const block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+    for (size_t i = 0; i < n / QK8_0; i++) dot_affine(&x[i].d, x[i].qs, x[i].qh, &y[i], &acc, &acc_m);
+    return hsum_ps(_mm256_add_ps(acc, acc_m));
+}
+
 AVX2 static float dot_q8_0(const void *w, const void *a, size_t n) {
     const block_q8_0 *x = w, *y = a;
     __m256 acc = _mm256_setzero_ps();
@@ -280,6 +335,9 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dot[QT_BF16] = dot_bf16;
     k->dot[QT_Q4_0] = dot_q4_0;
     k->dot[QT_Q8_0] = dot_q8_0;
+    k->dot[QT_Q4_1] = dot_q4_1;
+    k->dot[QT_Q5_0] = dot_q5_0;
+    k->dot[QT_Q5_1] = dot_q5_1;
     k->dot[QT_Q4_K] = dot_q4_K;
     k->dot[QT_Q5_K] = dot_q5_K;
     k->dot[QT_Q6_K] = dot_q6_K;

@@ -3,9 +3,9 @@
  *
  * Tolerances (relative RMS error of dequantise(quantise(x)) for Gaussian x;
  * ggml's own formats have about these errors): f16 1e-3, bf16 8e-3,
- * q8_0 1e-2, q6_k 2.5e-2, q5_k 6e-2, q4_0 and q4_k 1.2e-1. Dot products with
- * quantised activations: relative to |w|*|x|, 2e-2 for 8-bit/6-bit rows
- * and 4e-2 for the 4/5-bit ones. SIMD vs scalar: 1e-5 relative (only the
+ * q8_0 1e-2, q6_k 2.5e-2, q5_k/q5_0/q5_1 6e-2, q4_0/q4_1/q4_k 1.2e-1.
+ * Dot products with quantised activations: relative to |w|*|x|, 2e-2 for
+ * 8-bit/6-bit rows and 4e-2 for the 4/5-bit ones. SIMD vs scalar: 1e-5 relative (only the
  * float summation order differs; integer parts are exact). */
 #include "testlib.h"
 
@@ -70,7 +70,8 @@ static void test_type_facts(void) {
     CHECK_EQ_INT(qtype_row_bytes(QT_BF16, 3), 6);
     CHECK_EQ_INT(qtype_from_name("Q4_K"), QT_Q4_K);
     CHECK_EQ_INT(qtype_from_name("q3_k"), -1);
-    CHECK(!qtype_known(3) && !qtype_known(1000));
+    CHECK(!qtype_known(4) && !qtype_known(11) && !qtype_known(1000));   /* dropped Q4_2, Q3_K */
+    CHECK(qtype_known(QT_Q5_0));
     CHECK_STR(qtype_name(QT_Q8_0), "q8_0");
     CHECK_EQ_INT(qtype_act_type(QT_Q4_0), QT_Q8_0);
     CHECK_EQ_INT(qtype_act_type(QT_Q6_K), QT_Q8_K);
@@ -93,6 +94,28 @@ static void test_q4_0_layout(void) {
     CHECK_EQ_INT(b.qs[0] & 0xF, 0);   /* -8 / 1 + 8 */
     CHECK_EQ_INT(b.qs[0] >> 4, 8);    /* 0 */
     CHECK_EQ_INT(b.qs[15] >> 4, 15);  /* 7.5 + 8.5 truncates to 16, clamped to 15 */
+}
+
+static void test_q5_layouts(void) {
+    /* Q5_0: element j's fifth bit is bit j of qh, value (q - 16) * d */
+    block_q5_0 b = {.d = 0x3c00, .qh = {0x01, 0x00, 0x01, 0x80}};   /* bits 0, 16, 31 */
+    for (int j = 0; j < 16; j++) b.qs[j] = (uint8_t)(3 | 5 << 4);
+    float y[32];
+    dequantize_row(QT_Q5_0, &b, y, 32);
+    CHECK(y[0] == 3 && y[1] == 3 - 16 && y[15] == 3 - 16);
+    CHECK(y[16] == 5 && y[17] == 5 - 16 && y[31] == 5);
+    /* Q4_1: q * d + m */
+    block_q4_1 c = {.d = fp32_to_fp16(0.5f), .m = fp32_to_fp16(-1.0f)};
+    for (int j = 0; j < 16; j++) c.qs[j] = (uint8_t)(j | (15 - j) << 4);
+    dequantize_row(QT_Q4_1, &c, y, 32);
+    CHECK(y[0] == -1 && y[15] == 6.5f && y[16] == 6.5f && y[31] == -1);
+    /* quantising a ramp with Q5_1 is exact up to fp16 rounding of d and m */
+    float x[32], back[32];
+    for (int j = 0; j < 32; j++) x[j] = 2.0f + (float)j * 0.25f;
+    block_q5_1 q;
+    quantize_row(QT_Q5_1, x, &q, 32);
+    dequantize_row(QT_Q5_1, &q, back, 32);
+    for (int j = 0; j < 32; j++) CHECK(fabsf(back[j] - x[j]) < 1e-3f);
 }
 
 static void test_k_layouts(void) {
@@ -133,6 +156,7 @@ static const struct { qtype t; double tol_rt, tol_dot; } cases[] = {
     {QT_F32, 1e-7, 1e-5}, {QT_F16, 1e-3, 1e-3}, {QT_BF16, 8e-3, 8e-3},
     {QT_Q8_0, 1e-2, 2e-2}, {QT_Q6_K, 2.5e-2, 2e-2}, {QT_Q5_K, 6e-2, 4e-2},
     {QT_Q4_0, 1.2e-1, 4e-2}, {QT_Q4_K, 1.2e-1, 4e-2},
+    {QT_Q4_1, 1.2e-1, 4e-2}, {QT_Q5_0, 6e-2, 4e-2}, {QT_Q5_1, 6e-2, 4e-2},
 };
 
 enum { N = 1024 };
@@ -220,7 +244,7 @@ static void test_random_blocks(void) {
     if (!v) return;
     static uint8_t wq[N * 4], xq[N * 4];
     static float x[N];
-    const qtype ts[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const qtype ts[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K, QT_Q4_1, QT_Q5_0, QT_Q5_1};
     for (size_t c = 0; c < sizeof ts / sizeof ts[0]; c++) {
         qtype t = ts[c];
         size_t bb = qtype_block_bytes(t), nb = N / qtype_block_elems(t);
@@ -229,7 +253,7 @@ static void test_random_blocks(void) {
             uint8_t *blk = wq + b * bb;
             uint16_t d = fp32_to_fp16(0.01f), dmin = fp32_to_fp16(0.02f);
             if (t == QT_Q6_K) memcpy(blk + bb - 2, &d, 2);
-            else { memcpy(blk, &d, 2); if (t == QT_Q4_K || t == QT_Q5_K) memcpy(blk + 2, &dmin, 2); }
+            else { memcpy(blk, &d, 2); if (t == QT_Q4_K || t == QT_Q5_K || t == QT_Q4_1 || t == QT_Q5_1) memcpy(blk + 2, &dmin, 2); }
         }
         fill(x, N);
         quantize_row(qtype_act_type(t), x, xq, N);
@@ -316,6 +340,7 @@ int main(void) {
     TEST(test_fp16);
     TEST(test_type_facts);
     TEST(test_q4_0_layout);
+    TEST(test_q5_layouts);
     TEST(test_k_layouts);
     TEST(test_round_trip);
     TEST(test_dot_vs_f32);
