@@ -155,7 +155,7 @@ int cmd_run(int argc, char **argv) {
     int32_t *ids = NULL;
     int n_ids = tokenizer_encode(tk, o.prompt, strlen(o.prompt), TOK_ADD_SPECIAL, &ids);
     long max_ctx = llama_model_hparams(m)->n_ctx_train;
-    long n_ctx = o.n_ctx ? o.n_ctx : n_ids + o.n_gen;
+    long n_ctx = o.n_ctx ? o.n_ctx : n_ids + o.n_gen + 1;
     if (n_ctx > max_ctx && !o.n_ctx) n_ctx = max_ctx;
     rc = 1;
     if (n_ids < 1 || n_ids >= n_ctx) {
