@@ -4,10 +4,17 @@
  * RMSNorm, Q/K/V, RoPE, causal attention over the KV cache, output
  * projection, RMSNorm, SwiGLU FFN; final RMSNorm and logits), extended to a
  * batch of tokens so a prompt is read once per weight matrix rather than
- * once per token. Numerics follow llama.cpp where it matters for matching
- * its greedy output: activations are quantised to the weight type's
- * activation format before each product, RMSNorm sums in double, RoPE
- * angles are built by repeated multiplication in float. */
+ * once per token.
+ *
+ * Numerics follow llama.cpp's CPU backend closely enough to reproduce its
+ * greedy output token for token (test_engine_llama checks this): the
+ * activations are quantised to the weight type's activation format before
+ * each product, the KV cache is F16 and the query and the softmax weights
+ * are rounded to F16 before meeting it, sums run in ggml's order (see the
+ * exact-order kernels in quant.h), RMSNorm sums in double and RoPE angles
+ * are built by repeated multiplication in float. Small differences would
+ * not matter to the quality, but they flip a rounding somewhere and greedy
+ * text then diverges within a few dozen tokens. */
 #include "engine/llama.h"
 
 #include "base/xalloc.h"
