@@ -176,23 +176,21 @@ static cJSON *msoa_object(const chat_summary *s) {
     return raw;
 }
 
-static void set_string(cJSON *obj, const char *key, const char *value) {
+/* Replaces obj[key] with item, placed first: clients and people read id,
+ * object, created and model before the rest. */
+static void set_first(cJSON *obj, const char *key, cJSON *item) {
     cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
-    cJSON_AddStringToObject(obj, key, value);
+    cJSON_AddItemToObject(obj, key, item);
+    cJSON_DetachItemViaPointer(obj, item);
+    cJSON_InsertItemInArray(obj, 0, item);
 }
 
-static void set_number(cJSON *obj, const char *key, double value) {
-    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
-    cJSON_AddNumberToObject(obj, key, value);
-}
-
-/* One id, one model name and one creation time for the whole answer, and
- * the fields in the order clients expect to see first. */
+/* One id, one model name and one creation time for the whole answer. */
 static void brand(chat *c, cJSON *obj, const char *object) {
-    set_string(obj, "id", c->id);
-    set_string(obj, "object", object);
-    set_number(obj, "created", (double)c->created);
-    set_string(obj, "model", c->node->model);
+    set_first(obj, "model", cJSON_CreateString(c->node->model));
+    set_first(obj, "created", cJSON_CreateNumber((double)c->created));
+    set_first(obj, "object", cJSON_CreateString(object));
+    set_first(obj, "id", cJSON_CreateString(c->id));
 }
 
 static void take_usage(chat *c, const cJSON *obj) {

@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/xalloc.h"
+#include "node/engine_node.h"
 
 #define PROBE_INTERVAL_MS 5000
 #define PROBE_TIMEOUT_MS 2000
@@ -145,6 +146,7 @@ static void probe_all(uv_timer_t *t) {
     http_client *cl = gw->workers[0].client;
     for (int i = 0; i < gw->nodes.n; i++) {
         node *n = &gw->nodes.nodes[i];
+        if (n->backend) continue; /* in-process: reachable while attached */
         probe *p = xcalloc(1, sizeof *p);
         p->gw = gw;
         p->node = n;
@@ -204,6 +206,22 @@ static int worker_init(gateway *gw, worker *w, int index, char **err) {
     return 0;
 }
 
+/* Slots: requests generated at once per model; the queue holds the next
+ * ones; past both a node answers 503. */
+#define ENGINE_SLOTS 4
+#define ENGINE_QUEUE 16
+
+static int attach_engines(gateway *gw, char **err) {
+    int threads = (int)uv_available_parallelism();
+    for (int i = 0; i < gw->nodes.n; i++) {
+        node *n = &gw->nodes.nodes[i];
+        if (!node_is_gguf(n->base_url)) continue;
+        if (engine_node_attach(n, n->base_url, threads, ENGINE_SLOTS, ENGINE_QUEUE, err) < 0) return -1;
+        log_info("node %s: serving %s with the built-in engine", n->name, n->base_url);
+    }
+    return 0;
+}
+
 int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
     memset(gw, 0, sizeof *gw);
     gw->cfg = *cfg;
@@ -211,6 +229,7 @@ int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
     gw->baseline.in = gw->cfg.baseline_price_in;
     gw->baseline.out = gw->cfg.baseline_price_out;
     if (node_registry_init(&gw->nodes, &gw->cfg, err) < 0) return -1;
+    if (attach_engines(gw, err) < 0) return -1;
     metrics_init();
     gw->n_workers = gw->cfg.workers > 0 ? gw->cfg.workers : 1;
     gw->workers = xcalloc((size_t)gw->n_workers, sizeof(worker));
@@ -252,6 +271,7 @@ void gateway_free(gateway *gw) {
         uv_loop_close(&w->loop);
     }
     free(gw->workers);
+    for (int i = 0; i < gw->nodes.n; i++) engine_node_detach(&gw->nodes.nodes[i]);
     node_registry_free(&gw->nodes);
     config_free(&gw->cfg);
 }

@@ -31,6 +31,11 @@ static char *normalise_base_url(const char *url) {
     return xstrndup(url, len);
 }
 
+int node_is_gguf(const char *url) {
+    size_t len = strlen(url);
+    return len > 5 && !strcmp(url + len - 5, ".gguf");
+}
+
 int node_registry_init(node_registry *r, const msoa_config *cfg, char **err) {
     *err = NULL;
     r->n = cfg->n_nodes;
@@ -39,7 +44,8 @@ int node_registry_init(node_registry *r, const msoa_config *cfg, char **err) {
         const node_spec *s = &cfg->nodes[i];
         node *n = &r->nodes[i];
         n->name = xstrdup(s->name);
-        n->base_url = normalise_base_url(s->url);
+        /* a GGUF path is served in-process (src/node/); its URL stays as given */
+        n->base_url = node_is_gguf(s->url) ? xstrdup(s->url) : normalise_base_url(s->url);
         n->chat_url = join(n->base_url, "/chat/completions");
         n->models_url = join(n->base_url, "/models");
         n->model = xstrdup(s->model ? s->model : s->name);

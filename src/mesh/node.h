@@ -35,6 +35,9 @@ typedef struct node_registry {
     int n;
 } node_registry;
 
+/* Whether a node URL names a GGUF file for the built-in engine. */
+int node_is_gguf(const char *url);
+
 /* Builds the registry from the configured nodes. Returns 0, or -1 with *err. */
 int node_registry_init(node_registry *r, const msoa_config *cfg, char **err);
 void node_registry_free(node_registry *r);

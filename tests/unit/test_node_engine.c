@@ -458,10 +458,14 @@ static void test_busy(void) {
     node n;
     if (attach(&n, 1, 1) < 0) return;
     cJSON *req = request(prompts[0], 30);
+    /* The first asks for 2,000 tokens, so it holds the slot far longer than
+     * the microseconds between the three starts, however fast the model. */
+    cJSON *long_req = request(prompts[0], 2000);
     result r[3];
     memset(r, 0, sizeof r);
-    for (int i = 0; i < 3; i++) start(&r[i], &n, req, 1);
+    for (int i = 0; i < 3; i++) start(&r[i], &n, i == 0 ? long_req : req, 1);
     uv_run(&loop, UV_RUN_DEFAULT);
+    cJSON_Delete(long_req);
     CHECK(r[0].done && r[1].done);
     CHECK(r[2].failed);
     CHECK(!r[2].early_callback);
