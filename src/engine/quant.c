@@ -641,11 +641,18 @@ static int have_avx2, have_vnni;
 static const quant_kernels *best;
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
 
+/* F16C (CPUID 1, ECX bit 29) and AVX-VNNI (CPUID 7.1, EAX bit 4) are read
+ * from CPUID directly: clang 14's __builtin_cpu_supports knows neither name. */
+static int cpuid_bit(unsigned leaf, unsigned sub, int reg, unsigned bit) {
+    unsigned r[4];
+    if (!__get_cpuid_count(leaf, sub, &r[0], &r[1], &r[2], &r[3])) return 0;
+    return (r[reg] >> bit) & 1;
+}
+
 static void choose_kernels(void) {
     __builtin_cpu_init();
-    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
-    have_vnni = have_avx2 && __builtin_cpu_supports("avxvnni");
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpuid_bit(1, 0, 2, 29);
+    have_vnni = have_avx2 && cpuid_bit(7, 1, 0, 4);
     if (have_avx2) {
         avx2_kernels = scalar_kernels;
         avx2_kernels.name = "avx2";
