@@ -160,6 +160,11 @@ static void test_unreachable_node_and_ready(void) {
 
 /* What reaches the node: its own model name, the client's fields, usage
  * asked for in streams, and the node's API key as a bearer token. */
+static const char *str_field(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
 static void test_what_the_node_receives(void) {
     char node[256], msoa_path[4096];
     snprintf(node, sizeof node, "keyed=http://127.0.0.1:%d,model=mock-small,api_key=sekrit-42", g.mock.port);
@@ -168,20 +173,29 @@ static void test_what_the_node_receives(void) {
     it_proc p;
     CHECK_EQ_INT(it_start(&p, argv), 0);
     if (!p.pid) return;
-    const char *body = "{\"model\":\"keyed\",\"stream\":true,\"seed\":7,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    /* Its first health probe (a GET) must be over, or it could be the
+     * request the mock remembers last. */
     it_response r;
+    double deadline = clock_now_ms() + 5000;
+    while (clock_now_ms() < deadline) {
+        int ok = it_http(p.port, "GET", "/ready", NULL, NULL, 0, 2000, &r) == 0 && r.status == 200;
+        it_response_free(&r);
+        if (ok) break;
+        usleep(20000);
+    }
+    const char *body = "{\"model\":\"keyed\",\"stream\":true,\"seed\":7,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
     CHECK_EQ_INT(it_http(p.port, "POST", "/v1/chat/completions", NULL, body, strlen(body), 5000, &r), 0);
     CHECK_EQ_INT(r.status, 200);
     it_response_free(&r);
     CHECK_EQ_INT(it_http(g.mock.port, "GET", "/debug/last", NULL, NULL, 0, 5000, &r), 0);
     cJSON *last = it_json(&r);
-    const cJSON *headers = cJSON_GetObjectItemCaseSensitive(last, "headers");
-    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(headers, "authorization");
-    CHECK_STR(cJSON_IsString(auth) ? auth->valuestring : NULL, "Bearer sekrit-42");
-    const cJSON *sent = cJSON_GetObjectItemCaseSensitive(last, "body");
-    cJSON *sent_body = cJSON_Parse(cJSON_IsString(sent) ? sent->valuestring : "");
-    CHECK_STR(cJSON_GetObjectItemCaseSensitive(sent_body, "model")->valuestring, "mock-small");
-    CHECK_EQ_INT(cJSON_GetObjectItemCaseSensitive(sent_body, "seed")->valueint, 7);
+    CHECK_STR(str_field(last, "method"), "POST");
+    CHECK_STR(str_field(cJSON_GetObjectItemCaseSensitive(last, "headers"), "authorization"), "Bearer sekrit-42");
+    const char *sent = str_field(last, "body");
+    cJSON *sent_body = cJSON_Parse(sent ? sent : "");
+    CHECK_STR(str_field(sent_body, "model"), "mock-small");
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(sent_body, "seed");
+    CHECK(cJSON_IsNumber(seed) && seed->valueint == 7);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(sent_body, "stream_options"), "include_usage")));
     cJSON_Delete(sent_body);
