@@ -342,6 +342,12 @@ int llama_ctx_pos(const llama_ctx *c) { return c->pos; }
 
 int llama_ctx_rewind(llama_ctx *c, int pos) {
     if (pos < 0 || pos > c->pos) return -1;
+    /* Attention reads V up to a multiple of ATT_PAD, times weight 0: clear
+     * what is forgotten so that nothing stale (an overflow to inf, say) can
+     * turn into NaN there. */
+    const llama_hparams *hp = &c->m->hp;
+    size_t rows = (size_t)hp->n_layers * hp->n_kv_heads * hp->head_dim;
+    for (size_t r = 0; r < rows; r++) memset(c->v_cache + r * c->n_ctx + pos, 0, (size_t)(c->pos - pos) * sizeof(uint16_t));
     c->pos = pos;
     return 0;
 }
