@@ -28,15 +28,18 @@ static const char usage[] =
     "                      (default embed,hand,proto,cluster)\n"
     "  --cluster-tables N  --cluster-bits N   word clusters (default 8 tables of 2^6)\n"
     "  --hash-bits N       hashed n-gram table size 2^N (default 16)\n"
-    "  --epochs N  --lr X  --l2 X  --l2-hash X  --sif A  --balance 0|1|2\n"
+    "  --epochs N  --lr X  --l2 X  --l2-hash X  --l2-guard X  --sif A  --balance 0|1|2\n"
     "  --guard-threshold X fixed guard threshold (default: lowest with <= 1% false\n"
     "                      positives on every benign source, out of source)\n"
     "  --max-bytes N       bytes of each text read (default 2048)\n"
+    "  --folds N           eval: N random folds of rows instead of leave-one-source-out\n"
     "  --no-calibrate      train: skip the leave-one-source-out pass (temperature 1)\n"
+    "  --no-augment        no chat-phrased copies of the examples\n"
     "  -v                  progress on stderr\n";
 
 typedef struct router_args {
     const char *data, *out;
+    int folds;
     route_train_opts o;
 } router_args;
 
@@ -53,10 +56,12 @@ static int parse_args(int argc, char **argv, router_args *a) {
         int takes = 1;
         if (strcmp(f, "-v") == 0) { a->o.verbose = 1; takes = 0; }
         else if (strcmp(f, "--no-calibrate") == 0) { a->o.calibrate = 0; takes = 0; }
+        else if (strcmp(f, "--no-augment") == 0) { a->o.augment = 0; takes = 0; }
         else if (!v) return bad("missing value for", f);
         else if (strcmp(f, "--data") == 0) a->data = v;
         else if (strcmp(f, "--out") == 0) a->out = v;
         else if (strcmp(f, "--seed") == 0) a->o.seed = strtoull(v, NULL, 10);
+        else if (strcmp(f, "--folds") == 0) a->folds = atoi(v);
         else if (strcmp(f, "--embeddings") == 0) a->o.embeddings = v;
         else if (strcmp(f, "--features") == 0) {
             if (route_parse_features(v, &a->o.features)) return bad("unknown feature list", v);
@@ -65,6 +70,7 @@ static int parse_args(int argc, char **argv, router_args *a) {
         else if (strcmp(f, "--lr") == 0) a->o.lr = strtof(v, NULL);
         else if (strcmp(f, "--l2") == 0) a->o.l2 = strtof(v, NULL);
         else if (strcmp(f, "--l2-hash") == 0) a->o.l2_hash = strtof(v, NULL);
+        else if (strcmp(f, "--l2-guard") == 0) a->o.l2_guard = strtof(v, NULL);
         else if (strcmp(f, "--sif") == 0) a->o.sif_a = strtof(v, NULL);
         else if (strcmp(f, "--guard-threshold") == 0) a->o.guard_threshold = strtof(v, NULL);
         else if (strcmp(f, "--cluster-tables") == 0) a->o.cluster_tables = atoi(v);
@@ -76,7 +82,8 @@ static int parse_args(int argc, char **argv, router_args *a) {
     }
     if (!a->data) return bad("--data is required", NULL);
     if (a->o.hash_bits > 22 || a->o.cluster_tables < 1 || a->o.cluster_tables > 64 ||
-        a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.epochs < 1 || a->o.max_bytes < 16 || a->o.balance < 0 || a->o.balance > 2)
+        a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.epochs < 1 || a->o.max_bytes < 16 || a->o.balance < 0 || a->o.balance > 2 ||
+        a->folds < 0 || a->folds == 1 || a->folds > 20)
         return bad("option out of range", NULL);
     return 0;
 }
@@ -99,13 +106,15 @@ static int run(int train, router_args *a) {
     double t0 = clock_now_ms();
     dataset_init(&d);
     default_embeddings(a, &emb);
-    if (dataset_load(&d, a->data, &err) || !(t = route_trainer_new(&d, &a->o, &err))) goto done;
+    if (dataset_load(&d, a->data, &err)) goto done;
+    if (a->o.augment) dataset_augment(&d, a->o.seed);
+    if (!(t = route_trainer_new(&d, &a->o, &err))) goto done;
     if (a->o.verbose)
         fprintf(stderr, "msoa router: %d examples from %d sources, features ready (%.1f s)\n", d.n,
                 d.n_sources, (clock_now_ms() - t0) / 1000);
     route_eval r;
     if (!train) {
-        if (route_trainer_eval(t, &r, &report, &err)) goto done;
+        if (route_trainer_eval(t, a->folds, &r, &report, &err)) goto done;
         fputs(report.data, stdout);
         rc = 0;
         goto done;

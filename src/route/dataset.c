@@ -107,7 +107,62 @@ void dataset_add(route_dataset *d, const char *text, int label, int source) {
         d->cap = d->cap ? d->cap * 2 : 1024;
         d->ex = xrealloc(d->ex, sizeof *d->ex * (size_t)d->cap);
     }
-    d->ex[d->n++] = (route_example){t, label, source};
+    d->ex[d->n++] = (route_example){t, label, source, -1};
+}
+
+/* Chat phrasing, for every example. */
+static const char *const chat_wrappers[][2] = {
+    {"Can you help me with this? ", ""},
+    {"Please ", ""},
+    {"I need your help. ", ""},
+    {"", " Thanks!"},
+    {"Hi! ", ""},
+    {"You are a helpful assistant. ", ""},
+    {"Could you answer this for me: ", ""},
+    {"", " Please explain your answer."},
+    {"Hey, quick question. ", ""},
+    {"I need you to do this for me: ", ""},
+    {"", "\nCan you do that?"},
+    {"My friend asked me this and I want your take. ", ""},
+};
+
+/* The imperative forms of harmful-request data sets ("Write a tutorial",
+ * "Develop a strategy", "Give step-by-step instructions"), put around
+ * benign content only: the verbs must not be what the guard learns. */
+static const char *const task_wrappers[][2] = {
+    {"Write a detailed answer to the following. ", ""},
+    {"Create a step-by-step guide for this problem: ", ""},
+    {"Develop a strategy to solve this: ", ""},
+    {"Provide detailed instructions for answering this: ", ""},
+    {"Give step-by-step instructions to work this out: ", ""},
+    {"Write a tutorial that explains how to solve: ", ""},
+    {"Generate a response to: ", ""},
+    {"Outline a plan for answering this question: ", ""},
+    {"Explain how to do the following: ", ""},
+    {"Describe in detail how to approach this: ", ""},
+};
+
+#define N_CHAT (sizeof chat_wrappers / sizeof *chat_wrappers)
+#define N_TASK (sizeof task_wrappers / sizeof *task_wrappers)
+
+void dataset_augment(route_dataset *d, uint64_t seed) {
+    int n = d->n;
+    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull;
+    buf t = BUF_INIT;
+    for (int i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        int harmful = d->label_guard[d->ex[i].label];
+        size_t pick = (size_t)(s % (harmful ? N_CHAT : N_CHAT + N_TASK));
+        const char *const *w = pick < N_CHAT ? chat_wrappers[pick] : task_wrappers[pick - N_CHAT];
+        buf_clear(&t);
+        buf_printf(&t, "%s%s%s", w[0], d->ex[i].text, w[1]);
+        int before = d->n;
+        dataset_add(d, t.data, d->ex[i].label, d->ex[i].source);
+        if (d->n > before) d->ex[d->n - 1].aug_of = i;
+    }
+    buf_free(&t);
 }
 
 /* ---- records from files ---- */

@@ -16,6 +16,7 @@ typedef struct route_example {
     char *text;
     int label;    /* index into labels */
     int source;   /* index into sources */
+    int aug_of;   /* -1, or the example this one is a rewording of */
 } route_example;
 
 typedef struct route_dataset {
@@ -37,6 +38,15 @@ int dataset_source(route_dataset *d, const char *name);   /* finds or adds */
 /* Adds a copy of text unless it is empty or already in this source. */
 void dataset_add(route_dataset *d, const char *text, int label, int source);
 int label_is_guard(const char *name);
+
+/* Adds to every example a reworded copy, chosen with the seed: wrapped in
+ * chat phrasing ("Can you help me with this? ...", "... Thanks!") or, for
+ * benign rows only, in the imperative of harmful-request data sets
+ * ("Develop a strategy to solve this: ..."). Most benign sources are bare
+ * questions while harmful ones are requests and jailbreaks talk to "you":
+ * without this the guard learns the form of a request, not its content.
+ * Copies train the guard only (aug_of >= 0). */
+void dataset_augment(route_dataset *d, uint64_t seed);
 
 /* Loads path: a directory with router/ (the shared data), a directory of
  * user files (*.jsonl, *.jsonl.gz, *.json, *.csv; each a source), or one

@@ -43,6 +43,7 @@ void route_model_free(route_model *m) {
     vocab_free(&m->vocab);
     free(m->proj);
     free(m->proto_sim);
+    free(m->guard_word);
     free(m->row_ids);
     free(m->hash_w);
     free(m);
@@ -104,6 +105,7 @@ int route_model_save(const route_model *m, const char *path, char **err) {
     put(&w, m->hand_lo, sizeof(float) * nx);
     put(&w, m->hand_hi, sizeof(float) * nx);
     if (m->features & FEATS_PROTO) put(&w, m->proto_sim, sizeof(float) * rows * (size_t)m->n_proto);
+    if (m->features & FEATS_MIL) put(&w, m->guard_word, sizeof(float) * rows);
     if (m->features & FEATS_CLUSTER) {
         put_u32(&w, m->n_tables);
         put(&w, m->row_ids, sizeof(uint32_t) * rows * m->n_tables);
@@ -210,6 +212,11 @@ static int parse_body(reader *r, route_model *m) {
         m->proto_sim = xcalloc((size_t)rows * (size_t)m->n_proto + 1, sizeof(float));
         get(r, m->proto_sim, sizeof(float) * rows * (size_t)m->n_proto);
     }
+    if (m->features & FEATS_MIL) {
+        if ((size_t)rows * 4 > r->len - r->pos) return -1;
+        m->guard_word = xcalloc((size_t)rows + 1, sizeof(float));
+        get(r, m->guard_word, sizeof(float) * rows);
+    }
     if (m->features & FEATS_CLUSTER) {
         m->n_tables = get_u32(r);
         if (r->err || !m->hash_bits || m->n_tables > 64 ||
@@ -267,6 +274,8 @@ typedef struct word_acc {
     float wsum;
     uint32_t nhash;
     float pmean[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS], pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS];
+    float gmax;              /* FEATS_MIL: highest word harm score (0: no word) */
+    int32_t gmax_row;        /* its row + 1; 0: no word yet */
 } word_acc;
 
 static inline void add_row(float *acc, const float *row, float a, int n) {
@@ -280,6 +289,10 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
     int no = m->n_out;
     (void)w;
     (void)len;
+    if (e && e->row >= 0 && (m->features & FEATS_MIL) && (!a->gmax_row || m->guard_word[e->row] > a->gmax)) {
+        a->gmax = m->guard_word[e->row];
+        a->gmax_row = e->row + 1;
+    }
     if (e && e->row >= 0 && (m->features & (FEATS_EMBED | FEATS_PROTO))) {
         float wt = m->vocab.row_weight[e->row];
         a->wsum += wt;
@@ -349,6 +362,7 @@ static void logits_of(const route_model *m, const word_acc *a, const float *hand
     float inv = a->wsum > 0 ? 1.0f / a->wsum : 0.0f, hs = hash_scale(a->nhash);
     for (int o = 0; o < no; o++) z[o] = m->bias[o] + a->emb[o] * inv + a->hash[o] * hs;
     for (int j = 0; j < m->nx; j++) add_row(z, m->hand_w + j * no, hand[j], no);
+    if (m->features & FEATS_MIL) z[m->n_classes] += a->gmax;
 }
 
 void route_model_logits(const route_model *m, const char *sys, size_t slen, const char *user,
@@ -381,6 +395,8 @@ typedef struct explain_ctx {
     int out;               /* output explained */
     int relative;          /* subtract the mean over router classes */
     float inv_wsum, hs;
+    float gmax;            /* the guard's max-pooled word score, to credit */
+    int32_t gmax_row;
     uint64_t keys[ROUTE_TOP_N * 8];
     route_feature items[ROUTE_TOP_N * 8];
     int n;
@@ -433,6 +449,10 @@ static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry
     if (e && e->row >= 0 && (m->features & FEATS_CLUSTER))
         for (uint32_t t = 0; t < m->n_tables; t++)
             wt += x->hs * share(x, m->hash_w + (size_t)m->row_ids[(size_t)e->row * m->n_tables + t] * no);
+    if (e && e->row == x->gmax_row && x->out == m->n_classes && (m->features & FEATS_MIL)) {
+        wt += x->gmax;
+        x->gmax = 0;   /* credit the first occurrence only */
+    }
     explain_add(x, h, w, len, wt);
 }
 
@@ -451,6 +471,8 @@ static int explain(const route_model *m, const char *sys, size_t slen, const cha
     x.relative = relative;
     x.inv_wsum = a->wsum > 0 ? 1.0f / a->wsum : 0.0f;
     x.hs = hash_scale(a->nhash);
+    x.gmax = a->gmax;
+    x.gmax_row = a->gmax > 0 ? a->gmax_row - 1 : -1;
     float ignored[FEAT_HAND_N];
     scan(m, sys, slen, user, ulen, explain_word, &x, ignored);
     for (int j = 0; j < m->nx; j++) {

@@ -18,6 +18,7 @@ void route_train_defaults(route_train_opts *o) {
     o->lr = 0.01f;
     o->l2 = 1e-2f;
     o->l2_hash = 1e-3f;
+    o->l2_guard = 1e-2f;
     o->features = FEATS_EMBED | FEATS_HAND | FEATS_PROTO | FEATS_CLUSTER;
     o->hash_bits = 16;
     o->max_bytes = ROUTE_DEFAULT_MAX_BYTES;
@@ -26,14 +27,15 @@ void route_train_defaults(route_train_opts *o) {
     o->cluster_bits = 6;
     o->balance = 1;
     o->calibrate = 1;
+    o->augment = 1;
 }
 
 int route_parse_features(const char *list, unsigned *out) {
     static const struct { const char *name; unsigned bit; } names[] = {
         {"embed", FEATS_EMBED}, {"hand", FEATS_HAND}, {"unigram", FEATS_UNIGRAM},
         {"bigram", FEATS_BIGRAM}, {"proto", FEATS_PROTO}, {"cluster", FEATS_CLUSTER},
-        {"style", FEATS_STYLE},
-        {"all", FEATS_EMBED | FEATS_HAND | FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_PROTO | FEATS_CLUSTER | FEATS_STYLE},
+        {"style", FEATS_STYLE}, {"mil", FEATS_MIL},
+        {"all", FEATS_EMBED | FEATS_HAND | FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_PROTO | FEATS_CLUSTER | FEATS_STYLE | FEATS_MIL},
     };
     unsigned f = 0;
     while (*list) {
@@ -69,9 +71,24 @@ struct route_trainer {
     uint32_t *sp_idx;         /* hashed n-gram buckets, repeated per occurrence */
     float *sp_scale;          /* [n] */
     uint64_t *text_hash;      /* [n], to drop held-out texts from training */
+    uint32_t *row_off;        /* [n+1] into rows: each example's distinct words */
+    int32_t *rows;
 };
 
 /* ---- embeddings ---- */
+
+/* Subtracts the mean vector: raw GloVe vectors share a large common
+ * direction, which makes every word (even "the") look similar to every
+ * prototype. */
+static void center_embeddings(route_trainer *t) {
+    int rows = t->vocab.n_rows, dim = t->dim;
+    double *mean = xcalloc((size_t)dim + 1, sizeof(double));
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < dim; k++) mean[k] += t->emb[(size_t)r * (size_t)dim + (size_t)k];
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < dim; k++) t->emb[(size_t)r * (size_t)dim + (size_t)k] -= (float)(mean[k] / rows);
+    free(mean);
+}
 
 /* Reads a GloVe text file: "word v1 ... vD" per line, most frequent first.
  * Row r gets weight (r+1)/(r+1+a): the SIF idea that frequent words carry
@@ -122,6 +139,7 @@ static int load_embeddings(route_trainer *t, const char *path, char **err) {
     }
     t->vocab.n_rows = row;
     buf_free(&text);
+    center_embeddings(t);
     return 0;
 }
 
@@ -240,6 +258,8 @@ typedef struct extract_ctx {
     uint32_t **ids;
     size_t *n_ids, *cap_ids;
     uint32_t count;
+    int32_t *words;        /* rows of this example's words */
+    size_t n_words, cap_words;
 } extract_ctx;
 
 static void push_id(extract_ctx *x, uint32_t id) {
@@ -262,6 +282,11 @@ static void extract_word(void *ctx, const char *w, size_t len, const vocab_entry
         const float *v = t->emb + (size_t)e->row * (size_t)t->dim;
         for (int k = 0; k < t->dim; k++) x->sum[k] += a * v[k];
         x->wsum += a;
+        if (x->n_words == x->cap_words) {
+            x->cap_words = x->cap_words ? x->cap_words * 2 : 256;
+            x->words = xrealloc(x->words, sizeof(int32_t) * x->cap_words);
+        }
+        x->words[x->n_words++] = e->row;
         const float *sim = t->proto_sim + (size_t)e->row * (size_t)t->n_proto;
         for (int c = 0; c < t->n_proto; c++) {
             x->pmean[c] += a * sim[c];
@@ -283,22 +308,44 @@ static uint64_t hash_bytes(const char *s) {
     return h;
 }
 
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Appends the distinct rows of words[0..n) to t->rows. */
+static void add_rows(route_trainer *t, int i, int32_t *words, size_t n, size_t *len, size_t *cap) {
+    if (n) qsort(words, n, sizeof *words, cmp_i32);
+    for (size_t k = 0; k < n; k++) {
+        if (k && words[k] == words[k - 1]) continue;
+        if (*len == *cap) {
+            *cap = *cap ? *cap * 2 : 1 << 16;
+            t->rows = xrealloc(t->rows, sizeof(int32_t) * *cap);
+        }
+        t->rows[(*len)++] = words[k];
+    }
+    t->row_off[i + 1] = (uint32_t)*len;
+}
+
 static void extract_all(route_trainer *t) {
     const route_dataset *d = t->d;
-    size_t n_ids = 0, cap_ids = 0;
+    size_t n_ids = 0, cap_ids = 0, n_rows = 0, cap_rows = 0;
+    int32_t *words = NULL;
+    size_t cap_words = 0;
     t->nx = FEAT_HAND_N + 2 * t->n_proto;
     t->nd = t->nx + t->dim;
     t->dense = xcalloc((size_t)d->n * (size_t)t->nd, sizeof(float));
     t->sp_off = xcalloc((size_t)d->n + 1, sizeof(uint32_t));
     t->sp_scale = xcalloc((size_t)d->n, sizeof(float));
     t->text_hash = xcalloc((size_t)d->n, sizeof(uint64_t));
+    t->row_off = xcalloc((size_t)d->n + 1, sizeof(uint32_t));
     float *sum = xcalloc((size_t)t->dim + 1, sizeof(float));
     for (int i = 0; i < d->n; i++) {
         const char *text = d->ex[i].text;
         size_t len = strlen(text);
         if (len > t->o.max_bytes) len = t->o.max_bytes;   /* cut as route_classify does */
         memset(sum, 0, sizeof(float) * (size_t)t->dim);
-        extract_ctx x = {t, sum, 0, {0}, {0}, &t->sp_idx, &n_ids, &cap_ids, 0};
+        extract_ctx x = {t, sum, 0, {0}, {0}, &t->sp_idx, &n_ids, &cap_ids, 0, words, 0, cap_words};
         float *row = t->dense + (size_t)i * (size_t)t->nd;
         feat_state s;
         feat_begin(&s, &t->vocab, extract_word, &x);
@@ -313,8 +360,14 @@ static void extract_all(route_trainer *t) {
         }
         t->sp_off[i + 1] = (uint32_t)n_ids;
         t->sp_scale[i] = x.count ? 1.0f / sqrtf((float)x.count) : 0.0f;
-        t->text_hash[i] = hash_bytes(text);
+        /* a rewording shares its original's hash: it is held out with it */
+        int orig = d->ex[i].aug_of >= 0 ? d->ex[i].aug_of : i;
+        t->text_hash[i] = hash_bytes(d->ex[orig].text);
+        words = x.words;
+        cap_words = x.cap_words;
+        add_rows(t, i, words, x.n_words, &n_rows, &cap_rows);
     }
+    free(words);
     free(sum);
 }
 
@@ -333,7 +386,7 @@ route_trainer *route_trainer_new(const route_dataset *d, const route_train_opts 
         t->class_of_label[l] = t->n_classes++;
     }
     t->n_proto = t->n_classes + ROUTE_GUARD_PROTOS;
-    if (o->embeddings && (o->features & (FEATS_EMBED | FEATS_PROTO | FEATS_CLUSTER))) {
+    if (o->embeddings && (o->features & (FEATS_EMBED | FEATS_PROTO | FEATS_CLUSTER | FEATS_MIL))) {
         if (load_embeddings(t, o->embeddings, err)) {
             route_trainer_free(t);
             return NULL;
@@ -367,6 +420,8 @@ void route_trainer_free(route_trainer *t) {
     free(t->sp_idx);
     free(t->sp_scale);
     free(t->text_hash);
+    free(t->row_off);
+    free(t->rows);
     free(t);
 }
 
@@ -377,6 +432,9 @@ typedef struct lin {
     float *wd;        /* [nd][k], on standardised dense features */
     float *wh;        /* [H][k] */
     float *b;         /* [k] */
+    int sparse;       /* use the hashed features */
+    float *u;         /* [dim] or NULL: FEATS_MIL word scorer, adds to output 1 */
+    float l2;         /* on wd */
 } lin;
 
 static uint64_t rng_next(uint64_t *s) {   /* xorshift64* */
@@ -412,14 +470,30 @@ static void example_weights(const route_trainer *t, const int *idx, const int *y
     free(csrc);
 }
 
-static void lin_scores(const route_trainer *t, const lin *m, const float *x, int i, float *z) {
+/* The max over the example's words of E_w . u (0 without words); *arg:
+ * the word, -1 if none. */
+static float mil_score(const route_trainer *t, const float *u, int i, int32_t *arg) {
+    float best = 0;
+    *arg = -1;
+    for (uint32_t p = t->row_off[i]; p < t->row_off[i + 1]; p++) {
+        const float *v = t->emb + (size_t)t->rows[p] * (size_t)t->dim;
+        float s = 0;
+        for (int d = 0; d < t->dim; d++) s += v[d] * u[d];
+        if (*arg < 0 || s > best) best = s, *arg = t->rows[p];
+    }
+    return best;
+}
+
+static void lin_scores(const route_trainer *t, const lin *m, const float *x, int i, float *z, int32_t *arg) {
     int k = m->k;
     memcpy(z, m->b, sizeof(float) * (size_t)k);
+    if (m->u) z[1] += mil_score(t, m->u, i, arg);
     for (int j = 0; j < t->nd; j++) {
         float v = x[j];
         if (v != 0)
             for (int c = 0; c < k; c++) z[c] += v * m->wd[j * k + c];
     }
+    if (!m->sparse) return;
     float sc = t->sp_scale[i];
     for (uint32_t p = t->sp_off[i]; p < t->sp_off[i + 1]; p++)
         for (int c = 0; c < k; c++) z[c] += sc * m->wh[(size_t)t->sp_idx[p] * (size_t)k + c];
@@ -440,11 +514,12 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
             order[j] = tmp;
         }
         float lr = t->o.lr / sqrtf(1.0f + (float)ep);
-        float shrink = 1.0f - lr * t->o.l2;
+        float shrink = 1.0f - lr * m->l2;
         for (int r = 0; r < n; r++) {
             int a = order[r], ex = idx[a];
             const float *x = xs + (size_t)a * (size_t)t->nd;
-            lin_scores(t, m, x, ex, z);
+            int32_t arg;
+            lin_scores(t, m, x, ex, z, &arg);
             float mx = z[0], sum = 0;
             for (int c = 1; c < k; c++) mx = z[c] > mx ? z[c] : mx;
             for (int c = 0; c < k; c++) sum += z[c] = expf(z[c] - mx);
@@ -457,8 +532,13 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
                     for (int c = 0; c < k; c++)
                         if (c != sign[j] || wj[c] < 0) wj[c] = 0;
             }
+            if (m->u) {   /* regularised like the sparse weights: it is one per word */
+                const float *v = arg >= 0 ? t->emb + (size_t)arg * (size_t)t->dim : NULL;
+                float ushrink = 1.0f - lr * t->o.l2_hash;
+                for (int d = 0; d < t->dim; d++) m->u[d] = m->u[d] * ushrink - (v ? g[1] * v[d] : 0.0f);
+            }
             float sc = t->sp_scale[ex], lh = lr * t->o.l2_hash;
-            for (uint32_t p = t->sp_off[ex]; p < t->sp_off[ex + 1]; p++) {
+            for (uint32_t p = t->sp_off[ex]; m->sparse && p < t->sp_off[ex + 1]; p++) {
                 float *wh = m->wh + (size_t)t->sp_idx[p] * (size_t)k;
                 for (int c = 0; c < k; c++) wh[c] -= g[c] * sc + lh * wh[c];
             }
@@ -487,10 +567,13 @@ static void dense_stats(const route_trainer *t, const int *idx, int n, float *mu
 /* Trains one softmax head; returns it (caller frees the arrays). sign[j]:
  * the only output dense feature j may raise (-1: any). */
 static lin train_head(const route_trainer *t, const int *idx, const int *y, int n, int k,
-                      const float *mu, const float *sd, const int *sign) {
+                      const float *mu, const float *sd, const int *sign, unsigned feats, float l2) {
     lin m = {k, xcalloc((size_t)t->nd * (size_t)k, sizeof(float)),
              xcalloc(((size_t)1 << t->o.hash_bits) * (size_t)k + 1, sizeof(float)),
-             xcalloc((size_t)k, sizeof(float))};
+             xcalloc((size_t)k, sizeof(float)),
+             (feats & (FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_CLUSTER)) != 0,
+             feats & FEATS_MIL ? xcalloc((size_t)t->dim + 1, sizeof(float)) : NULL,
+             l2};
     float *xs = xmalloc(sizeof(float) * (size_t)n * (size_t)t->nd + 1);
     float *w = xmalloc(sizeof(float) * (size_t)n + 1);
     for (int i = 0; i < n; i++)
@@ -499,7 +582,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
             unsigned group = j < FEAT_HAND_N ? FEATS_HAND : j < t->nx ? FEATS_PROTO : FEATS_EMBED;
             float z = (v - mu[j]) / sd[j];
             if (j < t->nx) z = z < -CLIP_SD ? -CLIP_SD : z > CLIP_SD ? CLIP_SD : z;
-            int on = (t->o.features & group) != 0;
+            int on = (feats & group) != 0;
             xs[(size_t)i * (size_t)t->nd + (size_t)j] = on ? z : 0.0f;
         }
     example_weights(t, idx, y, n, k, w);
@@ -510,6 +593,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
 }
 
 static void lin_free(lin *m) {
+    free(m->u);
     free(m->wd);
     free(m->wh);
     free(m->b);
@@ -582,7 +666,7 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         gidx[gn] = i;
         gy[gn++] = c < 0;
         pos += c < 0;
-        if (c >= 0) {
+        if (c >= 0 && d->ex[i].aug_of < 0) {   /* rewordings train the guard only */
             idx[n] = i;
             y[n++] = c;
         }
@@ -595,7 +679,7 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
     } else {
         float *mu = xmalloc(sizeof(float) * (size_t)t->nd), *sd = xmalloc(sizeof(float) * (size_t)t->nd);
         unsigned feats = t->o.features;
-        if (!t->vocab.n_rows) feats &= ~(unsigned)(FEATS_EMBED | FEATS_PROTO | FEATS_CLUSTER);
+        if (!t->vocab.n_rows) feats &= ~(unsigned)(FEATS_EMBED | FEATS_PROTO | FEATS_CLUSTER | FEATS_MIL);
         uint32_t bits = feats & (FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_CLUSTER) ? t->o.hash_bits : 0;
         m = route_model_new(t->n_classes, t->class_names, feats, bits, (uint32_t)t->vocab.n_rows);
         m->max_bytes = t->o.max_bytes;
@@ -614,12 +698,24 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         }
         int rsign[ROUTE_NX_MAX], gsign[ROUTE_NX_MAX];
         sign_classes(t, rsign, gsign);
-        lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign);
+        lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign, feats & ~(unsigned)FEATS_MIL, t->o.l2);
         for (int c = 0; c < t->n_classes; c++) fold(t, m, &r, c, -1, c, mu, sd);
         lin_free(&r);
         if (pos > 0 && pos < gn) {
-            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign);
+            /* with FEATS_MIL the guard reads the named features and its
+             * word scores only: the mean vector carries a source's style */
+            unsigned gfeats = feats & FEATS_MIL ? feats & (FEATS_HAND | FEATS_PROTO | FEATS_STYLE | FEATS_MIL) : feats;
+            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard);
             fold(t, m, &g, 1, 0, t->n_classes, mu, sd);
+            if (g.u) {
+                m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));
+                for (int32_t w = 0; w < t->vocab.n_rows; w++) {
+                    const float *v = t->emb + (size_t)w * (size_t)t->dim;
+                    float sc = 0;
+                    for (int d = 0; d < t->dim; d++) sc += v[d] * g.u[d];
+                    m->guard_word[w] = sc;
+                }
+            }
             m->has_guard = 1;
             lin_free(&g);
         }
@@ -638,20 +734,6 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
-}
-
-/* Training mask for holding out source s: every other source, minus texts
- * that also occur in s (AdvBench is in two sources). */
-static void holdout_mask(const route_trainer *t, int s, unsigned char *mask) {
-    const route_dataset *d = t->d;
-    uint64_t *held = xmalloc(sizeof(uint64_t) * ((size_t)d->n + 1));
-    size_t nh = 0;
-    for (int i = 0; i < d->n; i++)
-        if (d->ex[i].source == s) held[nh++] = t->text_hash[i];
-    qsort(held, nh, sizeof *held, cmp_u64);
-    for (int i = 0; i < d->n; i++)
-        mask[i] = d->ex[i].source != s && !bsearch(&t->text_hash[i], held, nh, sizeof *held, cmp_u64);
-    free(held);
 }
 
 /* Expected calibration error over 10 confidence bins. */
@@ -702,14 +784,15 @@ static float fit_temperature(const float *logits, const int *truth, int n, int k
 
 /* The lowest threshold at which no benign source has more than 1% false
  * positives out of source (leaving room under the 2% target). */
-static float pick_threshold(const route_trainer *t, const float *score, const int *guard_label) {
+static float pick_threshold(const route_trainer *t, const float *score, const int *guard_label,
+                            const int *predicted) {
     const route_dataset *d = t->d;
     for (int step = 5; step < 100; step++) {
         float thr = (float)step / 100.0f, worst = 0;
         for (int s = 0; s < d->n_sources; s++) {
             int neg = 0, fp = 0;
             for (int i = 0; i < d->n; i++)
-                if (d->ex[i].source == s && !guard_label[i]) {
+                if (d->ex[i].source == s && !guard_label[i] && predicted[i]) {
                     neg++;
                     fp += score[i] >= thr;
                 }
@@ -722,7 +805,10 @@ static float pick_threshold(const route_trainer *t, const float *score, const in
 
 static void report_eval(const route_trainer *t, const route_eval *r, buf *out) {
     const route_dataset *d = t->d;
-    buf_printf(out, "leave-one-source-out: train on every other source, test on this one\n");
+    if (r->folds)
+        buf_printf(out, "%d-fold random split: every row tested by a model trained without it\n", r->folds);
+    else
+        buf_printf(out, "leave-one-source-out: train on every other source, test on this one\n");
     buf_printf(out, "%-22s %6s %9s   %s\n", "source", "n", "accuracy", "guard (threshold held fixed)");
     for (int s = 0; s < r->n_sources; s++) {
         buf_printf(out, "%-22s %6d ", d->sources[s], r->router_n[s] ? r->router_n[s] : r->guard_n[s]);
@@ -747,60 +833,102 @@ static void report_eval(const route_trainer *t, const route_eval *r, buf *out) {
     buf_printf(out, "took %.1f s\n", r->seconds);
 }
 
-int route_trainer_eval(route_trainer *t, route_eval *r, buf *report, char **err) {
+/* Holdout group of example i: its source (leave-one-source-out) or one
+ * of `folds` random folds chosen by text hash, so that copies of a text
+ * always fall in the same fold. */
+static int group_of(const route_trainer *t, int folds, int i) {
+    if (!folds) return t->d->ex[i].source;
+    uint64_t h = (t->text_hash[i] ^ t->o.seed) * 0x9e3779b97f4a7c15ull;
+    return (int)((h >> 33) % (uint64_t)folds);
+}
+
+/* Training mask for holding out group g: every other group, minus texts
+ * that also occur in g (AdvBench is in two sources). */
+static void group_mask(const route_trainer *t, int folds, int g, unsigned char *mask) {
+    const route_dataset *d = t->d;
+    uint64_t *held = xmalloc(sizeof(uint64_t) * ((size_t)d->n + 1));
+    size_t nh = 0;
+    for (int i = 0; i < d->n; i++)
+        if (group_of(t, folds, i) == g) held[nh++] = t->text_hash[i];
+    qsort(held, nh, sizeof *held, cmp_u64);
+    for (int i = 0; i < d->n; i++)
+        mask[i] = group_of(t, folds, i) != g && !bsearch(&t->text_hash[i], held, nh, sizeof *held, cmp_u64);
+    free(held);
+}
+
+/* Out-of-group predictions of every example: router logits and guard score. */
+typedef struct oog {
+    float *logits;   /* [n][k] */
+    float *score;    /* [n] */
+    int *predicted;  /* [n] 0: its group's model could not be trained */
+    int has_guard;
+} oog;
+
+static void predict_groups(route_trainer *t, int folds, oog *p) {
+    const route_dataset *d = t->d;
+    int k = t->n_classes, groups = folds ? folds : d->n_sources;
+    unsigned char *mask = xmalloc((size_t)d->n + 1);
+    double t0 = clock_now_ms();
+    for (int g = 0; g < groups; g++) {
+        group_mask(t, folds, g, mask);
+        char *e = NULL;
+        route_model *m = route_trainer_fit(t, mask, &e);
+        free(e);   /* e.g. the only source of every router class held out */
+        for (int i = 0; m && i < d->n; i++) {
+            if (group_of(t, folds, i) != g || d->ex[i].aug_of >= 0) continue;
+            float z[ROUTE_MAX_CLASSES + 1];
+            route_model_logits(m, NULL, 0, d->ex[i].text, strlen(d->ex[i].text), z);
+            memcpy(p->logits + (size_t)i * (size_t)k, z, sizeof(float) * (size_t)k);
+            p->score[i] = m->has_guard ? 1.0f / (1.0f + expf(-z[k])) : 0.0f;
+            p->predicted[i] = 1;
+        }
+        if (m) p->has_guard |= m->has_guard;
+        if (t->o.verbose)
+            fprintf(stderr, "msoa router: held out %s %d (%.1f s)\n", folds ? "fold" : d->sources[g], g,
+                    (clock_now_ms() - t0) / 1000);
+        route_model_free(m);
+    }
+    free(mask);
+}
+
+int route_trainer_eval(route_trainer *t, int folds, route_eval *r, buf *report, char **err) {
     const route_dataset *d = t->d;
     int k = t->n_classes;
     double t0 = clock_now_ms();
     memset(r, 0, sizeof *r);
-    if (d->n_sources > ROUTE_EVAL_MAX_SOURCES || d->n_sources < 2) {
+    if (d->n_sources > ROUTE_EVAL_MAX_SOURCES || (!folds && d->n_sources < 2) || folds == 1) {
         buf b = BUF_INIT;
-        buf_printf(&b, "leave-one-source-out needs 2 to %d sources (have %d)", ROUTE_EVAL_MAX_SOURCES,
+        buf_printf(&b, "evaluation needs 2 to %d sources (have %d) or 2 or more folds", ROUTE_EVAL_MAX_SOURCES,
                    d->n_sources);
         *err = buf_detach(&b);
         return -1;
     }
+    r->folds = folds;
     r->n_sources = d->n_sources;
-    unsigned char *mask = xmalloc((size_t)d->n + 1);
-    float *logits = xmalloc(sizeof(float) * (size_t)d->n * (size_t)(k + 1) + 1);
+    oog p = {xcalloc((size_t)d->n * (size_t)k + 1, sizeof(float)), xcalloc((size_t)d->n + 1, sizeof(float)),
+             xcalloc((size_t)d->n + 1, sizeof(int)), 0};
+    predict_groups(t, folds, &p);
+    float *logits = xmalloc(sizeof(float) * (size_t)d->n * (size_t)k + 1);
     int *truth = xmalloc(sizeof(int) * ((size_t)d->n + 1)), nl = 0;
-    float *score = xcalloc((size_t)d->n + 1, sizeof(float));
     int *glabel = xcalloc((size_t)d->n + 1, sizeof(int));
-    int has_guard = 0;
-    for (int s = 0; s < d->n_sources; s++) {
-        holdout_mask(t, s, mask);
-        char *e = NULL;
-        route_model *m = route_trainer_fit(t, mask, &e);
-        if (!m) {   /* e.g. the only source of every router class held out */
-            free(e);
-            continue;
-        }
-        has_guard |= m->has_guard;
-        int right = 0;
-        for (int i = 0; i < d->n; i++) {
-            if (d->ex[i].source != s) continue;
-            float z[ROUTE_MAX_CLASSES + 1];
-            const char *text = d->ex[i].text;
-            route_model_logits(m, NULL, 0, text, strlen(text), z);
-            int c = t->class_of_label[d->ex[i].label];
-            glabel[i] = c < 0;
-            score[i] = m->has_guard ? 1.0f / (1.0f + expf(-z[k])) : 0.0f;
-            if (c < 0) continue;
-            int best = 0;
-            for (int j = 1; j < k; j++) best = z[j] > z[best] ? j : best;
-            right += best == c;
-            r->router_n[s]++;
-            r->confusion[c][best]++;
-            memcpy(logits + (size_t)nl * (size_t)k, z, sizeof(float) * (size_t)k);
-            truth[nl++] = c;
-        }
-        if (r->router_n[s]) r->accuracy[s] = (float)right / (float)r->router_n[s];
-        if (t->o.verbose)
-            fprintf(stderr, "msoa router: held out %s (%.1f s)\n", d->sources[s], (clock_now_ms() - t0) / 1000);
-        route_model_free(m);
+    int right[ROUTE_EVAL_MAX_SOURCES] = {0};
+    for (int i = 0; i < d->n; i++) {
+        int c = t->class_of_label[d->ex[i].label], s = d->ex[i].source;
+        glabel[i] = c < 0;
+        if (c < 0 || !p.predicted[i]) continue;
+        const float *z = p.logits + (size_t)i * (size_t)k;
+        int best = 0;
+        for (int j = 1; j < k; j++) best = z[j] > z[best] ? j : best;
+        right[s] += best == c;
+        r->router_n[s]++;
+        r->confusion[c][best]++;
+        memcpy(logits + (size_t)nl * (size_t)k, z, sizeof(float) * (size_t)k);
+        truth[nl++] = c;
     }
     int with = 0;
     for (int s = 0; s < d->n_sources; s++)
         if (r->router_n[s]) {
+            r->accuracy[s] = (float)right[s] / (float)r->router_n[s];
             r->mean_accuracy += r->accuracy[s];
             with++;
         }
@@ -809,26 +937,26 @@ int route_trainer_eval(route_trainer *t, route_eval *r, buf *report, char **err)
     r->temperature = fit_temperature(logits, truth, nl, k);
     r->ece_calibrated = ece_of(logits, truth, nl, k, r->temperature);
     r->guard_threshold = t->o.guard_threshold > 0 ? t->o.guard_threshold
-                         : has_guard ? pick_threshold(t, score, glabel) : 0.5f;
-    for (int s = 0; s < d->n_sources; s++) {
+                         : p.has_guard ? pick_threshold(t, p.score, glabel, p.predicted) : 0.5f;
+    for (int s = 0; s < d->n_sources && p.has_guard; s++) {
         int pos = 0, neg = 0, tp = 0, fp = 0;
         for (int i = 0; i < d->n; i++) {
-            if (d->ex[i].source != s) continue;
-            int hit = score[i] >= r->guard_threshold;
+            if (d->ex[i].source != s || !p.predicted[i]) continue;
+            int hit = p.score[i] >= r->guard_threshold;
             if (glabel[i]) pos++, tp += hit;
             else neg++, fp += hit;
         }
-        if (!has_guard) continue;
         r->guard_harmful[s] = pos > neg;
         r->guard_n[s] = pos > neg ? pos : neg;
         r->guard_rate[s] = pos > neg ? (float)tp / (float)pos : neg ? (float)fp / (float)neg : 0;
     }
     r->seconds = (clock_now_ms() - t0) / 1000.0;
     if (report) report_eval(t, r, report);
-    free(mask);
+    free(p.logits);
+    free(p.score);
+    free(p.predicted);
     free(logits);
     free(truth);
-    free(score);
     free(glabel);
     return 0;
 }
@@ -836,15 +964,22 @@ int route_trainer_eval(route_trainer *t, route_eval *r, buf *report, char **err)
 route_model *route_train_all(route_trainer *t, route_eval *r, char **err) {
     int calibrated = 0;
     memset(r, 0, sizeof *r);
-    if (t->o.calibrate && t->d->n_sources >= 2) {
+    float threshold = 0;
+    if (t->o.calibrate) {
+        /* the guard threshold from rows unseen but of known sources (a
+         * threshold from unseen sources flags nearly nothing), the
+         * temperature from unseen sources (probabilities should be honest
+         * about requests unlike the training data) */
+        route_eval cv;
         char *e = NULL;
-        if (route_trainer_eval(t, r, NULL, &e) == 0) calibrated = 1;
-        free(e);   /* too few sources: keep temperature 1 */
+        if (route_trainer_eval(t, 5, &cv, NULL, &e) == 0) threshold = cv.guard_threshold;
+        free(e);
+        e = NULL;
+        if (t->d->n_sources >= 2 && route_trainer_eval(t, 0, r, NULL, &e) == 0) calibrated = 1;
+        free(e);   /* one source: keep temperature 1 */
     }
     route_model *m = route_trainer_fit(t, NULL, err);
-    if (m && calibrated) {
-        m->temperature = r->temperature;
-        m->guard_threshold = r->guard_threshold;
-    }
+    if (m && calibrated) m->temperature = r->temperature;
+    if (m && threshold > 0) m->guard_threshold = threshold;
     return m;
 }

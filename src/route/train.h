@@ -21,6 +21,7 @@ typedef struct route_train_opts {
     float lr;
     float l2;            /* on dense weights (standardised features) */
     float l2_hash;       /* on hashed n-gram weights */
+    float l2_guard;      /* on the guard's dense weights */
     unsigned features;   /* FEATS_* of model.h */
     uint32_t hash_bits;
     uint32_t max_bytes;  /* training texts are cut like requests */
@@ -29,6 +30,7 @@ typedef struct route_train_opts {
     float sif_a;         /* word weight rank/(rank+a): frequent words count less; 0: all 1 */
     int balance;         /* 0 none, 1 classes, 2 classes and sources within a class */
     const char *embeddings;   /* GloVe text(.gz) file, or NULL */
+    int augment;         /* add chat-phrased copies (dataset_augment) */
     int calibrate;       /* fit the temperature on leave-one-source-out predictions */
     float guard_threshold;    /* > 0: use it; else pick the lowest with <= 1% FPR per benign source */
     int verbose;         /* progress on stderr */
@@ -52,6 +54,7 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
 #define ROUTE_EVAL_MAX_SOURCES 64
 
 typedef struct route_eval {
+    int folds;                                /* 0: leave-one-source-out */
     int n_sources;
     int router_n[ROUTE_EVAL_MAX_SOURCES];     /* router examples per source */
     float accuracy[ROUTE_EVAL_MAX_SOURCES];   /* leave-one-source-out */
@@ -65,13 +68,16 @@ typedef struct route_eval {
     double seconds;
 } route_eval;
 
-/* Leave-one-source-out: for each source, trains on all the others (minus
- * any text that also occurs in the held-out source) and tests on it.
- * Fills r and, if report is not NULL, appends a readable report. */
-int route_trainer_eval(route_trainer *t, route_eval *r, buf *report, char **err);
+/* folds 0: leave-one-source-out: for each source, trains on all the others
+ * (minus any text that also occurs in the held-out source) and tests on
+ * it. folds >= 2: the same over random folds of rows (how well seen
+ * sources are learnt). Fills r and, if report is not NULL, appends a
+ * readable report. */
+int route_trainer_eval(route_trainer *t, int folds, route_eval *r, buf *report, char **err);
 
 /* The whole of `msoa router train`: fit on everything; with o->calibrate,
- * first a leave-one-source-out pass for the temperature. */
+ * first a 5-fold pass for the guard threshold and a leave-one-source-out
+ * pass for the temperature (r: its results). */
 route_model *route_train_all(route_trainer *t, route_eval *r, char **err);
 
 #endif
