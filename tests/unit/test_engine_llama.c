@@ -285,12 +285,16 @@ static float weight(const char *name, size_t i, int cols) {
     return frand() * 1.7f / sqrtf((float)cols);
 }
 
+static const char *drop_tensor;   /* a tensor write_synth leaves out, or NULL */
+
 static void add(gguf_writer *w, const char *name, int cols, int rows) {
+    if (drop_tensor && !strcmp(name, drop_tensor)) return;
     int64_t ne[2] = {cols, rows};
     gguf_writer_add_tensor(w, name, GGUF_F32, rows > 1 ? 2 : 1, ne);
 }
 
 static void put(gguf_writer *w, const char *name, int cols, int rows) {
+    if (drop_tensor && !strcmp(name, drop_tensor)) return;
     char err[128];
     size_t n = (size_t)cols * rows;
     float *v = malloc(n * sizeof *v);
@@ -500,6 +504,40 @@ static void check_synth(const synth *s, const char *name) {
     if (!getenv("KEEP")) remove(path);
 }
 
+/* Files that are valid GGUF but not a usable model: a one-line reason. */
+static void expect_reject(const synth *s, const char *drop, const char *why) {
+    char path[256], err[256] = "";
+    snprintf(path, sizeof path, "%s", tmp_path("bad.gguf"));
+    drop_tensor = drop;
+    CHECK_EQ_INT(write_synth(s, path), 0);
+    drop_tensor = NULL;
+    llama_model *m = llama_load(path, err, sizeof err);
+    CHECK(m == NULL);
+    CHECK_CONTAINS(err, why);
+    llama_free(m);
+    remove(path);
+}
+
+static void test_load_rejects(void) {
+    synth ok = {"llama", 64, 1, 4, 2, 96, 50, 0, 0};
+    synth arch = ok, heads = ok;
+    arch.arch = "gpt2";
+    heads.kv_heads = 3;
+    expect_reject(&arch, NULL, "architecture 'gpt2' not supported");
+    expect_reject(&heads, NULL, "3 kv heads");
+    expect_reject(&ok, "blk.0.ffn_up.weight", "missing tensor 'blk.0.ffn_up.weight'");
+    expect_reject(&ok, "output_norm.weight", "missing tensor 'output_norm.weight'");
+    /* and the same model complete loads */
+    char path[256], err[256];
+    snprintf(path, sizeof path, "%s", tmp_path("good.gguf"));
+    CHECK_EQ_INT(write_synth(&ok, path), 0);
+    llama_model *m = llama_load(path, err, sizeof err);
+    CHECK(m != NULL);
+    if (m) CHECK(!llama_model_hparams(m)->tied_output && llama_model_hparams(m)->head_dim == 16);
+    llama_free(m);
+    remove(path);
+}
+
 static void test_synthetic_qwen2(void) {
     synth s = {"qwen2", 256, 2, 4, 2, 512, 300, 1, 1};
     check_synth(&s, "qwen2.gguf");
@@ -520,6 +558,7 @@ int main(void) {
     TEST(test_quantize_q4_0);
     TEST(test_quantize_q8_0);
     TEST(test_batch_threads_rewind);
+    TEST(test_load_rejects);
     TEST(test_synthetic_qwen2);
     TEST(test_synthetic_llama);
     remove(tmp_path("q4_0.gguf"));
