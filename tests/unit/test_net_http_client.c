@@ -1,6 +1,9 @@
-/* test_net_http_client: the libcurl-on-libuv client against a tiny raw TCP
- * server (plain sockets, one thread per connection) that sends canned bytes,
- * so every failure mode (refused, reset, stall, garbage) is produced exactly. */
+/* test_net_http_client: the HTTP client against a tiny raw TCP server
+ * (plain sockets, one thread per connection) that sends canned bytes, so
+ * every failure mode (refused, reset, stall, garbage) is produced exactly.
+ *
+ * The common cases run twice: with our own client (http:// by default) and
+ * with libcurl (MSOA_HTTP_CLIENT=curl, the path https:// takes). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -105,10 +108,19 @@ static void send_big(int fd) {
     }
 }
 
+static void send_big_head(int fd) {
+    buf h = BUF_INIT;
+    buf_puts(&h, "HTTP/1.1 200 OK\r\n");
+    while (h.len < (70u << 10)) buf_puts(&h, "X-Filler: 0123456789012345678901234567890123456789\r\n");
+    buf_puts(&h, "Content-Length: 2\r\n\r\nok");
+    send_all(fd, h.data, h.len);
+    buf_free(&h);
+}
+
 /* Answers one request; returns 0 to keep the connection, -1 to close it. */
 static int answer(int fd, const char *path, const buf *body, const char *echo) {
     char head[512];
-    if (!strcmp(path, "/hello")) {
+    if (!strcmp(path, "/hello") || !strcmp(path, "/drop-next")) {
         return send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Test:  yes \r\n\r\nhello");
     } else if (!strcmp(path, "/echo")) {
         snprintf(head, sizeof head, "HTTP/1.1 201 Created\r\nContent-Length: %zu\r\nX-Echoed: %s\r\n\r\n",
@@ -140,6 +152,20 @@ static int answer(int fd, const char *path, const buf *body, const char *echo) {
     } else if (!strcmp(path, "/garbage")) {
         send_str(fd, "this is not http at all\r\n\r\n");
         return -1;
+    } else if (!strcmp(path, "/drop")) {
+        return -1; /* closes without a byte of answer */
+    } else if (!strcmp(path, "/interim")) {
+        return send_str(fd, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                            "X-Final: 1\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n");
+    } else if (!strcmp(path, "/until-close")) {
+        send_str(fd, "HTTP/1.1 200 OK\r\nX-Test: close\r\n\r\nbody until close");
+        return -1;
+    } else if (!strcmp(path, "/close-after")) {
+        send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        return -1;
+    } else if (!strcmp(path, "/bighead")) {
+        send_big_head(fd);
+        return -1;
     }
     return send_str(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
 }
@@ -148,8 +174,12 @@ static void *conn_main(void *arg) {
     int fd = (int)(intptr_t)arg;
     buf in = BUF_INIT, body = BUF_INIT;
     char path[256], echo[128];
-    while (read_request(fd, &in, path, &body, echo, sizeof echo) == 0)
+    int drop = 0; /* /drop-next: the next request on this connection finds it closed */
+    while (!drop && read_request(fd, &in, path, &body, echo, sizeof echo) == 0) {
         if (answer(fd, path, &body, echo) < 0) break;
+        drop = !strcmp(path, "/drop-next");
+        if (drop) read_request(fd, &in, path, &body, echo, sizeof echo);
+    }
     close(fd);
     buf_free(&in);
     buf_free(&body);
@@ -365,6 +395,9 @@ static void chain_done(http_call *c, enum http_call_error err, const char *msg, 
     http_call_opts o = {.url = url("/hello"), .on_headers = r_headers, .on_data = r_data,
                         .on_done = chain_done, .ud = &chain_rec};
     CHECK(http_client_start(client, &o) != NULL);
+    /* the next call took the connection: this call's head is still ours */
+    const char *v = http_call_header(c, "X-Test");
+    CHECK_STR(v, "yes");
 }
 
 static void test_keepalive_reuse(void) {
@@ -661,21 +694,170 @@ static void test_invalid_options(void) {
     teardown();
 }
 
+/* A pooled connection the server closed as the next request went out: the
+ * request is sent again on a fresh connection. */
+static void test_stale_connection_retried(void) {
+    setup();
+    rec r = {0}, r2 = {0};
+    start(&r, "GET", url("/drop-next"), NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_OK);
+    start(&r2, "POST", url("/echo"), "again", NULL);
+    CHECK(run_until(&r2.finished, 5000));
+    CHECK_EQ_INT(r2.err, HTTP_CALL_OK);
+    CHECK_STR(r2.body.data, "again");
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 2);
+    buf_free(&r.body);
+    buf_free(&r2.body);
+    teardown();
+}
+
+/* On a fresh connection the same close is the server's failure: no retry. */
+static void test_close_before_answer(void) {
+    setup();
+    rec r = {0};
+    start(&r, "POST", url("/drop"), "x", NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_RESET);
+    CHECK_EQ_INT(r.headers_calls, 0);
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 1);
+    teardown();
+}
+
+static void test_interim_and_trailers(void) {
+    setup();
+    rec r = {0};
+    start(&r, "GET", url("/interim"), NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_OK);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.headers_calls, 1);
+    CHECK_STR(r.body.data, "hello");
+    buf_free(&r.body);
+    teardown();
+}
+
+/* A body without length ends with the connection; Connection: close is
+ * obeyed (the next call opens a new connection). */
+static void test_body_until_close_and_connection_close(void) {
+    setup();
+    rec r = {0}, r2 = {0}, r3 = {0};
+    start(&r, "GET", url("/until-close"), NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_OK);
+    CHECK_STR(r.body.data, "body until close");
+    CHECK_STR(r.x_test, "close");
+    start(&r2, "GET", url("/close-after"), NULL, NULL);
+    CHECK(run_until(&r2.finished, 5000));
+    CHECK_EQ_INT(r2.err, HTTP_CALL_OK);
+    CHECK_STR(r2.body.data, "ok");
+    start(&r3, "GET", url("/hello"), NULL, NULL);
+    CHECK(run_until(&r3.finished, 5000));
+    CHECK_EQ_INT(r3.err, HTTP_CALL_OK);
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 3);
+    buf_free(&r.body);
+    buf_free(&r2.body);
+    buf_free(&r3.body);
+    teardown();
+}
+
+/* A host name goes through the resolver (localhost may give ::1 first,
+ * where nobody listens: the next address is tried). */
+static void test_host_name(void) {
+    setup();
+    rec r = {0}, r2 = {0};
+    char u[64];
+    snprintf(u, sizeof u, "http://localhost:%d/hello", srv.port);
+    start(&r, "GET", u, NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_OK);
+    CHECK_STR(r.body.data, "hello");
+    start(&r2, "GET", u, NULL, NULL); /* the cached address and the pooled connection */
+    CHECK(run_until(&r2.finished, 5000));
+    CHECK_EQ_INT(r2.err, HTTP_CALL_OK);
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 1);
+    buf_free(&r.body);
+    buf_free(&r2.body);
+    teardown();
+}
+
+static void test_head_too_large(void) {
+    setup();
+    rec r = {0};
+    start(&r, "GET", url("/bighead"), NULL, NULL);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_PROTOCOL);
+    CHECK_CONTAINS(r.msg, "64 KB");
+    teardown();
+}
+
+/* Cancelled while paused with bytes held back: nothing more is delivered. */
+static void test_cancel_while_paused(void) {
+    setup();
+    memset(&pause_rec, 0, sizeof pause_rec);
+    pause_rec.pause_on_data = 1;
+    start(&pause_rec, "GET", url("/big"), NULL, NULL);
+    uint64_t end = uv_now(&loop) + 5000;
+    while (!pause_rec.paused && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+    CHECK(pause_rec.paused);
+    run_for(100);
+    http_call_pause(pause_rec.call, 0); /* curl may deliver right here, ours on the next turn */
+    http_call_cancel(pause_rec.call);
+    int calls = pause_rec.data_calls;
+    run_for(200);
+    CHECK_EQ_INT(pause_rec.data_calls, calls);
+    CHECK_EQ_INT(pause_rec.done_calls, 0);
+    buf_free(&pause_rec.body);
+    teardown();
+}
+
+static void test_invalid_headers(void) {
+    setup();
+    rec r = {0};
+    const char *bad[] = {"X-Injected: a\r\nX-Other: b", NULL};
+    const char *nocolon[] = {"NoColon", NULL};
+    http_call_opts o = {.url = url("/hello"), .on_done = r_done, .ud = &r, .headers = bad};
+    CHECK(http_client_start(client, &o) == NULL);
+    o.headers = nocolon;
+    CHECK(http_client_start(client, &o) == NULL);
+    run_for(50);
+    CHECK_EQ_INT(r.done_calls, 0);
+    teardown();
+}
+
+static void run_common(const char *impl) {
+    char name[64];
+#define COMMON(fn) (snprintf(name, sizeof name, "%s/%s", impl, #fn), test_run(name, fn))
+    COMMON(test_content_length);
+    COMMON(test_post_echo_and_headers_sent);
+    COMMON(test_keepalive_reuse);
+    COMMON(test_start_from_callback);
+    COMMON(test_chunked_incremental);
+    COMMON(test_connect_refused);
+    COMMON(test_reset_mid_body);
+    COMMON(test_garbage_reply);
+    COMMON(test_stall_timeout);
+    COMMON(test_cancel_mid_stream);
+    COMMON(test_free_with_open_calls);
+    COMMON(test_pause_backpressure);
+    COMMON(test_pause_is_not_a_stall);
+    COMMON(test_many_concurrent);
+    COMMON(test_invalid_options);
+    COMMON(test_stale_connection_retried);
+    COMMON(test_interim_and_trailers);
+    COMMON(test_body_until_close_and_connection_close);
+    COMMON(test_host_name);
+    COMMON(test_cancel_while_paused);
+#undef COMMON
+}
+
 int main(void) {
-    TEST(test_content_length);
-    TEST(test_post_echo_and_headers_sent);
-    TEST(test_keepalive_reuse);
-    TEST(test_start_from_callback);
-    TEST(test_chunked_incremental);
-    TEST(test_connect_refused);
-    TEST(test_reset_mid_body);
-    TEST(test_garbage_reply);
-    TEST(test_stall_timeout);
-    TEST(test_cancel_mid_stream);
-    TEST(test_free_with_open_calls);
-    TEST(test_pause_backpressure);
-    TEST(test_pause_is_not_a_stall);
-    TEST(test_many_concurrent);
-    TEST(test_invalid_options);
+    unsetenv("MSOA_HTTP_CLIENT");
+    run_common("own");
+    TEST(test_close_before_answer);   /* curl retries any connection once */
+    TEST(test_head_too_large);        /* curl allows 100 KB */
+    TEST(test_invalid_headers);       /* curl sends them as given */
+    setenv("MSOA_HTTP_CLIENT", "curl", 1);
+    run_common("curl");
     return test_done();
 }
