@@ -5,10 +5,13 @@
  * Answers are deterministic: N chunks "tok0 " .. "tok<N-1> ", prompt_tokens =
  * words in the request's messages, and the reply echoes the start of the last
  * user message and the requested model so tests can see what arrived. One
- * process serves every test: the request header x-mock-fail picks a failure
- * (refuse, status:NNN, reset-after:K, stall-after:K, slow:MS, bad-json,
- * bad-sse, exit-after:K). GET /debug/last returns the last request received.
- * All delays are loop timers; nothing sleeps. */
+ * process serves every test: the request header x-mock-fail, or the body's
+ * "mock_fail" field, picks a failure (refuse, status:NNN, reset-after:K,
+ * stall-after:K, slow:MS, bad-json, bad-sse, exit-after:K); with several
+ * mocks, "mock_fail_node" names the one (--name) that acts it out. A request
+ * whose last message is the assistant's partial answer is continued from
+ * the "tokN" it already holds, as a failover target must. GET /debug/last
+ * returns the last request received. All delays are loop timers. */
 #include <cjson/cJSON.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -35,7 +38,8 @@ static struct {
     unsigned chunk_delay_ms;
     unsigned first_delay_ms;
     int workers;
-} opt = {"127.0.0.1", 0, "mock-model", 8, 0, 0, 1};
+    const char *name;  /* --name: a body's "mock_fail_node" picks the mock that fails */
+} opt = {"127.0.0.1", 0, "mock-model", 8, 0, 0, 1, ""};
 
 /* --- /debug/last, shared by all workers ---------------------------------- */
 
@@ -139,7 +143,9 @@ typedef struct chat {
     char *echo_q;     /* JSON-quoted "echo(<first words>) " */
     int stream, include_usage;
     int prompt_tokens;
-    int next;         /* chunks written */
+    int first;        /* index of the first chunk: > 0 when continuing an answer */
+    int continuing;   /* the last message is the assistant's partial answer */
+    int next;         /* index of the next chunk to write */
     int finished;
     fail_spec fail;
     unsigned delay_ms;
@@ -169,7 +175,15 @@ static const char *parse_chat(chat *c, const cJSON *j) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
         if (cJSON_IsString(role) && !strcmp(role->valuestring, "user") && cJSON_IsString(content))
             last_user = content->valuestring;
+        /* A final assistant message is an answer to continue: its "tokN"
+         * words were already said, so the answer goes on from there. */
+        c->continuing = cJSON_IsString(role) && !strcmp(role->valuestring, "assistant") && cJSON_IsString(content);
+        c->first = 0;
+        if (c->continuing)
+            for (const char *t = content->valuestring; (t = strstr(t, "tok")); t += 3) c->first++;
     }
+    if (c->first > opt.chunks) c->first = opt.chunks;
+    c->next = c->first;
     char *echo = json_quote(last_user, ECHO_BYTES);
     buf b = BUF_INIT; /* "text" becomes "echo(text) " */
     buf_printf(&b, "\"echo(%.*s) \"", (int)(strlen(echo) - 2), echo + 1);
@@ -213,7 +227,7 @@ static void respond_status(http_exchange *x, int status) {
 
 /* Content of chunk i: the echo comes first, in chunk 0. */
 static void put_content(chat *c, buf *b, int i) {
-    if (i == 0) {
+    if (i == 0 && !c->continuing) {
         size_t n = strlen(c->echo_q);
         buf_append(b, c->echo_q, n - 1); /* without the closing quote */
         buf_printf(b, "tok%d \"", i);
@@ -238,7 +252,7 @@ static void write_chunk(chat *c, int i) {
     buf b = BUF_INIT;
     chunk_head(c, &b);
     buf_puts(&b, "\"choices\":[{\"index\":0,\"delta\":{");
-    if (i == 0) buf_puts(&b, "\"role\":\"assistant\",");
+    if (i == c->first) buf_puts(&b, "\"role\":\"assistant\",");
     buf_puts(&b, "\"content\":");
     put_content(c, &b, i);
     buf_puts(&b, "},\"finish_reason\":null}]}");
@@ -254,7 +268,7 @@ static void write_tail(chat *c) {
     if (c->include_usage) {
         chunk_head(c, &b);
         buf_printf(&b, "\"choices\":[],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}}",
-                   c->prompt_tokens, opt.chunks, c->prompt_tokens + opt.chunks);
+                   c->prompt_tokens, opt.chunks - c->first, c->prompt_tokens + opt.chunks - c->first);
         write_event(c, &b);
     }
     buf_free(&b);
@@ -337,11 +351,12 @@ static void respond_whole(uv_timer_t *t) {
     buf_printf(&b, "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%ld,\"model\":%s,", c->id, c->created,
                c->model_q);
     buf_puts(&b, "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    buf_append(&b, c->echo_q, strlen(c->echo_q) - 1);
-    for (int i = 0; i < opt.chunks; i++) buf_printf(&b, "tok%d ", i);
+    if (c->continuing) buf_putc(&b, '"');
+    else buf_append(&b, c->echo_q, strlen(c->echo_q) - 1);
+    for (int i = c->first; i < opt.chunks; i++) buf_printf(&b, "tok%d ", i);
     buf_printf(&b, "\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
                    "\"total_tokens\":%d}}",
-               c->prompt_tokens, opt.chunks, c->prompt_tokens + opt.chunks);
+               c->prompt_tokens, opt.chunks - c->first, c->prompt_tokens + opt.chunks - c->first);
     http_respond(c->x, 200, "application/json", b.data, b.len);
     buf_free(&b);
     chat_release(c);
@@ -353,6 +368,8 @@ static fail_spec request_fail(const http_request *req, const cJSON *j) {
     const char *h = http_request_header(req, "x-mock-fail");
     if (h) return parse_fail(h);
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "mock_fail");
+    const cJSON *who = cJSON_GetObjectItemCaseSensitive(j, "mock_fail_node");
+    if (cJSON_IsString(who) && strcmp(who->valuestring, opt.name) != 0) return parse_fail(NULL);
     return parse_fail(cJSON_IsString(f) ? f->valuestring : NULL);
 }
 
@@ -474,7 +491,7 @@ static void worker_run(void *arg) {
 
 static void usage(void) {
     fprintf(stderr, "usage: mock_upstream --port P [--host H] [--model NAME] [--chunks N] [--chunk-delay-ms D]\n"
-                    "                     [--first-token-delay-ms D] [--workers N]\n");
+                    "                     [--first-token-delay-ms D] [--workers N] [--name NAME]\n");
     exit(2);
 }
 
@@ -490,6 +507,7 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--chunk-delay-ms")) opt.chunk_delay_ms = (unsigned)atoi(v);
         else if (!strcmp(a, "--first-token-delay-ms")) opt.first_delay_ms = (unsigned)atoi(v);
         else if (!strcmp(a, "--workers")) opt.workers = atoi(v);
+        else if (!strcmp(a, "--name")) opt.name = v;
         else usage();
     }
     if (opt.chunks < 0 || opt.workers < 1 || opt.port < 0) usage();
