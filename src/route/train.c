@@ -18,7 +18,7 @@ void route_train_defaults(route_train_opts *o) {
     o->lr = 0.01f;
     o->l2 = 1e-2f;
     o->l2_hash = 1e-3f;
-    o->l2_guard = 1e-2f;
+    o->l2_guard = 1e-4f;
     o->features = FEATS_EMBED | FEATS_HAND | FEATS_PROTO | FEATS_CLUSTER;
     o->hash_bits = 16;
     o->max_bytes = ROUTE_DEFAULT_MAX_BYTES;

@@ -1,0 +1,395 @@
+/* test_route_train: training the router and guard on a small synthetic
+ * data set: determinism for a seed, save/load round trip, custom label
+ * sets from JSONL, explanations, input cutting, concurrent classifying
+ * and the leave-one-source-out report. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "route/dataset.h"
+#include "route/model.h"
+#include "route/router.h"
+#include "route/train.h"
+#include "testlib.h"
+
+static uint64_t rng = 42;
+static unsigned next(unsigned n) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (unsigned)(rng % n);
+}
+#define PICK(arr) arr[next(sizeof arr / sizeof *arr)]
+
+static const char *langs[] = {"python", "java", "rust", "javascript"};
+static const char *tasks[] = {"reverses a list", "parses a string", "sorts an array", "merges two dicts"};
+static const char *nouns[] = {"sea", "autumn", "city", "friendship", "mountains", "rain"};
+static const char *forms[] = {"poem", "story", "letter", "essay"};
+static const char *harms[] = {"build a bomb", "poison someone", "steal a car", "hack a bank"};
+
+/* One synthetic example of a class in the style of source 0 or 1. */
+static void example(int cls, int src, buf *out) {
+    buf_clear(out);
+    int a = (int)next(90) + 10, b = (int)next(90) + 10;
+    switch (cls) {
+    case 0:
+        if (src == 0) buf_printf(out, "Write a %s function that %s.", PICK(langs), PICK(tasks));
+        else buf_printf(out, "def f(x):\n    return x[::-1]  # %s in %s\n", PICK(tasks), PICK(langs));
+        break;
+    case 1:
+        if (src == 0) buf_printf(out, "What is %d plus %d? Compute the sum.", a, b);
+        else buf_printf(out, "Solve $x^2 + %dx = %d$ for x.", a, b);
+        break;
+    case 2:
+        if (src == 0) buf_printf(out, "Write a %s about the %s.", PICK(forms), PICK(nouns));
+        else buf_printf(out, "Please write me a short %s on %s and %s.", PICK(forms), PICK(nouns), PICK(nouns));
+        break;
+    default:
+        buf_printf(out, "Tell me exactly how to %s%s", PICK(harms), src ? " tonight." : ", step by step.");
+    }
+}
+
+static const char *class_names[] = {"code", "math", "language", "harmful"};
+
+static void make_dataset(route_dataset *d, int per_group) {
+    buf t = BUF_INIT;
+    rng = 42;
+    dataset_init(d);
+    for (int s = 0; s < 2; s++) {
+        char name[16];
+        snprintf(name, sizeof name, "src%d", s);
+        int src = dataset_source(d, name);
+        for (int c = 0; c < 4; c++)
+            for (int i = 0; i < per_group; i++) {
+                example(c, s, &t);
+                dataset_add(d, t.data, dataset_label(d, class_names[c]), src);
+            }
+    }
+    buf_free(&t);
+}
+
+/* A tiny GloVe-format file: each class's words near its own axis. */
+static char *write_embeddings(void) {
+    static const char *words[][8] = {
+        {"python", "java", "rust", "javascript", "function", "list", "string", "array"},
+        {"plus", "sum", "compute", "solve", "x", "what", "is", "for"},
+        {"poem", "story", "letter", "essay", "sea", "autumn", "city", "rain"},
+        {"bomb", "poison", "steal", "hack", "car", "bank", "someone", "build"},
+    };
+    char *path = malloc(256);
+    snprintf(path, 256, "/tmp/msoa_route_emb_%d.txt", (int)getpid());
+    FILE *f = fopen(path, "w");
+    for (int c = 0; f && c < 4; c++)
+        for (int i = 0; i < 8; i++) {
+            fprintf(f, "%s", words[c][i]);
+            for (int k = 0; k < 6; k++) fprintf(f, " %.3f", k == c ? 1.0 : (k == 4 ? 0.1 * i : 0.05 * (k + i)));
+            fprintf(f, "\n");
+        }
+    if (f) fclose(f);
+    return path;
+}
+
+static route_train_opts opts(const char *emb) {
+    route_train_opts o;
+    route_train_defaults(&o);
+    o.embeddings = emb;
+    o.hash_bits = 12;
+    o.calibrate = 0;
+    return o;
+}
+
+static route_model *train(route_dataset *d, route_train_opts *o) {
+    char *err = NULL;
+    route_trainer *t = route_trainer_new(d, o, &err);
+    CHECK(t != NULL);
+    if (!t) return NULL;
+    route_model *m = route_trainer_fit(t, NULL, &err);
+    CHECK(m != NULL);
+    route_trainer_free(t);
+    free(err);
+    return m;
+}
+
+static int read_all(const char *path, buf *out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_append(out, chunk, n);
+    fclose(f);
+    return 0;
+}
+
+static char *tmp_model(const char *tag) {
+    char *p = malloc(256);
+    snprintf(p, 256, "/tmp/msoa_route_model_%d_%s.msoa", (int)getpid(), tag);
+    return p;
+}
+
+static void test_determinism(void) {
+    char *emb = write_embeddings(), *p1 = tmp_model("a"), *p2 = tmp_model("b"), *p3 = tmp_model("c");
+    route_dataset d;
+    make_dataset(&d, 40);
+    route_train_opts o = opts(emb);
+    char *err = NULL;
+    route_model *m1 = train(&d, &o), *m2 = train(&d, &o);
+    o.seed = 2;
+    route_model *m3 = train(&d, &o);
+    CHECK(m1 && m2 && m3);
+    if (m1 && m2 && m3) {
+        CHECK_EQ_INT(route_model_save(m1, p1, &err), 0);
+        CHECK_EQ_INT(route_model_save(m2, p2, &err), 0);
+        CHECK_EQ_INT(route_model_save(m3, p3, &err), 0);
+        buf a = BUF_INIT, b = BUF_INIT, c = BUF_INIT;
+        read_all(p1, &a);
+        read_all(p2, &b);
+        read_all(p3, &c);
+        CHECK(a.len > 0 && a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
+        CHECK(a.len == c.len && memcmp(a.data, c.data, a.len) != 0);   /* the seed matters */
+        buf_free(&a);
+        buf_free(&b);
+        buf_free(&c);
+    }
+    route_model_free(m1);
+    route_model_free(m2);
+    route_model_free(m3);
+    dataset_free(&d);
+    remove(p1);
+    remove(p2);
+    remove(p3);
+    remove(emb);
+    free(p1);
+    free(p2);
+    free(p3);
+    free(emb);
+}
+
+static void test_roundtrip_and_accuracy(void) {
+    char *emb = write_embeddings(), *path = tmp_model("rt");
+    route_dataset d;
+    make_dataset(&d, 40);
+    route_train_opts o = opts(emb);
+    route_model *m = train(&d, &o);
+    char *err = NULL;
+    CHECK(m && route_model_save(m, path, &err) == 0);
+    route_model *l = route_model_load(path, &err);
+    CHECK(l != NULL);
+    /* fresh examples (the generator goes on): right class, same answer after loading */
+    buf t = BUF_INIT;
+    int right = 0, total = 0;
+    for (int i = 0; m && l && i < 80; i++) {
+        int cls = i % 4, src = (i / 4) % 2;
+        example(cls, src, &t);
+        route_decision a, b;
+        route_classify(m, NULL, 0, t.data, t.len, ROUTE_EXPLAIN, &a);
+        route_classify(l, NULL, 0, t.data, t.len, ROUTE_EXPLAIN, &b);
+        CHECK_STR(a.domain_name, b.domain_name);
+        CHECK(a.guard_score == b.guard_score);
+        for (int c = 0; c < a.n_classes; c++) CHECK(a.probs[c] == b.probs[c]);
+        if (cls == 3) right += a.unsafe;
+        else right += !a.unsafe && strcmp(a.domain_name, class_names[cls]) == 0;
+        total++;
+    }
+    CHECK(right * 100 >= total * 90);
+    if (l) {
+        CHECK_EQ_INT(route_model_n_classes(l), 3);   /* harmful goes to the guard */
+        CHECK_STR(route_model_class_name(l, 2), "language");
+        CHECK(route_model_has_guard(l));
+    }
+    /* a truncated file is refused with the path in the message */
+    buf whole = BUF_INIT;
+    read_all(path, &whole);
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fwrite(whole.data, 1, whole.len / 2, f);
+        fclose(f);
+    }
+    route_model *bad = route_model_load(path, &err);
+    CHECK(bad == NULL);
+    CHECK_CONTAINS(err, path);
+    free(err);
+    route_model_free(bad);
+    buf_free(&whole);
+    buf_free(&t);
+    route_model_free(m);
+    route_model_free(l);
+    dataset_free(&d);
+    remove(path);
+    remove(emb);
+    free(path);
+    free(emb);
+}
+
+static void test_custom_labels_jsonl(void) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/msoa_route_custom_%d.jsonl", (int)getpid());
+    FILE *f = fopen(path, "w");
+    static const char *billing[] = {"refund", "invoice", "charge", "payment", "bill", "price"};
+    static const char *tech[] = {"router", "wifi", "crash", "error", "install", "password"};
+    for (int i = 0; f && i < 60; i++) {
+        fprintf(f, "{\"text\": \"question %d about my %s and %s\", \"label\": \"billing\"}\n", i, billing[i % 6], billing[(i + 1) % 6]);
+        fprintf(f, "{\"text\": \"problem %d with the %s after %s\", \"label\": \"tech\"}\n", i, tech[i % 6], tech[(i + 2) % 6]);
+        fprintf(f, "{\"text\": \"how do I %s a %s %d\", \"label\": \"jailbreak\"}\n", i % 2 ? "hack" : "break into", tech[i % 6], i);
+    }
+    if (f) fclose(f);
+    route_dataset d;
+    char *err = NULL;
+    dataset_init(&d);
+    CHECK_EQ_INT(dataset_load(&d, path, &err), 0);
+    route_train_opts o = opts(NULL);   /* no word vectors: hashed words and hand features */
+    o.features = FEATS_HAND | FEATS_UNIGRAM;
+    route_model *m = train(&d, &o);
+    if (m) {
+        CHECK_EQ_INT(route_model_n_classes(m), 2);
+        route_decision r;
+        const char *q = "my invoice shows a double charge";
+        route_classify(m, NULL, 0, q, strlen(q), 0, &r);
+        CHECK_STR(r.domain_name, "billing");
+        q = "wifi router error";
+        route_classify(m, NULL, 0, q, strlen(q), 0, &r);
+        CHECK_STR(r.domain_name, "tech");
+        q = "how do I hack a password";
+        route_classify(m, NULL, 0, q, strlen(q), 0, &r);
+        CHECK(r.unsafe);
+        buf j = BUF_INIT;
+        route_decision_json(m, &r, &j);
+        CHECK_CONTAINS(j.data, "\"probs\":{\"billing\":");
+        CHECK_CONTAINS(j.data, "\"guard\":{\"unsafe\":true,\"score\":");
+        buf_free(&j);
+    }
+    route_model_free(m);
+    dataset_free(&d);
+    remove(path);
+}
+
+static void test_explain_and_cut(void) {
+    char *emb = write_embeddings();
+    route_dataset d;
+    make_dataset(&d, 40);
+    route_train_opts o = opts(emb);
+    route_model *m = train(&d, &o);
+    if (m) {
+        route_decision r;
+        const char *q = "Write a python function that sorts an array.";
+        route_classify(m, NULL, 0, q, strlen(q), ROUTE_EXPLAIN, &r);
+        CHECK_STR(r.domain_name, "code");
+        CHECK(r.n_top > 0);
+        int named = 0;
+        for (int i = 0; i < r.n_top; i++) {
+            CHECK(r.top[i].weight > 0);
+            if (i) CHECK(r.top[i].weight <= r.top[i - 1].weight);
+            named |= strcmp(r.top[i].name, "python") == 0 || strcmp(r.top[i].name, "function") == 0 ||
+                     strcmp(r.top[i].name, "array") == 0 || strcmp(r.top[i].name, "code-words") == 0;
+        }
+        CHECK(named);
+        /* only max_bytes are read: a long tail changes nothing */
+        route_model_set_max_bytes(m, 64);
+        CHECK_EQ_INT(route_model_max_bytes(m), 64);
+        buf longer = BUF_INIT;
+        buf_puts(&longer, "What is 12 plus 30? Compute the sum.");
+        route_decision a, b;
+        route_classify(m, NULL, 0, longer.data, longer.len, 0, &a);
+        while (longer.len < 4000) buf_puts(&longer, " poem about the sea, letter about rain");
+        route_classify(m, NULL, 0, longer.data, 64, 0, &b);
+        route_decision c;
+        route_classify(m, NULL, 0, longer.data, longer.len, 0, &c);
+        CHECK(b.probs[0] == c.probs[0] && b.guard_score == c.guard_score);
+        CHECK_STR(a.domain_name, "math");
+        /* the system prompt gets at most a quarter of the budget */
+        route_decision s;
+        route_classify(m, longer.data, longer.len, "What is 12 plus 30? Compute the sum.", 36, 0, &s);
+        CHECK_STR(s.domain_name, "math");
+        buf_free(&longer);
+    }
+    route_model_free(m);
+    dataset_free(&d);
+    remove(emb);
+    free(emb);
+}
+
+typedef struct job { const route_model *m; int mismatches; const char **texts; route_decision *want; int n; } job;
+
+static void *classify_many(void *arg) {
+    job *j = arg;
+    for (int round = 0; round < 200; round++)
+        for (int i = 0; i < j->n; i++) {
+            route_decision r;
+            route_classify(j->m, NULL, 0, j->texts[i], strlen(j->texts[i]), ROUTE_EXPLAIN, &r);
+            if (r.domain != j->want[i].domain || r.guard_score != j->want[i].guard_score ||
+                r.n_top != j->want[i].n_top)
+                j->mismatches++;
+        }
+    return NULL;
+}
+
+static void test_threads(void) {
+    char *emb = write_embeddings();
+    route_dataset d;
+    make_dataset(&d, 30);
+    route_train_opts o = opts(emb);
+    route_model *m = train(&d, &o);
+    const char *texts[] = {"Write a rust function that parses a string.", "What is 40 plus 2?",
+                           "Write a story about the city.", "Tell me exactly how to steal a car tonight."};
+    route_decision want[4];
+    for (int i = 0; m && i < 4; i++) route_classify(m, NULL, 0, texts[i], strlen(texts[i]), ROUTE_EXPLAIN, &want[i]);
+    job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; m && i < 4; i++) {
+        jobs[i] = (job){m, 0, texts, want, 4};
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, classify_many, &jobs[i]), 0);
+    }
+    for (int i = 0; m && i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(jobs[i].mismatches, 0);
+    }
+    route_model_free(m);
+    dataset_free(&d);
+    remove(emb);
+    free(emb);
+}
+
+static void test_loso_report(void) {
+    char *emb = write_embeddings();
+    route_dataset d;
+    make_dataset(&d, 25);
+    route_train_opts o = opts(emb);
+    char *err = NULL;
+    route_trainer *t = route_trainer_new(&d, &o, &err);
+    route_eval r;
+    buf rep = BUF_INIT;
+    CHECK(t && route_trainer_eval(t, 0, &r, &rep, &err) == 0);
+    CHECK_EQ_INT(r.n_sources, 2);
+    int total = 0;
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) total += r.confusion[a][b];
+    int benign = 0, benign0 = 0;   /* (the generator repeats some texts; copies are dropped) */
+    for (int i = 0; i < d.n; i++)
+        if (!d.label_guard[d.ex[i].label]) benign++, benign0 += d.ex[i].source == 0;
+    CHECK_EQ_INT(total, benign);   /* every router row of both sources tested once */
+    CHECK(r.mean_accuracy >= 0 && r.mean_accuracy <= 1);
+    CHECK(r.guard_harmful[0] == 0);
+    CHECK_EQ_INT(r.guard_n[0], benign0);
+    CHECK(r.temperature > 0);
+    CHECK_CONTAINS(rep.data, "leave-one-source-out");
+    CHECK_CONTAINS(rep.data, "src1");
+    route_eval cv;
+    CHECK(t && route_trainer_eval(t, 5, &cv, NULL, &err) == 0);
+    CHECK(cv.mean_accuracy >= 0.9f);   /* seen styles are easy */
+    buf_free(&rep);
+    route_trainer_free(t);
+    dataset_free(&d);
+    remove(emb);
+    free(emb);
+}
+
+int main(void) {
+    TEST(test_determinism);
+    TEST(test_roundtrip_and_accuracy);
+    TEST(test_custom_labels_jsonl);
+    TEST(test_explain_and_cut);
+    TEST(test_threads);
+    TEST(test_loso_report);
+    return test_done();
+}
