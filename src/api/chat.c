@@ -22,6 +22,8 @@
 
 /* Pause the node while the client has this much unsent. */
 #define BACKLOG_HIGH (256u << 10)
+/* Nodes one request may try: the first and up to two failovers. */
+#define MAX_ATTEMPTS 3
 
 struct chat {
     worker *w;
@@ -37,9 +39,17 @@ struct chat {
     uint64_t start_ns;
     char id[40];
     long created;
+    /* the current attempt, on c->node */
+    cJSON *continuation;   /* the request sent when continuing a cut stream */
     long tokens_in, tokens_out;
     int have_usage;
     int content_chunks;
+    /* the attempts before it (failover), folded in as each ended */
+    node *used[MAX_ATTEMPTS];
+    int n_used;
+    long sum_in, sum_out, first_in;
+    double sum_cost;
+    int estimated;         /* some attempt's usage was counted by msoa */
     buf content;           /* streamed text, assembled */
     char *role;            /* from the first delta */
     char *finish_reason;
@@ -61,6 +71,7 @@ void api_error_json(buf *out, const char *message, const char *type, const char 
 
 static void chat_free(chat *c) {
     cJSON_Delete(c->request);
+    cJSON_Delete(c->continuation);
     cJSON_Delete(c->held_finish);
     buf_free(&c->content);
     free(c->role);
@@ -140,20 +151,50 @@ static const char *validate(const cJSON *body, char *msg, size_t cap) {
 
 /* ---- the report ---- */
 
+/* The request the current attempt was sent. */
+static const cJSON *sent_request(const chat *c) { return c->continuation ? c->continuation : c->request; }
+
+/* When a node reports no usage: its chunks for output, and ~4 characters a
+ * token for the prompt, which is what tokenizers average on English. */
+static void attempt_usage(const chat *c, long *in, long *out) {
+    if (c->have_usage) {
+        *in = c->tokens_in;
+        *out = c->tokens_out;
+        return;
+    }
+    size_t chars = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(sent_request(c), "messages")) {
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (cJSON_IsString(content)) chars += strlen(content->valuestring);
+    }
+    *in = (long)(chars + 3) / 4;
+    *out = c->content_chunks;
+}
+
+/* Usage counts every node's tokens and cost; the baseline is what one
+ * monolithic call would have cost: the first prompt and all the output. */
 static void fill_summary(chat *c, chat_summary *s) {
-    price none = {0, 0};
-    cost_report r = cost_compare(c->node ? c->node->price : none, c->w->gw->baseline, c->tokens_in, c->tokens_out);
+    long in = 0, out = 0;
+    double cost = c->sum_cost;
+    if (c->node) {
+        attempt_usage(c, &in, &out);
+        cost += cost_usd(c->node->price, in, out);
+    }
+    long first_in = c->n_used > 1 ? c->first_in : in;
     s->id = c->id;
     s->node = c->node ? c->node->name : NULL;
     s->model = c->node ? c->node->model : NULL;
     s->domain = c->node ? c->node->domain : NULL;
-    s->tokens_in = c->tokens_in;
-    s->tokens_out = c->tokens_out;
-    s->usage_estimated = !c->have_usage;
-    s->cost_usd = r.cost_usd;
-    s->baseline_cost_usd = r.baseline_cost_usd;
-    s->saved_usd = r.saved_usd;
+    s->tokens_in = c->sum_in + in;
+    s->tokens_out = c->sum_out + out;
+    s->usage_estimated = c->estimated || (c->node && !c->have_usage);
+    s->cost_usd = cost;
+    s->baseline_cost_usd = cost_usd(c->w->gw->baseline, first_in, s->tokens_out);
+    s->saved_usd = s->baseline_cost_usd - cost;
     s->latency_ms = (double)(clock_now_ns() - c->start_ns) / 1e6;
+    s->nodes = (const node *const *)c->used;
+    s->n_nodes = c->n_used;
 }
 
 /* Written by hand and added raw: cJSON prints every non-integer number with
@@ -169,6 +210,12 @@ static cJSON *msoa_object(const chat_summary *s) {
     json_put_string(&o, s->domain);
     buf_printf(&o, ",\"tokens_in\":%ld,\"tokens_out\":%ld", s->tokens_in, s->tokens_out);
     if (s->usage_estimated) buf_puts(&o, ",\"usage_estimated\":true");
+    buf_puts(&o, ",\"nodes\":[");
+    for (int i = 0; i < s->n_nodes; i++) {
+        if (i) buf_putc(&o, ',');
+        json_put_string(&o, s->nodes[i]->name);
+    }
+    buf_printf(&o, "],\"failovers\":%d", s->n_nodes > 0 ? s->n_nodes - 1 : 0);
     buf_printf(&o, ",\"cost_usd\":%.9g,\"baseline_cost_usd\":%.9g,\"saved_usd\":%.9g,\"latency_ms\":%.3f}",
                s->cost_usd, s->baseline_cost_usd, s->saved_usd, s->latency_ms);
     cJSON *raw = cJSON_CreateRaw(o.data);
@@ -204,24 +251,31 @@ static void take_usage(chat *c, const cJSON *obj) {
     c->have_usage = 1;
 }
 
-/* When a node reports no usage: its chunks for output, and ~4 characters a
- * token for the prompt, which is what tokenizers average on English. */
-static void estimate_usage(chat *c) {
-    if (c->have_usage) return;
-    size_t chars = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(c->request, "messages")) {
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (cJSON_IsString(content)) chars += strlen(content->valuestring);
-    }
-    c->tokens_in = (long)(chars + 3) / 4;
-    c->tokens_out = c->content_chunks;
+/* One node's share, when its attempt ends (well or not): usage counts every
+ * node's tokens. */
+static void fold_attempt(chat *c) {
+    long in, out;
+    attempt_usage(c, &in, &out);
+    double cost = cost_usd(c->node->price, in, out);
+    metrics_tokens(c->node->name, (uint64_t)in, (uint64_t)out);
+    metrics_cost(c->node->name, cost, 0, 0);
+    if (c->n_used == 1) c->first_in = in;
+    c->sum_in += in;
+    c->sum_out += out;
+    c->sum_cost += cost;
+    c->estimated |= !c->have_usage;
+    c->tokens_in = c->tokens_out = 0;
+    c->have_usage = 0;
+    c->content_chunks = 0;
 }
 
-/* The ledger step: today the metrics; receipts come with the ledger. */
-static void account(const chat_summary *s) {
-    metrics_tokens(s->node, (uint64_t)s->tokens_in, (uint64_t)s->tokens_out);
-    metrics_cost(s->node, s->cost_usd, s->baseline_cost_usd, s->saved_usd);
+/* The ledger step: today the metrics; receipts come with the ledger. The
+ * last node's tokens and cost are in s; the others were folded already. */
+static void account(chat *c, const chat_summary *s) {
+    long in, out;
+    attempt_usage(c, &in, &out);
+    metrics_tokens(s->node, (uint64_t)in, (uint64_t)out);
+    metrics_cost(s->node, s->cost_usd - c->sum_cost, s->baseline_cost_usd, s->saved_usd);
     metrics_upstream(s->node, s->latency_ms / 1e3);
     log_debug("chat %s node=%s in=%ld out=%ld cost=%.8f latency=%.3fms", s->id, s->node,
               s->tokens_in, s->tokens_out, s->cost_usd, s->latency_ms);
@@ -273,6 +327,9 @@ static void on_node_chunk(void *ud, cJSON *chunk) {
         cJSON_Delete(chunk);
         return;
     }
+    /* A node continuing a cut stream starts with its own role delta: the
+     * client has had one already. */
+    if (c->role) cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "delta"), "role");
     remember_delta(c, choice);
     cJSON_DeleteItemFromObjectCaseSensitive(chunk, "usage");
     brand(c, chunk, "chat.completion.chunk");
@@ -312,7 +369,7 @@ static void finish(chat *c, cJSON *completion, const chat_summary *s) {
     cJSON_DeleteItemFromObjectCaseSensitive(completion, "msoa");
     cJSON_AddItemToObject(completion, "msoa", msoa_object(s));
     char *text = cJSON_PrintUnformatted(completion);
-    account(s);
+    account(c, s);
     c->sink->on_finish(c->ud, s, text, strlen(text));
     cJSON_free(text);
     cJSON_Delete(completion);
@@ -320,7 +377,6 @@ static void finish(chat *c, cJSON *completion, const chat_summary *s) {
 }
 
 static void finish_stream(chat *c) {
-    estimate_usage(c);
     chat_summary s;
     fill_summary(c, &s);
     cJSON *last = c->held_finish;
@@ -362,7 +418,6 @@ static void on_node_done(void *ud, cJSON *response) {
         return;
     }
     take_usage(c, response);
-    estimate_usage(c);
     chat_summary s;
     fill_summary(c, &s);
     brand(c, response, "chat.completion");
@@ -370,17 +425,72 @@ static void on_node_done(void *ud, cJSON *response) {
     finish(c, response, &s);
 }
 
+static int start_attempt(chat *c);
+
+/* Failures another node might not have: it is down, broken, overloaded or
+ * slow. A 4xx other than 429 says the request itself is wrong. */
+static int worth_another_node(const dispatch_error *e) { return e->status >= 500 || e->status == 429; }
+
+/* Another node serving the same model, not tried yet, reachable first. */
+static node *failover_node(const chat *c) {
+    node_registry *reg = &c->w->gw->nodes;
+    node *fallback = NULL;
+    for (int i = 0; i < reg->n; i++) {
+        node *n = &reg->nodes[i];
+        int tried = 0;
+        for (int k = 0; k < c->n_used; k++) tried |= c->used[k] == n;
+        if (tried || strcmp(n->model, c->node->model) != 0) continue;
+        if (atomic_load(&n->reachable)) return n;
+        if (!fallback) fallback = n;
+    }
+    return fallback;
+}
+
+/* What the next node is sent when the client already has part of the
+ * answer: the conversation plus that part as the assistant's message, which
+ * OpenAI-compatible servers continue (vLLM needs continue_final_message). */
+static void build_continuation(chat *c) {
+    cJSON_Delete(c->continuation);
+    c->continuation = cJSON_Duplicate(c->request, 1);
+    cJSON *messages = cJSON_GetObjectItemCaseSensitive(c->continuation, "messages");
+    cJSON *partial = cJSON_CreateObject();
+    cJSON_AddStringToObject(partial, "role", "assistant");
+    cJSON_AddStringToObject(partial, "content", c->content.data ? c->content.data : "");
+    cJSON_AddItemToArray(messages, partial);
+    cJSON_AddTrueToObject(c->continuation, "continue_final_message");
+    cJSON_AddFalseToObject(c->continuation, "add_generation_prompt");
+}
+
 static void on_node_error(void *ud, const dispatch_error *e) {
     chat *c = ud;
     c->dispatch = NULL;
     log_warn("chat %s: %s", c->id, e->message);
-    report_error(c, e->status, e->message, e->type, e->code, e->retry_after_s, e->mid_stream);
+    node *next = worth_another_node(e) && c->n_used < MAX_ATTEMPTS ? failover_node(c) : NULL;
+    if (next) {
+        fold_attempt(c);
+        log_info("chat %s: failing over from node %s to %s%s", c->id, c->node->name, next->name,
+                 c->started ? " mid-stream" : "");
+        c->node = next;
+        if (c->started) build_continuation(c);
+        if (start_attempt(c) == 0) return;
+    }
+    report_error(c, e->status, e->message, e->type, e->code, e->retry_after_s, e->mid_stream || c->started);
     chat_free(c);
 }
 
 static const dispatch_events node_events = {on_node_chunk, on_node_done, on_node_error};
 
 /* ---- start ---- */
+
+/* Sends the request (or its continuation) to c->node. */
+static int start_attempt(chat *c) {
+    const msoa_config *cfg = &c->w->gw->cfg;
+    dispatch_timeouts t = {cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms, cfg->upstream_stall_ms};
+    c->used[c->n_used++] = c->node;
+    cJSON *req = c->continuation ? c->continuation : c->request;
+    c->dispatch = dispatch_start(c->w->client, &c->w->loop, c->node, req, c->stream, &t, &node_events, c);
+    return c->dispatch ? 0 : -1;
+}
 
 static void new_id(worker *w, char *out, size_t cap) {
     /* unique per process and worker; random enough to not collide across restarts */
@@ -451,10 +561,7 @@ chat *chat_start(worker *w, cJSON *body, const chat_sink *sink, void *ud) {
     c->stream = wants(body, "stream");
     c->include_usage = wants(cJSON_GetObjectItemCaseSensitive(body, "stream_options"), "include_usage");
 
-    const msoa_config *cfg = &w->gw->cfg;
-    dispatch_timeouts t = {cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms, cfg->upstream_stall_ms};
-    c->dispatch = dispatch_start(w->client, &w->loop, c->node, body, c->stream, &t, &node_events, c);
-    if (!c->dispatch) {
+    if (start_attempt(c) < 0) {
         report_error(c, 500, "the upstream call could not be started", "server_error", "internal", 0, 0);
         chat_free(c);
         return NULL;

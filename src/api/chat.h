@@ -26,6 +26,8 @@ typedef struct chat_summary {
     int usage_estimated;    /* the node reported no usage; counted by msoa */
     double cost_usd, baseline_cost_usd, saved_usd;
     double latency_ms;
+    const struct node *const *nodes; /* every node tried, in order; the last answered */
+    int n_nodes;
 } chat_summary;
 
 typedef struct chat_sink {
