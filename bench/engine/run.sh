@@ -13,6 +13,8 @@
 #   MODEL_DIR  where the generated models go (default /tmp/msoa-engine-bench;
 #              about 6 GB, reused by later runs)
 # env: SIZES="110m 1b" TYPES="f32 q8_0 q4_0 q4_k" THREADS="1 2" PROMPT=64 GEN=32
+#      REPEAT=3 (each model's prefill and decode are run REPEAT times and the
+#      best kept: on a shared machine that is the least disturbed run)
 set -eu
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$SRC/build}
@@ -22,6 +24,7 @@ TYPES=${TYPES:-f32 q8_0 q4_0 q4_k}
 THREADS=${THREADS:-1 2}
 PROMPT=${PROMPT:-64}
 GEN=${GEN:-32}
+REPEAT=${REPEAT:-3}
 
 mkdir -p "$DIR"
 make -s -C "$BUILD" msoa_engine msoa_base >&2
@@ -45,7 +48,7 @@ for size in $SIZES; do
       p=$PROMPT; g=$GEN
       # the F32 1B model reads 4 GB per token: fewer tokens keep the run short
       if [ "$size-$type" = "1b-f32" ]; then p=16; g=8; fi
-      "$B" run "$DIR/$size-$type.gguf" --threads "$t" --prompt "$p" --gen "$g" | tee -a "$OUT" >&2
+      "$B" run "$DIR/$size-$type.gguf" --threads "$t" --prompt "$p" --gen "$g" --repeat "$REPEAT" | tee -a "$OUT" >&2
     done
   done
 done
