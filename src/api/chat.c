@@ -50,6 +50,12 @@ struct chat {
     long sum_in, sum_out, first_in;
     double sum_cost;
     int estimated;         /* some attempt's usage was counted by msoa */
+    /* the route, for `auto` */
+    int routed;
+    route_result route;
+    const char *domain;    /* the pool chosen: the router's domain, or "general" */
+    const char *degraded;  /* why the answer is not from the specialist pool, or NULL */
+    int flagged;           /* the guard flagged it and guard_action is flag */
     buf content;           /* streamed text, assembled */
     char *role;            /* from the first delta */
     char *finish_reason;
@@ -70,6 +76,7 @@ void api_error_json(buf *out, const char *message, const char *type, const char 
 }
 
 static void chat_free(chat *c) {
+    buf_free(&c->route.json);
     cJSON_Delete(c->request);
     cJSON_Delete(c->continuation);
     cJSON_Delete(c->held_finish);
@@ -185,7 +192,7 @@ static void fill_summary(chat *c, chat_summary *s) {
     s->id = c->id;
     s->node = c->node ? c->node->name : NULL;
     s->model = c->node ? c->node->model : NULL;
-    s->domain = c->node ? c->node->domain : NULL;
+    s->domain = c->domain ? c->domain : c->node ? c->node->domain : NULL;
     s->tokens_in = c->sum_in + in;
     s->tokens_out = c->sum_out + out;
     s->usage_estimated = c->estimated || (c->node && !c->have_usage);
@@ -195,6 +202,10 @@ static void fill_summary(chat *c, chat_summary *s) {
     s->latency_ms = (double)(clock_now_ns() - c->start_ns) / 1e6;
     s->nodes = (const node *const *)c->used;
     s->n_nodes = c->n_used;
+    s->route_json = c->routed ? c->route.json.data : NULL;
+    s->guard_score = c->routed ? c->route.guard_score : -1;
+    s->degraded = c->degraded;
+    s->flagged = c->flagged;
 }
 
 /* Written by hand and added raw: cJSON prints every non-integer number with
@@ -216,6 +227,16 @@ static cJSON *msoa_object(const chat_summary *s) {
         json_put_string(&o, s->nodes[i]->name);
     }
     buf_printf(&o, "],\"failovers\":%d", s->n_nodes > 0 ? s->n_nodes - 1 : 0);
+    if (s->route_json) {
+        buf_puts(&o, ",\"route\":");
+        buf_puts(&o, s->route_json);
+    }
+    if (s->flagged) buf_puts(&o, ",\"guard_flagged\":true");
+    buf_printf(&o, ",\"degraded\":%s", s->degraded ? "true" : "false");
+    if (s->degraded) {
+        buf_puts(&o, ",\"degraded_reason\":");
+        json_put_string(&o, s->degraded);
+    }
     buf_printf(&o, ",\"cost_usd\":%.9g,\"baseline_cost_usd\":%.9g,\"saved_usd\":%.9g,\"latency_ms\":%.3f}",
                s->cost_usd, s->baseline_cost_usd, s->saved_usd, s->latency_ms);
     cJSON *raw = cJSON_CreateRaw(o.data);
@@ -431,7 +452,8 @@ static int start_attempt(chat *c);
  * slow. A 4xx other than 429 says the request itself is wrong. */
 static int worth_another_node(const dispatch_error *e) { return e->status >= 500 || e->status == 429; }
 
-/* Another node serving the same model, not tried yet, reachable first. */
+/* Another node serving the same model (or, for `auto`, in the same pool),
+ * not tried yet, reachable first. */
 static node *failover_node(const chat *c) {
     node_registry *reg = &c->w->gw->nodes;
     node *fallback = NULL;
@@ -439,7 +461,9 @@ static node *failover_node(const chat *c) {
         node *n = &reg->nodes[i];
         int tried = 0;
         for (int k = 0; k < c->n_used; k++) tried |= c->used[k] == n;
-        if (tried || strcmp(n->model, c->node->model) != 0) continue;
+        /* the same model; for `auto`, also the rest of the pool */
+        int same = !strcmp(n->model, c->node->model) || (c->routed && !strcmp(n->domain, c->domain));
+        if (tried || !same) continue;
         if (atomic_load(&n->reachable)) return n;
         if (!fallback) fallback = n;
     }
@@ -508,6 +532,108 @@ static int wants(const cJSON *obj, const char *key) {
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, key));
 }
 
+/* ---- routing ---- */
+
+/* A message's text: its string content, or its first text part. */
+static const char *message_text(const cJSON *m, size_t *len) {
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (cJSON_IsArray(content)) {
+        const cJSON *part;
+        cJSON_ArrayForEach(part, content) {
+            const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+            if (cJSON_IsString(text)) {
+                content = text;
+                break;
+            }
+        }
+    }
+    if (!cJSON_IsString(content)) return NULL;
+    *len = strlen(content->valuestring);
+    return content->valuestring;
+}
+
+/* What the router reads: the system prompt and the last user message. */
+static void router_input(const cJSON *request, const char **sys, size_t *sys_len, const char **user,
+                         size_t *user_len) {
+    *sys = *user = NULL;
+    *sys_len = *user_len = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(request, "messages")) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role)) continue;
+        const char *r = role->valuestring;
+        size_t len = 0;
+        const char *text = message_text(m, &len);
+        if (!text) continue;
+        if ((!strcmp(r, "system") || !strcmp(r, "developer")) && !*sys) {
+            *sys = text;
+            *sys_len = len;
+        } else if (!strcmp(r, "user")) {
+            *user = text;
+            *user_len = len;
+        }
+    }
+}
+
+/* The least busy reachable node of a pool. */
+static node *pool_node(node_registry *reg, const char *domain) {
+    node *best = NULL;
+    for (int i = 0; i < reg->n; i++) {
+        node *n = &reg->nodes[i];
+        if (strcmp(n->domain, domain) != 0 || !atomic_load(&n->reachable)) continue;
+        if (!best || atomic_load(&n->inflight) < atomic_load(&best->inflight)) best = n;
+    }
+    return best;
+}
+
+/* Any reachable node, the least busy; else the first (it may come back). */
+static node *any_node(node_registry *reg) {
+    node *best = NULL;
+    for (int i = 0; i < reg->n; i++) {
+        node *n = &reg->nodes[i];
+        if (atomic_load(&n->reachable) && (!best || atomic_load(&n->inflight) < atomic_load(&best->inflight)))
+            best = n;
+    }
+    return best ? best : &reg->nodes[0];
+}
+
+/* `auto`: guard, then router, then the pool of the domain; below the
+ * confidence threshold the generalist pool; then any healthy node, which
+ * makes the answer degraded. NULL when the guard refuses. */
+static node *route_auto(chat *c) {
+    gateway *gw = c->w->gw;
+    const char *sys, *user;
+    size_t sys_len, user_len;
+    router_input(c->request, &sys, &sys_len, &user, &user_len);
+    if (gateway_classify(gw, sys, sys_len, user, user_len, &c->route) < 0) {
+        c->domain = "general";
+        node *n = pool_node(&gw->nodes, "general");
+        return n ? n : any_node(&gw->nodes);
+    }
+    c->routed = 1;
+    if (c->route.unsafe) {
+        if (gw->guard_action == GUARD_REFUSE) return NULL;
+        if (gw->guard_action == GUARD_FLAG) c->flagged = 1;
+        if (gw->guard_action == GUARD_ROUTE) {
+            c->domain = "safety";
+            node *n = pool_node(&gw->nodes, "safety");
+            if (n) return n;
+            c->degraded = "no reachable node in the safety pool";
+            return NULL;
+        }
+    }
+    c->domain = c->route.confidence >= gw->cfg.router_min_confidence ? c->route.domain : "general";
+    node *n = pool_node(&gw->nodes, c->domain);
+    if (n) return n;
+    if (strcmp(c->domain, "general") != 0) {
+        n = pool_node(&gw->nodes, "general");
+        c->degraded = "no reachable node in the specialist pool; answered by the generalist pool";
+        if (n) return n;
+    }
+    c->degraded = "no reachable node in the specialist or generalist pool; answered by another node";
+    return any_node(&gw->nodes);
+}
+
 /* `auto`, an absent model, or a name /v1/models lists. */
 static node *pick_node(chat *c, const cJSON *model, int *status, const char **code, char *msg, size_t cap) {
     node_registry *reg = &c->w->gw->nodes;
@@ -519,10 +645,17 @@ static node *pick_node(chat *c, const cJSON *model, int *status, const char **co
     }
     const char *name = cJSON_IsString(model) ? model->valuestring : "auto";
     if (!strcmp(name, "auto") || !*name) {
-        /* Until the router lands, auto means the first reachable node. */
-        for (int i = 0; i < reg->n; i++)
-            if (atomic_load(&reg->nodes[i].reachable)) return &reg->nodes[i];
-        return &reg->nodes[0];
+        node *n = route_auto(c);
+        if (!n && c->route.unsafe && c->w->gw->guard_action != GUARD_ROUTE) {
+            *status = 400;
+            *code = "content_policy";
+            snprintf(msg, cap, "the request was refused by msoa's guard (unsafe score %.2f)", c->route.guard_score);
+        } else if (!n) {
+            *status = 503;
+            *code = "no_safety_node";
+            snprintf(msg, cap, "the guard sent this request to the safety pool, which has no reachable node");
+        }
+        return n;
     }
     node *n = node_registry_pick(reg, name);
     if (!n) {
@@ -554,7 +687,7 @@ chat *chat_start(worker *w, cJSON *body, const chat_sink *sink, void *ud) {
     const char *code = NULL;
     c->node = pick_node(c, cJSON_GetObjectItemCaseSensitive(body, "model"), &status, &code, msg, sizeof msg);
     if (!c->node) {
-        report_error(c, status, msg, status == 404 ? "invalid_request_error" : "service_unavailable", code, 0, 0);
+        report_error(c, status, msg, status == 503 ? "service_unavailable" : "invalid_request_error", code, 0, 0);
         chat_free(c);
         return NULL;
     }

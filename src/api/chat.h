@@ -28,6 +28,10 @@ typedef struct chat_summary {
     double latency_ms;
     const struct node *const *nodes; /* every node tried, in order; the last answered */
     int n_nodes;
+    const char *route_json;  /* the router's decision (JSON), for `auto`; else NULL */
+    double guard_score;      /* -1 when not routed */
+    const char *degraded;    /* why the answer is not from the specialist pool, or NULL */
+    int flagged;             /* the guard flagged the request (guard_action flag) */
 } chat_summary;
 
 typedef struct chat_sink {

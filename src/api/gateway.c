@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/metrics.h"
 #include "api/openai.h"
@@ -222,14 +223,84 @@ static int attach_engines(gateway *gw, char **err) {
     return 0;
 }
 
+/* ---- the router ---- */
+
+#define DEFAULT_ROUTER_MODEL "models/router.msoa"
+
+static int parse_guard_action(const char *s) {
+    if (!strcmp(s, "refuse")) return GUARD_REFUSE;
+    if (!strcmp(s, "flag")) return GUARD_FLAG;
+    if (!strcmp(s, "route")) return GUARD_ROUTE;
+    return -1;
+}
+
+/* The configured model, or the default one when it exists: a checkout run
+ * from its root routes out of the box. */
+static int load_router(gateway *gw, char **err) {
+    gw->guard_action = parse_guard_action(gw->cfg.guard_action);
+    if (gw->guard_action < 0) {
+        buf e = BUF_INIT;
+        buf_printf(&e, "--guard-action must be refuse, flag or route; got '%s'", gw->cfg.guard_action);
+        *err = buf_detach(&e);
+        return -1;
+    }
+    if (gw->cfg.router_model) gw->router_path = xstrdup(gw->cfg.router_model);
+    else if (access(DEFAULT_ROUTER_MODEL, R_OK) == 0) gw->router_path = xstrdup(DEFAULT_ROUTER_MODEL);
+    else {
+        log_warn("no router model (%s not found, --router-model not given): `auto` goes to the first healthy node",
+                 DEFAULT_ROUTER_MODEL);
+        return 0;
+    }
+    gw->router = route_model_load(gw->router_path, err);
+    if (!gw->router) return -1;
+    log_info("router: %s", gw->router_path);
+    return 0;
+}
+
+int gateway_reload_router(gateway *gw, char **err) {
+    if (!gw->router_path) {
+        *err = xstrdup("no router model is configured (--router-model)");
+        return -1;
+    }
+    route_model *fresh = route_model_load(gw->router_path, err);
+    if (!fresh) return -1;
+    pthread_rwlock_wrlock(&gw->router_lock);
+    route_model *old = gw->router;
+    gw->router = fresh;
+    pthread_rwlock_unlock(&gw->router_lock);
+    route_model_free(old);
+    log_info("router: reloaded %s", gw->router_path);
+    return 0;
+}
+
+int gateway_classify(gateway *gw, const char *system, size_t system_len, const char *user, size_t user_len,
+                     route_result *out) {
+    int rc = -1;
+    pthread_rwlock_rdlock(&gw->router_lock);
+    if (gw->router) {
+        route_decision d;
+        route_classify(gw->router, system, system_len, user, user_len, ROUTE_EXPLAIN, &d);
+        snprintf(out->domain, sizeof out->domain, "%s", d.domain_name);
+        out->confidence = d.probs[d.domain];
+        out->guard_score = d.has_guard ? d.guard_score : 0;
+        out->unsafe = d.has_guard && d.unsafe;
+        route_decision_json(gw->router, &d, &out->json);
+        rc = 0;
+    }
+    pthread_rwlock_unlock(&gw->router_lock);
+    return rc;
+}
+
 int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
     memset(gw, 0, sizeof *gw);
+    pthread_rwlock_init(&gw->router_lock, NULL);
     gw->cfg = *cfg;
     memset(cfg, 0, sizeof *cfg);
     gw->baseline.in = gw->cfg.baseline_price_in;
     gw->baseline.out = gw->cfg.baseline_price_out;
     if (node_registry_init(&gw->nodes, &gw->cfg, err) < 0) return -1;
     if (attach_engines(gw, err) < 0) return -1;
+    if (load_router(gw, err) < 0) return -1;
     metrics_init();
     gw->n_workers = gw->cfg.workers > 0 ? gw->cfg.workers : 1;
     gw->workers = xcalloc((size_t)gw->n_workers, sizeof(worker));
@@ -273,5 +344,8 @@ void gateway_free(gateway *gw) {
     free(gw->workers);
     for (int i = 0; i < gw->nodes.n; i++) engine_node_detach(&gw->nodes.nodes[i]);
     node_registry_free(&gw->nodes);
+    route_model_free(gw->router);
+    free(gw->router_path);
+    pthread_rwlock_destroy(&gw->router_lock);
     config_free(&gw->cfg);
 }

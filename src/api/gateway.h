@@ -5,12 +5,14 @@
 #ifndef MSOA_GATEWAY_H
 #define MSOA_GATEWAY_H
 
+#include <pthread.h>
 #include <uv.h>
 
 #include "base/config.h"
 #include "mesh/node.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
+#include "route/router.h"
 
 typedef struct gateway gateway;
 
@@ -34,7 +36,15 @@ struct gateway {
     worker *workers;
     uv_timer_t probe_timer;   /* on worker 0's loop */
     int probes_pending;
+    /* The router and guard for `auto`; NULL: auto goes to the first healthy
+     * node. Swapped under the write lock by gateway_reload_router. */
+    route_model *router;
+    char *router_path;
+    pthread_rwlock_t router_lock;
+    int guard_action;         /* GUARD_REFUSE, GUARD_FLAG, GUARD_ROUTE */
 };
+
+enum { GUARD_REFUSE, GUARD_FLAG, GUARD_ROUTE };
 
 /* Builds and binds the gateway (takes over cfg). Returns 0, or -1 with *err. */
 int gateway_start(gateway *gw, msoa_config *cfg, char **err);
@@ -42,5 +52,21 @@ int gateway_start(gateway *gw, msoa_config *cfg, char **err);
 void gateway_wait(gateway *gw);
 void gateway_stop(gateway *gw);
 void gateway_free(gateway *gw);
+/* Loads the router model file again and swaps it in; in-flight
+ * classifications finish on the old one. Returns 0, or -1 with *err (the
+ * old model stays). */
+int gateway_reload_router(gateway *gw, char **err);
+/* A router decision, copied out of the model so a reload cannot free it. */
+typedef struct route_result {
+    char domain[32];
+    float confidence;   /* probability of that domain */
+    float guard_score;
+    int unsafe;
+    buf json;           /* {"domain","probs","guard","why"}: caller frees */
+} route_result;
+
+/* Classifies with the current router; returns -1 when there is none. */
+int gateway_classify(gateway *gw, const char *system, size_t system_len, const char *user, size_t user_len,
+                     route_result *out);
 
 #endif

@@ -106,6 +106,12 @@ static void add_route_headers(http_exchange *x, const chat_summary *s) {
     http_add_header(x, "x-msoa-node", s->node);
     http_add_header(x, "x-msoa-domain", s->domain);
     http_add_header(x, "x-msoa-request-id", s->id);
+    if (s->guard_score >= 0) {
+        char score[32];
+        snprintf(score, sizeof score, "%.4f", s->guard_score);
+        http_add_header(x, "x-msoa-guard-score", score);
+    }
+    if (s->degraded) http_add_header(x, "x-msoa-degraded", "true");
 }
 
 static void on_stream_start(void *ud, const chat_summary *s) {

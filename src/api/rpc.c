@@ -180,11 +180,28 @@ static void method_mesh_health(jsonrpc_call *call, const cJSON *params, void *ud
     jsonrpc_result(call, rpc_mesh_health(t->w->gw));
 }
 
+/* Reloads the router model file without a restart (as SIGHUP does). */
+static void method_reload_router(jsonrpc_call *call, const cJSON *params, void *ud) {
+    (void)params;
+    (void)ud;
+    rpc_transport *t = jsonrpc_call_transport(call);
+    char *err = NULL;
+    if (gateway_reload_router(t->w->gw, &err) < 0) {
+        jsonrpc_error(call, JSONRPC_INTERNAL_ERROR, err, NULL);
+        free(err);
+        return;
+    }
+    cJSON *res = cJSON_CreateObject();
+    cJSON_AddStringToObject(res, "router", t->w->gw->router_path);
+    jsonrpc_result(call, res);
+}
+
 static const jsonrpc_method methods[] = {
     {"chat.complete", method_chat_complete},
     {"models.list", method_models_list},
     {"mesh.nodes", method_mesh_nodes},
     {"mesh.health", method_mesh_health},
+    {"admin.reload_router", method_reload_router},
 };
 
 /* ---- POST /rpc ---- */

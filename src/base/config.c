@@ -31,7 +31,7 @@
 typedef enum { K_LISTEN, K_INT, K_MS, K_SIZE, K_PRICE, K_STR } kind;
 
 typedef struct setting {
-    const char *key;  /* in the file; "baseline.x" is x inside "baseline" */
+    const char *key;  /* in the file; "baseline.x" is x inside "baseline" (so "router.x") */
     const char *env;
     const char *flag; /* without the leading "--" */
     kind kind;
@@ -57,6 +57,10 @@ static const setting settings[] = {
     {"baseline.price_out", "MSOA_BASELINE_PRICE_OUT", "baseline-price-out", K_PRICE, AT(baseline_price_out), 0, 0},
     {"baseline.model", "MSOA_BASELINE_MODEL", "baseline-model", K_STR, AT(baseline_model), 0, 0},
     {"model_dir", "MSOA_MODEL_DIR", "model-dir", K_STR, AT(model_dir), 0, 0},
+    {"router.model", "MSOA_ROUTER_MODEL", "router-model", K_STR, AT(router_model), 0, 0},
+    {"router.min_confidence", "MSOA_ROUTER_MIN_CONFIDENCE", "router-min-confidence", K_PRICE,
+     AT(router_min_confidence), 0, 0},
+    {"router.guard_action", "MSOA_GUARD_ACTION", "guard-action", K_STR, AT(guard_action), 0, 0},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
@@ -393,12 +397,16 @@ void config_defaults(msoa_config *c) {
     c->baseline_price_in = 3;
     c->baseline_price_out = 10;
     c->baseline_model = xstrdup("gpt-4.1");
+    c->router_min_confidence = 0.5;
+    c->guard_action = xstrdup("refuse");
 }
 
 void config_free(msoa_config *c) {
     free(c->listen_host);
     free(c->baseline_model);
     free(c->model_dir);
+    free(c->router_model);
+    free(c->guard_action);
     node_list l = {c->nodes, c->n_nodes};
     list_free(&l);
     memset(c, 0, sizeof *c);
@@ -438,12 +446,14 @@ static int file_setting(msoa_config *c, const char *path, const char *key, const
     return 0;
 }
 
-static int file_baseline(msoa_config *c, const char *path, const cJSON *obj, char **err) {
-    if (!cJSON_IsObject(obj)) return fail(err, "%s: baseline must be an object {price_in, price_out, model}", path);
+/* "baseline": {...} and "router": {...}: their members are the settings
+ * "baseline.x" and "router.x". */
+static int file_section(msoa_config *c, const char *path, const cJSON *obj, char **err) {
+    if (!cJSON_IsObject(obj)) return fail(err, "%s: %s must be an object", path, obj->string);
     const cJSON *m;
     cJSON_ArrayForEach(m, obj) {
         char key[128];
-        snprintf(key, sizeof key, "baseline.%.100s", m->string);
+        snprintf(key, sizeof key, "%s.%.100s", obj->string, m->string);
         if (file_setting(c, path, key, m, err) < 0) return -1;
     }
     return 0;
@@ -547,7 +557,7 @@ int config_load_file(msoa_config *c, const char *path, char **err) {
         const cJSON *m;
         cJSON_ArrayForEach(m, root) {
             if (!strcmp(m->string, "nodes")) rc = file_nodes(c, path, m, err);
-            else if (!strcmp(m->string, "baseline")) rc = file_baseline(c, path, m, err);
+            else if (!strcmp(m->string, "baseline") || !strcmp(m->string, "router")) rc = file_section(c, path, m, err);
             else if (strchr(m->string, '.')) rc = fail(err, "%s: unknown key '%.100s'", path, m->string);
             else rc = file_setting(c, path, m->string, m, err);
             if (rc < 0) break;

@@ -57,6 +57,9 @@ typedef struct msoa_config {
     double baseline_price_out;    /* default 10 */
     char *baseline_model;         /* default "gpt-4.1" */
     char *model_dir;              /* GGUF files for the embedded default; NULL: none */
+    char *router_model;           /* router + guard model file; NULL: models/router.msoa if present */
+    double router_min_confidence; /* below it, `auto` goes to the generalist pool (default 0.5) */
+    char *guard_action;           /* refuse (default), flag, or route (to the "safety" pool) */
     node_spec *nodes;
     int n_nodes;
 } msoa_config;

@@ -37,6 +37,11 @@ static const char up_help[] =
     "  --baseline-price-out USD      per million output tokens    (MSOA_BASELINE_PRICE_OUT, 10)\n"
     "  --baseline-model NAME         the baseline's name          (MSOA_BASELINE_MODEL, gpt-4.1)\n"
     "  --model-dir DIR               with no node given, serve every .gguf here (MSOA_MODEL_DIR)\n"
+    "  --router-model FILE           router + guard model         (MSOA_ROUTER_MODEL, models/router.msoa)\n"
+    "  --router-min-confidence P     below it, auto goes to the general pool (MSOA_ROUTER_MIN_CONFIDENCE, 0.5)\n"
+    "  --guard-action ACTION         refuse, flag or route (to domain=safety nodes) (MSOA_GUARD_ACTION, refuse)\n"
+    "\n"
+    "SIGHUP (or the JSON-RPC method admin.reload_router) reloads the router model.\n"
     "\n"
     "example:\n"
     "  msoa up --listen 127.0.0.1:8080 --node local=http://127.0.0.1:8081/v1,model=qwen2.5-0.5b\n";
@@ -96,11 +101,12 @@ int cmd_up(int argc, char **argv) {
 
     /* Signals go to this thread only, which waits for them below; the
      * workers inherit the mask. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     gateway gw;
@@ -115,7 +121,13 @@ int cmd_up(int argc, char **argv) {
     fflush(stdout);
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    /* SIGHUP reloads the router model; SIGINT and SIGTERM stop. */
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+        if (gateway_reload_router(&gw, &err) < 0) {
+            fprintf(stderr, "msoa: router reload failed, keeping the old model: %s\n", err);
+            free(err);
+        }
+    }
     fprintf(stderr, "msoa: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
     gateway_stop(&gw);
     gateway_wait(&gw);
