@@ -56,6 +56,7 @@
 #define MAX_ADDRS 4
 #define READ_BUF_SIZE (64u << 10)
 #define MAX_HOST_LEN 255
+#define MAX_REQUEST_HEADERS 64
 
 typedef struct hc_host hc_host;
 typedef struct hc_conn hc_conn;
@@ -75,6 +76,8 @@ struct hc_host {
     hc_conn *idle_head, *idle_tail;
     int n_idle;
     size_t name_len;
+    char host_line[MAX_HOST_LEN + 16]; /* "Host: name[:port]\r\n" */
+    size_t host_line_len;
     char name[];                /* as in the URL, without brackets */
 };
 
@@ -640,19 +643,21 @@ static int parse_url(const char *url, url_parts *u) {
     return 0;
 }
 
-/* 1: send the caller's header, 0: leave it out, -1: invalid. Headers we
- * write ourselves are left out; "Name:" with no value means "do not send
- * Name", as with curl. */
-static int header_action(const char *hdr, int *is_host) {
-    const char *colon = strchr(hdr, ':');
-    if (!colon || colon == hdr || strpbrk(hdr, "\r\n")) return -1;
-    for (const char *p = hdr; p < colon; p++)
-        if (*p == ' ' || *p == '\t') return -1;
+/* 1: send the caller's header, 0: leave it out, -1: invalid; *len: its
+ * length. Headers we write ourselves are left out; "Name:" with no value
+ * means "do not send Name", as with curl. */
+static int header_action(const char *hdr, size_t *len, int *is_host) {
+    const char *colon = hdr;
+    while (*colon && *colon != ':' && *colon != ' ' && *colon != '\t' && *colon != '\r' && *colon != '\n') colon++;
+    if (*colon != ':' || colon == hdr) return -1;
     const char *v = colon + 1;
     while (*v == ' ' || *v == '\t') v++;
+    const char *end = v + strcspn(v, "\r\n");
+    if (*end) return -1;
+    *len = (size_t)(end - hdr);
     size_t n = (size_t)(colon - hdr);
     *is_host = n == 4 && !strncasecmp(hdr, "host", 4);
-    if (!*v) return 0;
+    if (v == end) return 0;
     if ((n == 14 && !strncasecmp(hdr, "content-length", 14)) ||
         (n == 17 && !strncasecmp(hdr, "transfer-encoding", 17)) ||
         (n == 10 && !strncasecmp(hdr, "connection", 10)))
@@ -674,29 +679,42 @@ static char *put(char *w, const char *s, size_t n) {
 
 #define PUT_LIT(w, lit) put(w, lit, sizeof lit - 1)
 
+/* "Content-Length: N\r\n" into out (room for 48); returns its length. */
+static size_t content_length_line(char *out, size_t n) {
+    char digits[24];
+    size_t d = sizeof digits;
+    do {
+        digits[--d] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    char *w = PUT_LIT(out, "Content-Length: ");
+    w = put(w, digits + d, sizeof digits - d);
+    w = PUT_LIT(w, "\r\n");
+    return (size_t)(w - out);
+}
+
 /* The call with its request written out: head, then the body. */
-static hc_call *call_new(const http_call_opts *o, const url_parts *u) {
+static hc_call *call_new(const http_call_opts *o, const url_parts *u, const hc_host *h) {
     const char *method = o->method ? o->method : o->body ? "POST" : "GET";
     if (!valid_method(method) || o->body_len > UINT32_MAX) return NULL;
     int with_length = o->body || !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH");
-    size_t headers_len = 0;
-    int own_host = 1, is_host;
-    for (const char *const *hp = o->headers; hp && *hp; hp++) {
-        int a = header_action(*hp, &is_host);
-        if (a < 0) return NULL;
+    size_t lens[MAX_REQUEST_HEADERS], headers_len = 0;
+    signed char act[MAX_REQUEST_HEADERS];
+    int n = 0, own_host = 1, is_host;
+    for (const char *const *hp = o->headers; hp && *hp; hp++, n++) {
+        if (n == MAX_REQUEST_HEADERS) return NULL;
+        act[n] = (signed char)header_action(*hp, &lens[n], &is_host);
+        if (act[n] < 0) return NULL;
         if (is_host) own_host = 0;
-        if (a) headers_len += strlen(*hp) + 2;
+        if (act[n]) headers_len += lens[n] + 2;
     }
-    char host[MAX_HOST_LEN + 32], length[48];
-    int host_n = 0, length_n = 0;
-    if (own_host)
-        host_n = snprintf(host, sizeof host, u->port == 80 ? "Host: %s%.*s%s\r\n" : "Host: %s%.*s%s:%d\r\n",
-                          u->bracketed ? "[" : "", (int)u->host_len, u->host, u->bracketed ? "]" : "", u->port);
-    if (with_length) length_n = snprintf(length, sizeof length, "Content-Length: %zu\r\n", o->body_len);
+    char length[48];
+    size_t length_n = with_length ? content_length_line(length, o->body_len) : 0;
+    size_t host_n = own_host ? h->host_line_len : 0;
     int slash = u->target_len == 0 || u->target[0] == '?';
     size_t method_len = strlen(method);
-    size_t head_len = method_len + 1 + (size_t)slash + u->target_len + sizeof " HTTP/1.1\r\n" - 1 +
-                      (size_t)host_n + (size_t)length_n + sizeof "Connection: keep-alive\r\n" - 1 + headers_len + 2;
+    size_t head_len = method_len + 1 + (size_t)slash + u->target_len + sizeof " HTTP/1.1\r\n" - 1 + host_n +
+                      length_n + sizeof "Connection: keep-alive\r\n" - 1 + headers_len + 2;
     hc_call *c = xmalloc(sizeof *c + head_len + o->body_len);
     memset(c, 0, sizeof *c);
     char *w = put(c->req, method, method_len);
@@ -704,12 +722,12 @@ static hc_call *call_new(const http_call_opts *o, const url_parts *u) {
     if (slash) *w++ = '/';
     w = put(w, u->target, u->target_len);
     w = PUT_LIT(w, " HTTP/1.1\r\n");
-    w = put(w, host, (size_t)host_n);
-    w = put(w, length, (size_t)length_n);
+    w = put(w, h->host_line, host_n);
+    w = put(w, length, length_n);
     w = PUT_LIT(w, "Connection: keep-alive\r\n");
-    for (const char *const *hp = o->headers; hp && *hp; hp++) {
-        if (header_action(*hp, &is_host) <= 0) continue;
-        w = put(w, *hp, strlen(*hp));
+    for (int i = 0; i < n; i++) {
+        if (!act[i]) continue;
+        w = put(w, o->headers[i], lens[i]);
         w = PUT_LIT(w, "\r\n");
     }
     w = PUT_LIT(w, "\r\n");
@@ -729,6 +747,9 @@ static hc_host *host_get(hconn_client *cl, const url_parts *u) {
     h->name_len = u->host_len;
     h->port = u->port;
     h->cl = cl;
+    int n = snprintf(h->host_line, sizeof h->host_line, u->port == 80 ? "Host: %s%s%s\r\n" : "Host: %s%s%s:%d\r\n",
+                     u->bracketed ? "[" : "", h->name, u->bracketed ? "]" : "", u->port);
+    h->host_line_len = (size_t)n;
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     if (uv_ip4_addr(h->name, u->port, &a4) == 0) {
@@ -785,14 +806,13 @@ http_call *hconn_start(hconn_client *cl, const http_call_opts *o, int *unsupport
     url_parts u;
     *unsupported = parse_url(o->url, &u) < 0;
     if (*unsupported) return NULL;
-    hc_call *c = call_new(o, &u);
-    if (!c) return NULL;
     hc_host *h = host_get(cl, &u);
     if (!h) {
-        free(c);
         *unsupported = 1;
         return NULL;
     }
+    hc_call *c = call_new(o, &u, h);
+    if (!c) return NULL;
     c->cl = cl;
     c->host = h;
     c->connect_ms = o->connect_timeout_ms;

@@ -27,7 +27,7 @@ void http_resp_free(http_resp_parser *p) { buf_free(&p->head); }
 /* Forgets an interim head (or a blank line) to read the next one. */
 static void reset_head(http_resp_parser *p) {
     buf_clear(&p->head);
-    p->line_start = 0;
+    p->line_start = p->lead = 0;
     p->status = p->version_minor = 0;
     p->conn_close = p->conn_keep_alive = p->chunked = p->has_length = 0;
     p->content_length = 0;
@@ -96,18 +96,24 @@ static int parse_content_length(http_resp_parser *p, const char *v) {
 }
 
 /* Headers that frame the body or decide whether the connection is kept. */
-static int header_semantics(http_resp_parser *p, const char *name, const char *v) {
-    if (!strcasecmp(name, "content-length")) return parse_content_length(p, v);
-    if (!strcasecmp(name, "connection")) {
-        parse_connection(p, v);
-    } else if (!strcasecmp(name, "transfer-encoding")) {
+static int header_semantics(http_resp_parser *p, const char *name, size_t nlen, const char *v) {
+    switch (nlen) {
+    case 10:
+        if (!strncasecmp(name, "connection", 10)) parse_connection(p, v);
+        return 0;
+    case 14:
+        return strncasecmp(name, "content-length", 14) ? 0 : parse_content_length(p, v);
+    case 17:
+        if (strncasecmp(name, "transfer-encoding", 17)) return 0;
         if (strcasecmp(v, "chunked") != 0 || p->chunked) {
             fail(p, "unsupported Transfer-Encoding (only chunked is)");
             return -1;
         }
         p->chunked = 1;
+        return 0;
+    default:
+        return 0;
     }
-    return 0;
 }
 
 /* A header line at h[start..end) (line end excluded) is rewritten as
@@ -134,20 +140,19 @@ static int parse_header_line(http_resp_parser *p, size_t start, size_t end, size
     size_t v = colon + 1;
     while (v < end && (h[v] == ' ' || h[v] == '\t')) v++;
     while (end > v && (h[end - 1] == ' ' || h[end - 1] == '\t')) end--;
-    for (size_t i = v; i < end; i++)
-        if (h[i] == '\0') {
-            fail(p, "NUL byte in a header value");
-            return -1;
-        }
-    size_t name = *w;
-    memmove(h + *w, h + start, colon - start);
-    *w += colon - start;
+    if (memchr(h + v, '\0', end - v)) {
+        fail(p, "NUL byte in a header value");
+        return -1;
+    }
+    size_t name = *w, nlen = colon - start;
+    memmove(h + *w, h + start, nlen);
+    *w += nlen;
     h[(*w)++] = '\0';
     size_t value = *w;
     memmove(h + *w, h + v, end - v);
     *w += end - v;
     h[(*w)++] = '\0';
-    return header_semantics(p, h + name, h + value);
+    return header_semantics(p, h + name, nlen, h + value);
 }
 
 /* Decides how the body comes once the final head is in. */
@@ -168,18 +173,23 @@ static void frame_body(http_resp_parser *p) {
     }
 }
 
-/* The blank line ended a head in p->head: parse it in place. Returns
- * HEAD for a final head, MORE for an interim (1xx) one, or ERROR. */
+/* The line ending at h[nl] ('\n'), without its line end. */
+static size_t line_end(const char *h, size_t start, size_t nl) {
+    return nl > start && h[nl - 1] == '\r' ? nl - 1 : nl;
+}
+
+/* The blank line ended a head in p->head (from p->lead): parse it in
+ * place. Returns HEAD for a final head, MORE for an interim (1xx) one, or
+ * ERROR. */
 static enum http_resp_event head_complete(http_resp_parser *p) {
     char *h = p->head.data;
-    size_t len = p->head.len, w = 0;
-    size_t eol = (size_t)((char *)memchr(h, '\n', len) - h);
-    size_t line = eol + 1;
-    while (line < len) {
-        size_t nl = (size_t)((char *)memchr(h + line, '\n', len - line) - h);
-        size_t end = nl > line && h[nl - 1] == '\r' ? nl - 1 : nl;
+    size_t len = p->head.len, w = 0, line = p->lead;
+    size_t nl = (size_t)((char *)memchr(h + line, '\n', len - line) - h);
+    if (parse_status_line(p, h + line, line_end(h, line, nl) - line) < 0) return HTTP_RESP_ERROR;
+    for (line = nl + 1; line < len; line = nl + 1) {
+        nl = (size_t)((char *)memchr(h + line, '\n', len - line) - h);
+        size_t end = line_end(h, line, nl);
         if (end > line && parse_header_line(p, line, end, &w) < 0) return HTTP_RESP_ERROR;
-        line = nl + 1;
     }
     if (p->status < 200) {
         if (p->status == 101) return fail(p, "unexpected 101 Switching Protocols");
@@ -193,51 +203,50 @@ static enum http_resp_event head_complete(http_resp_parser *p) {
     return HTTP_RESP_HEAD;
 }
 
-/* A head line just completed at head[line_start..len). */
-static enum http_resp_event head_line(http_resp_parser *p) {
-    const char *h = p->head.data + p->line_start;
-    size_t n = p->head.len - p->line_start - 1;
-    if (n && h[n - 1] == '\r') n--;
-    if (p->line_start == 0) {
-        if (n == 0) { /* stray blank line before the status line */
-            reset_head(p);
-            return HTTP_RESP_MORE;
+/* The byte at offset `at` of the head so far followed by data (at base). */
+static char head_byte(const http_resp_parser *p, const char *data, size_t base, size_t at) {
+    return at < base ? p->head.data[at] : data[at - base];
+}
+
+/* Takes head bytes up to the blank line that ends the head (or all of
+ * data) with one copy; lines are only located here, parsed once complete. */
+static enum http_resp_event feed_head_once(http_resp_parser *p, const char *data, size_t len, size_t *consumed) {
+    size_t base = p->head.len, take = len, i = 0;
+    int complete = 0;
+    *consumed = 0;
+    while (!complete) {
+        const char *nl = memchr(data + i, '\n', len - i);
+        if (!nl) break;
+        i = (size_t)(nl - data) + 1;
+        size_t n = base + i - 1 - p->line_start;
+        int blank = n == 0 || (n == 1 && head_byte(p, data, base, p->line_start) == '\r');
+        if (blank && p->line_start == p->lead) {
+            p->lead = base + i; /* a stray blank line before the status line */
+        } else if (blank) {
+            take = i;
+            complete = 1;
         }
-        if (parse_status_line(p, h, n) < 0) return HTTP_RESP_ERROR;
-    } else if (n == 0) {
-        return head_complete(p);
+        p->line_start = base + i;
     }
-    p->line_start = p->head.len;
-    return HTTP_RESP_MORE;
+    if (base + take > HTTP_RESP_MAX_HEAD) return fail(p, "response head larger than 64 KB");
+    buf_append(&p->head, data, take);
+    *consumed = take;
+    /* Not even the start of a status line: no need to wait for its end. */
+    size_t have = p->head.len - p->lead;
+    const char *s = p->head.data + p->lead;
+    if (have && s[0] != '\r' && memcmp(s, "HTTP/", have < 5 ? have : 5) != 0) return fail(p, "not an HTTP response");
+    return complete ? head_complete(p) : HTTP_RESP_MORE;
 }
 
 static enum http_resp_event feed_head(http_resp_parser *p, const char *data, size_t len, size_t *consumed) {
-    size_t i = 0;
-    while (i < len) {
-        const char *nl = memchr(data + i, '\n', len - i);
-        size_t take = nl ? (size_t)(nl - (data + i)) + 1 : len - i;
-        if (p->head.len + take > HTTP_RESP_MAX_HEAD) {
-            *consumed = i;
-            return fail(p, "response head larger than 64 KB");
-        }
-        buf_append(&p->head, data + i, take);
-        i += take;
-        /* Not even the start of a status line: no need to wait for its end. */
-        size_t cmp = p->head.len < 5 ? p->head.len : 5;
-        if (p->line_start == 0 && memcmp(p->head.data, "HTTP/", cmp) != 0 &&
-            !(p->head.data[0] == '\r' || p->head.data[0] == '\n')) {
-            *consumed = i;
-            return fail(p, "not an HTTP response");
-        }
-        if (!nl) break;
-        enum http_resp_event ev = head_line(p);
-        if (ev != HTTP_RESP_MORE) {
-            *consumed = i;
-            return ev;
-        }
-    }
-    *consumed = i;
-    return HTTP_RESP_MORE;
+    size_t done = 0, used;
+    enum http_resp_event ev;
+    do { /* again after an interim head, on the bytes that followed it */
+        ev = feed_head_once(p, data + done, len - done, &used);
+        done += used;
+    } while (ev == HTTP_RESP_MORE && done < len);
+    *consumed = done;
+    return ev;
 }
 
 static enum http_resp_event feed_chunked(http_resp_parser *p, char *data, size_t len, size_t *consumed,

@@ -43,6 +43,7 @@ typedef struct http_resp_parser {
     uint64_t body_bytes;   /* body bytes reported so far */
     uint64_t bytes_in;     /* bytes consumed of this response so far */
     buf head;              /* the head being read; after HEAD, "name\0value\0" pairs */
+    size_t lead;           /* stray blank lines before the status line, in `head` */
     size_t line_start;     /* where the current head line starts in `head` */
     http_chunked ch;
     const char *error;     /* static message after HTTP_RESP_ERROR */
