@@ -57,6 +57,12 @@ struct route_model {
     float bias[ROUTE_MAX_CLASSES + 1];
     uint32_t hash_bits;        /* 0: no hashed features */
     float *hash_w;             /* [1 << hash_bits][n_out] */
+    /* Built from the arrays above by route_model_prepare: per vocabulary
+     * row, everything classifying reads for a word, side by side, so that
+     * a word costs one or two cache lines: [weight, weight*proj[n_out],
+     * cluster weights summed[n_out], weight*proto_sim[n_proto], guard_word]. */
+    float *pack;
+    int pack_stride;
     float temperature;         /* router logits are divided by it */
     float guard_threshold;
     uint32_t max_bytes;
@@ -65,6 +71,8 @@ struct route_model {
 route_model *route_model_new(int n_classes, char *const *names, unsigned features, uint32_t hash_bits,
                              uint32_t n_rows);
 int route_model_save(const route_model *m, const char *path, char **err);
+/* Builds m->pack; call once the arrays are final (after load or training). */
+void route_model_prepare(route_model *m);
 /* Computes the raw logits (before temperature) of a text. */
 void route_model_logits(const route_model *m, const char *system, size_t system_len,
                         const char *user, size_t user_len, float *logits);

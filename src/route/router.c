@@ -46,6 +46,7 @@ void route_model_free(route_model *m) {
     free(m->guard_word);
     free(m->row_ids);
     free(m->hash_w);
+    free(m->pack);
     free(m);
 }
 
@@ -253,6 +254,7 @@ route_model *route_model_load(const char *path, char **err) {
                 route_model_free(m);
                 m = NULL;
             }
+            if (m) route_model_prepare(m);
         }
     }
     buf_free(&data);
@@ -282,6 +284,26 @@ static inline void add_row(float *acc, const float *row, float a, int n) {
     for (int o = 0; o < n; o++) acc[o] += a * row[o];
 }
 
+void route_model_prepare(route_model *m) {
+    int no = m->n_out, np = m->n_proto, rows = m->vocab.n_rows;
+    int stride = (1 + 2 * no + np + 1 + 3) & ~3;   /* whole 16-byte units */
+    free(m->pack);
+    m->pack = xcalloc((size_t)rows * (size_t)stride + 1, sizeof(float));
+    m->pack_stride = stride;
+    for (int r = 0; r < rows; r++) {
+        float *p = m->pack + (size_t)r * (size_t)stride;
+        float wt = m->features & (FEATS_EMBED | FEATS_PROTO) ? m->vocab.row_weight[r] : 0.0f;
+        p[0] = wt;
+        for (int o = 0; o < no && (m->features & FEATS_EMBED); o++) p[1 + o] = wt * m->proj[(size_t)r * (size_t)no + (size_t)o];
+        for (uint32_t t = 0; m->hash_bits && (m->features & FEATS_CLUSTER) && t < m->n_tables; t++) {
+            const float *h = m->hash_w + (size_t)m->row_ids[(size_t)r * m->n_tables + t] * (size_t)no;
+            for (int o = 0; o < no; o++) p[1 + no + o] += h[o];
+        }
+        for (int c = 0; c < np && (m->features & FEATS_PROTO); c++) p[1 + 2 * no + c] = wt * m->proto_sim[(size_t)r * (size_t)np + (size_t)c];
+        p[1 + 2 * no + np] = m->features & FEATS_MIL ? m->guard_word[r] : 0.0f;
+    }
+}
+
 static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
                      uint64_t bigram) {
     word_acc *a = ctx;
@@ -289,29 +311,28 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
     int no = m->n_out;
     (void)w;
     (void)len;
-    if (e && e->row >= 0 && (m->features & FEATS_MIL) && (!a->gmax_row || m->guard_word[e->row] > a->gmax)) {
-        a->gmax = m->guard_word[e->row];
-        a->gmax_row = e->row + 1;
-    }
-    if (e && e->row >= 0 && (m->features & (FEATS_EMBED | FEATS_PROTO))) {
-        float wt = m->vocab.row_weight[e->row];
-        a->wsum += wt;
-        if (m->features & FEATS_EMBED) add_row(a->emb, m->proj + (size_t)e->row * (size_t)no, wt, no);
-    }
-    if (e && e->row >= 0 && (m->features & FEATS_PROTO)) {
-        float wt = m->vocab.row_weight[e->row];
-        const float *sim = m->proto_sim + (size_t)e->row * (size_t)m->n_proto;
-        for (int c = 0; c < m->n_proto; c++) {
-            a->pmean[c] += wt * sim[c];
-            if (wt * sim[c] > a->pmax[c]) a->pmax[c] = wt * sim[c];
+    if (e && e->row >= 0) {
+        const float *p = m->pack + (size_t)e->row * (size_t)m->pack_stride;
+        a->wsum += p[0];
+        add_row(a->emb, p + 1, 1.0f, no);
+        if (m->features & FEATS_CLUSTER) {
+            add_row(a->hash, p + 1 + no, 1.0f, no);
+            a->nhash += m->n_tables;
+        }
+        if (m->features & FEATS_PROTO) {
+            const float *sim = p + 1 + 2 * no;
+            for (int c = 0; c < m->n_proto; c++) {
+                a->pmean[c] += sim[c];
+                if (sim[c] > a->pmax[c]) a->pmax[c] = sim[c];
+            }
+        }
+        float g = p[1 + 2 * no + m->n_proto];
+        if ((m->features & FEATS_MIL) && (!a->gmax_row || g > a->gmax)) {
+            a->gmax = g;
+            a->gmax_row = e->row + 1;
         }
     }
-    if (!m->hash_bits) return;
-    if (e && e->row >= 0 && (m->features & FEATS_CLUSTER)) {
-        const uint32_t *ids = m->row_ids + (size_t)e->row * m->n_tables;
-        for (uint32_t t = 0; t < m->n_tables; t++) add_row(a->hash, m->hash_w + (size_t)ids[t] * (size_t)no, 1.0f, no);
-        a->nhash += m->n_tables;
-    }
+    if (!(m->features & (FEATS_UNIGRAM | FEATS_BIGRAM))) return;
     uint64_t mask = ((uint64_t)1 << m->hash_bits) - 1;
     if (m->features & FEATS_UNIGRAM) {
         add_row(a->hash, m->hash_w + (h & mask) * (size_t)no, 1.0f, no);
@@ -389,7 +410,10 @@ static const char *proto_name(const route_model *m, int p) {
 
 /* The second pass: every word's share of the chosen output's logit, minus
  * its mean share over the router classes (a word that pushes every class
- * alike explains nothing). Repeated words add up. */
+ * alike explains nothing). Repeated words add up in a small hash table
+ * on the stack; names point into the request until the end. */
+#define EXPLAIN_SLOTS 512   /* power of two; more than the words of a cut request */
+
 typedef struct explain_ctx {
     const route_model *m;
     int out;               /* output explained */
@@ -397,9 +421,11 @@ typedef struct explain_ctx {
     float inv_wsum, hs;
     float gmax;            /* the guard's max-pooled word score, to credit */
     int32_t gmax_row;
-    uint64_t keys[ROUTE_TOP_N * 8];
-    route_feature items[ROUTE_TOP_N * 8];
-    int n;
+    int n;                 /* slots used */
+    uint64_t keys[EXPLAIN_SLOTS];   /* word hash, or 1 + index of a named feature */
+    float weight[EXPLAIN_SLOTS];
+    const char *name[EXPLAIN_SLOTS];   /* NULL: named feature */
+    uint32_t len[EXPLAIN_SLOTS];
 } explain_ctx;
 
 static float share(const explain_ctx *x, const float *row) {
@@ -409,30 +435,17 @@ static float share(const explain_ctx *x, const float *row) {
     return row[x->out] - mean / (float)x->m->n_classes;
 }
 
-/* Adds weight to the item with this key, or takes a free or the weakest
- * slot when the new weight is larger. */
 static void explain_add(explain_ctx *x, uint64_t key, const char *name, size_t len, float wt) {
-    const int cap = ROUTE_TOP_N * 8;
-    for (int i = 0; i < x->n; i++)
-        if (x->keys[i] == key) {
-            x->items[i].weight += wt;
-            return;
-        }
-    int slot = x->n < cap ? x->n++ : -1;
-    if (slot < 0) {
-        slot = 0;
-        for (int i = 1; i < cap; i++)
-            if (x->items[i].weight < x->items[slot].weight) slot = i;
-        if (x->items[slot].weight >= wt) return;
+    uint32_t i = (uint32_t)(key * 0x9e3779b97f4a7c15ull >> 40) & (EXPLAIN_SLOTS - 1);
+    while (x->keys[i] && x->keys[i] != key) i = (i + 1) & (EXPLAIN_SLOTS - 1);
+    if (!x->keys[i]) {
+        if (4 * (x->n + 1) > 3 * EXPLAIN_SLOTS) return;   /* full enough: later words are dropped */
+        x->n++;
+        x->keys[i] = key;
+        x->name[i] = name;
+        x->len[i] = (uint32_t)len;
     }
-    if (len >= sizeof x->items[slot].name) len = sizeof x->items[slot].name - 1;
-    x->keys[slot] = key;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        x->items[slot].name[i] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
-    }
-    x->items[slot].name[len] = '\0';
-    x->items[slot].weight = wt;
+    x->weight[i] += wt;
 }
 
 static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
@@ -442,13 +455,12 @@ static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry
     size_t no = (size_t)m->n_out;
     float wt = 0;
     (void)bigram;   /* a pair's weight is shared by two words; left out */
-    if (e && e->row >= 0 && (m->features & FEATS_EMBED))
-        wt += m->vocab.row_weight[e->row] * x->inv_wsum * share(x, m->proj + (size_t)e->row * no);
+    if (e && e->row >= 0) {
+        const float *p = m->pack + (size_t)e->row * (size_t)m->pack_stride;
+        wt += x->inv_wsum * share(x, p + 1) + x->hs * share(x, p + 1 + no);
+    }
     if (m->hash_bits && (m->features & FEATS_UNIGRAM))
         wt += x->hs * share(x, m->hash_w + (h & (((uint64_t)1 << m->hash_bits) - 1)) * no);
-    if (e && e->row >= 0 && (m->features & FEATS_CLUSTER))
-        for (uint32_t t = 0; t < m->n_tables; t++)
-            wt += x->hs * share(x, m->hash_w + (size_t)m->row_ids[(size_t)e->row * m->n_tables + t] * no);
     if (e && e->row == x->gmax_row && x->out == m->n_classes && (m->features & FEATS_MIL)) {
         wt += x->gmax;
         x->gmax = 0;   /* credit the first occurrence only */
@@ -456,40 +468,79 @@ static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry
     explain_add(x, h, w, len, wt);
 }
 
-static int cmp_weight_desc(const void *a, const void *b) {
-    float x = ((const route_feature *)a)->weight, y = ((const route_feature *)b)->weight;
-    return (x < y) - (x > y);
+/* One scan explains the router's class and the guard together. */
+static void explain_both(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
+                         uint64_t bigram) {
+    explain_ctx *x = ctx;
+    explain_word(&x[0], w, len, e, h, bigram);
+    if (x[1].m) explain_word(&x[1], w, len, e, h, bigram);
 }
 
-/* Fills top[] with the ROUTE_TOP_N strongest positive reasons. */
-static int explain(const route_model *m, const char *sys, size_t slen, const char *user, size_t ulen,
-                   const word_acc *a, const float *hand, int out, int relative, route_feature *top) {
-    explain_ctx x;
-    memset(&x, 0, sizeof x);
-    x.m = m;
-    x.out = out;
-    x.relative = relative;
-    x.inv_wsum = a->wsum > 0 ? 1.0f / a->wsum : 0.0f;
-    x.hs = hash_scale(a->nhash);
-    x.gmax = a->gmax;
-    x.gmax_row = a->gmax > 0 ? a->gmax_row - 1 : -1;
-    float ignored[FEAT_HAND_N];
-    scan(m, sys, slen, user, ulen, explain_word, &x, ignored);
-    for (int j = 0; j < m->nx; j++) {
-        char nm[32];
-        if (j < FEAT_HAND_N)
-            snprintf(nm, sizeof nm, "%s", feat_hand_names[j]);
-        else
-            snprintf(nm, sizeof nm, "%s:%.20s", (j - FEAT_HAND_N) % 2 ? "like" : "about",
-                     proto_name(m, (j - FEAT_HAND_N) / 2));
-        float wt = (hand[j] - m->hand_mean[j]) * share(&x, m->hand_w + j * m->n_out);
-        explain_add(&x, (uint64_t)j + 1, nm, strlen(nm), wt);
+static void explain_init(explain_ctx *x, const route_model *m, const word_acc *a, int out, int relative) {
+    memset(x, 0, sizeof *x);
+    x->m = m;
+    x->out = out;
+    x->relative = relative;
+    x->inv_wsum = a->wsum > 0 ? 1.0f / a->wsum : 0.0f;
+    x->hs = hash_scale(a->nhash);
+    x->gmax = a->gmax;
+    x->gmax_row = a->gmax > 0 ? a->gmax_row - 1 : -1;
+}
+
+static void name_of(const explain_ctx *x, int i, route_feature *f) {
+    const route_model *m = x->m;
+    if (x->name[i]) {
+        size_t len = x->len[i] < sizeof f->name ? x->len[i] : sizeof f->name - 1;
+        for (size_t k = 0; k < len; k++) {
+            char c = x->name[i][k];
+            f->name[k] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+        }
+        f->name[len] = '\0';
+        return;
     }
-    qsort(x.items, (size_t)x.n, sizeof *x.items, cmp_weight_desc);
-    int n = 0;
-    for (int i = 0; i < x.n && n < ROUTE_TOP_N; i++)
-        if (x.items[i].weight > 0) top[n++] = x.items[i];
+    int j = (int)x->keys[i] - 1;
+    if (j < FEAT_HAND_N)
+        snprintf(f->name, sizeof f->name, "%s", feat_hand_names[j]);
+    else
+        snprintf(f->name, sizeof f->name, "%s:%.20s", (j - FEAT_HAND_N) % 2 ? "like" : "about",
+                 proto_name(m, (j - FEAT_HAND_N) / 2));
+}
+
+/* Adds the named features and fills top[] with the ROUTE_TOP_N strongest
+ * positive reasons, strongest first. */
+static int explain_finish(explain_ctx *x, const float *hand, route_feature *top) {
+    const route_model *m = x->m;
+    for (int j = 0; j < m->nx; j++)
+        explain_add(x, (uint64_t)j + 1, NULL, 0, (hand[j] - m->hand_mean[j]) * share(x, m->hand_w + j * m->n_out));
+    int pick[ROUTE_TOP_N], n = 0;
+    for (int i = 0; i < EXPLAIN_SLOTS; i++) {
+        if (!x->keys[i] || !(x->weight[i] > 0)) continue;
+        if (n < ROUTE_TOP_N) pick[n++] = i;
+        else if (x->weight[i] > x->weight[pick[n - 1]]) pick[n - 1] = i;
+        else continue;
+        for (int at = n - 1; at > 0 && x->weight[pick[at]] > x->weight[pick[at - 1]]; at--) {
+            int t = pick[at];
+            pick[at] = pick[at - 1];
+            pick[at - 1] = t;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        name_of(x, pick[i], &top[i]);
+        top[i].weight = x->weight[pick[i]];
+    }
     return n;
+}
+
+static void explain(const route_model *m, const char *sys, size_t slen, const char *user, size_t ulen,
+                    const word_acc *a, const float *hand, route_decision *d) {
+    explain_ctx x[2];
+    explain_init(&x[0], m, a, d->domain, 1);
+    if (m->has_guard) explain_init(&x[1], m, a, m->n_classes, 0);
+    else memset(&x[1], 0, sizeof x[1]);
+    float ignored[FEAT_HAND_N];
+    scan(m, sys, slen, user, ulen, explain_both, x, ignored);
+    d->n_top = explain_finish(&x[0], hand, d->top);
+    if (m->has_guard) d->n_guard_top = explain_finish(&x[1], hand, d->guard_top);
 }
 
 int route_classify(const route_model *m, const char *sys, size_t slen, const char *user, size_t ulen,
@@ -518,10 +569,7 @@ int route_classify(const route_model *m, const char *sys, size_t slen, const cha
     d->guard_score = m->has_guard ? 1.0f / (1.0f + expf(-z[k])) : 0.0f;
     d->unsafe = m->has_guard && d->guard_score >= m->guard_threshold;
     d->n_top = d->n_guard_top = 0;
-    if (flags & ROUTE_EXPLAIN) {
-        d->n_top = explain(m, sys, slen, user, ulen, &a, hand, best, 1, d->top);
-        if (m->has_guard) d->n_guard_top = explain(m, sys, slen, user, ulen, &a, hand, k, 0, d->guard_top);
-    }
+    if (flags & ROUTE_EXPLAIN) explain(m, sys, slen, user, ulen, &a, hand, d);
     return 0;
 }
 

@@ -722,6 +722,7 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         free(mu);
         free(sd);
     }
+    if (m) route_model_prepare(m);
     free(idx);
     free(y);
     free(gidx);
