@@ -455,6 +455,12 @@ static int download(dl *d, char *err, size_t errlen) {
             transfer_error(d, rc, cerr, err, errlen);
             return -1;
         }
+        /* A 206 may end before the file does ("bytes N-M/TOTAL" with M short). */
+        if (d->status == 206 && d->cr_total >= 0 && (uint64_t)d->cr_total != d->have) {
+            snprintf(err, errlen, "%s sent %llu of %lld bytes; run the same command again to fetch the rest", d->url,
+                     (unsigned long long)d->have, (long long)d->cr_total);
+            return -1;
+        }
         return 0;
     }
 }
