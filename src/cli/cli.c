@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "cli/cmd_model_info.h"
+#include "cli/cmd_pull.h"
 #include "cli/cmd_quantize.h"
 #include "cli/cmd_route.h"
 #include "cli/cmd_router.h"
@@ -43,6 +44,7 @@ static const command commands[] = {
     {"run", cmd_run, "generate text with a GGUF model"},
     {"model", cmd_model, "inspect a GGUF model (msoa model info FILE)"},
     {"quantize", cmd_quantize, "quantize a GGUF model (q4_0, q8_0, q4_k, q6_k)"},
+    {"pull", cmd_pull, "download a GGUF model into the model cache"},
     {"route", cmd_route, "show where the router sends a text"},
     {"router", cmd_router, "train or evaluate the router and guard"},
     {"version", cmd_version, "print the version"},
