@@ -8,10 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/gateway.h"
 #include "base/buf.h"
 #include "base/config.h"
+#include "base/xalloc.h"
+#include "cli/pull.h"
 
 static const char up_help[] =
     "usage: msoa up [OPTIONS]\n"
@@ -90,6 +93,11 @@ int cmd_up(int argc, char **argv) {
         free(err);
         config_free(&cfg);
         return 2;
+    }
+    /* With no node and no model directory, look where `msoa pull` saves. */
+    if (cfg.n_nodes == 0 && !cfg.model_dir) {
+        char cache[4096];
+        if (pull_default_dir(cache, sizeof cache) == 0 && access(cache, R_OK) == 0) cfg.model_dir = xstrdup(cache);
     }
     if (cfg.n_nodes == 0 && cfg.model_dir && add_model_dir_nodes(&cfg, &err) < 0) {
         fprintf(stderr, "msoa up: %s\n", err);
