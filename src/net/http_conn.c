@@ -49,7 +49,7 @@
 #include "net/http_client_impl.h"
 #include "net/http_response_parse.h"
 
-#define MAX_IDLE_PER_HOST 64
+#define MAX_IDLE_PER_HOST 256
 #define IDLE_TIMEOUT_MS 30000
 #define SWEEP_EVERY_MS 5000
 #define DNS_TTL_MS 60000
