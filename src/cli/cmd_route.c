@@ -105,11 +105,16 @@ int cmd_route(int argc, char **argv) {
     unsigned flags = 0;
     const char *model = NULL, *system = NULL;
     buf text = BUF_INIT;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) json = 1;
         else if (strcmp(a, "--jsonl") == 0) jsonl = 1;
         else if (strcmp(a, "--explain") == 0) flags |= ROUTE_EXPLAIN;
+        else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            buf_free(&text);
+            return 0;
+        }
         else if ((strcmp(a, "--model") == 0 || strcmp(a, "--system") == 0) && i + 1 < argc)
             *(a[2] == 'm' ? &model : &system) = argv[++i];
         else if (a[0] == '-' && a[1] == '-' && a[2]) {

@@ -3,7 +3,7 @@
 #ifndef MSOA_CLI_CMD_ROUTE_H
 #define MSOA_CLI_CMD_ROUTE_H
 
-/* argv[0] is "route". Returns the process exit code. */
+/* argv: the arguments after "route". Returns the process exit code. */
 int cmd_route(int argc, char **argv);
 
 #endif

@@ -138,12 +138,16 @@ done:
 
 int cmd_router(int argc, char **argv) {
     router_args a = {0};
-    if (argc < 2 || (strcmp(argv[1], "train") != 0 && strcmp(argv[1], "eval") != 0)) {
+    if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (argc < 1 || (strcmp(argv[0], "train") != 0 && strcmp(argv[0], "eval") != 0)) {
         fputs(usage, stderr);
         return 2;
     }
-    int train = strcmp(argv[1], "train") == 0;
-    if (parse_args(argc - 2, argv + 2, &a)) return 2;
+    int train = strcmp(argv[0], "train") == 0;
+    if (parse_args(argc - 1, argv + 1, &a)) return 2;
     if (train && !a.out) {
         bad("--out is required", NULL);
         return 2;

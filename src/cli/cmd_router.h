@@ -3,7 +3,8 @@
 #ifndef MSOA_CLI_CMD_ROUTER_H
 #define MSOA_CLI_CMD_ROUTER_H
 
-/* argv[0] is "router". Returns the process exit code. */
+/* argv: the arguments after "router" (train|eval, flags). Returns the
+ * process exit code. */
 int cmd_router(int argc, char **argv);
 
 #endif
