@@ -379,20 +379,24 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
      * them in that kernel's order (quant.h); so do we, 8 rows at a time */
     int x8 = w->type == QT_Q4_0 && w->rows % 8 == 0;
     vec_dot_fn dot = j->kern->dot[w->type];
-    size_t tile_bytes = ROW_TILE * w->row_bytes;
+    vec_dotn_fn dotn = j->n_tok > 1 ? j->kern->dotn[w->type] : NULL;
+    size_t tile_bytes = ROW_TILE * w->row_bytes, cols = (size_t)w->cols, stride = j->act_stride[k];
     for (long rt = r0; rt < r1; rt += ROW_TILE) {
         long re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;
         const uint8_t *tile = w->data + (size_t)rt * w->row_bytes;
         if (re < w->rows) prefetch(tile + tile_bytes, tile_bytes);
-        for (int t = 0; t < j->n_tok; t += x8 ? 4 : 1) {
-            const uint8_t *a = j->act[k] + (size_t)t * j->act_stride[k];
+        /* several tokens per call where a kernel unpacks weights once for them */
+        int step = x8 || dotn ? 4 : 1;
+        for (int t = 0; t < j->n_tok; t += step) {
+            const uint8_t *a = j->act[k] + (size_t)t * stride;
             float *o = j->out[k] + (size_t)t * w->rows;
-            if (x8) {
-                int nt = j->n_tok - t < 4 ? j->n_tok - t : 4;
-                j->kern->gemm_q4_0_x8(tile, w->row_bytes, a, j->act_stride[k], nt, (size_t)w->cols, o + rt, (size_t)w->rows);
-                continue;
-            }
-            for (long r = rt; r < re; r++) o[r] = dot(w->data + (size_t)r * w->row_bytes, a, (size_t)w->cols);
+            int nt = j->n_tok - t < step ? j->n_tok - t : step;
+            if (x8)
+                j->kern->gemm_q4_0_x8(tile, w->row_bytes, a, stride, nt, cols, o + rt, (size_t)w->rows);
+            else if (dotn)
+                for (long r = rt; r < re; r++) dotn(w->data + (size_t)r * w->row_bytes, a, stride, nt, cols, o + r, (size_t)w->rows);
+            else
+                for (long r = rt; r < re; r++) o[r] = dot(w->data + (size_t)r * w->row_bytes, a, cols);
         }
     }
 }

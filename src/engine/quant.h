@@ -111,9 +111,16 @@ typedef float (*vec_dot_fn)(const void *w, const void *act, size_t n);
 typedef void (*gemm8_fn)(const void *w, size_t row_bytes, const void *act, size_t act_stride, int n_tok,
                          size_t n, float *out, size_t out_stride);
 
+/* One row against n_tok <= 4 activations (act_stride bytes apart):
+ * out[t * out_stride] = dot of activation t, exactly as dot[] computes it,
+ * with the row's blocks unpacked once for all of them. */
+typedef void (*vec_dotn_fn)(const void *w, const void *act, size_t act_stride, int n_tok, size_t n,
+                            float *out, size_t out_stride);
+
 typedef struct quant_kernels {
     const char *name;           /* "scalar", "avx2" */
     vec_dot_fn dot[QT_COUNT];
+    vec_dotn_fn dotn[QT_COUNT]; /* NULL where there is none: use dot[] per token */
     vec_dot_fn dot_q4_0_x8;
     /* dot_q4_0_x8 of 8 consecutive rows and up to 4 activations at once,
      * same results; the rows' sums advance side by side in one vector. */

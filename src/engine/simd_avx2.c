@@ -241,19 +241,18 @@ AVX2 static inline __m128i unpack_scales_k4(const uint8_t *q) {
 
 /* Q4_K and Q5_K: the 4- or 5-bit values are unsigned, so maddubs takes them
  * directly against the signed activations; the scales are applied with
- * madd, the mins through the activations' block sums. */
-AVX2 static float dot_kx(const uint16_t *dd, const uint8_t *scales, const uint8_t *qh,
-                         const uint8_t *qs, const block_q8_K *y) {
+ * madd, the mins through the activations' block sums. One super-block is
+ * unpacked once for n_tok activations (prompt batches); sum[t] gets token
+ * t's part, computed exactly as for a single token. */
+#define INLINE __attribute__((always_inline)) inline
+
+AVX2 static INLINE void dot_kx(const uint16_t *dd, const uint8_t *scales, const uint8_t *qh, const uint8_t *qs,
+                        const block_q8_K *const *y, int n_tok, float *sum) {
     __m256i sm = _mm256_cvtepu8_epi16(unpack_scales_k4(scales));   /* 8 scales | 8 mins, int16 */
-    __m128i pair_sums = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums),
-                                       _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
-    __m128i mm = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), pair_sums);
-    mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, _MM_SHUFFLE(1, 0, 3, 2)));
-    int summ = _mm_cvtsi128_si32(_mm_add_epi32(mm, _mm_shuffle_epi32(mm, _MM_SHUFFLE(2, 3, 0, 1))));
     __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
     const __m256i mask = _mm256_set1_epi8(0xF);
     __m256i hbits = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-    __m256i acc = _mm256_setzero_si256();
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
     for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
         __m256i q0 = _mm256_and_si256(q, mask);
@@ -267,63 +266,106 @@ AVX2 static float dot_kx(const uint16_t *dd, const uint8_t *scales, const uint8_
         /* scales 2c and 2c+1 (int16 elements) copied to every 16-bit lane */
         __m256i s0 = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((4 * c + 1) << 8 | 4 * c)));
         __m256i s1 = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((4 * c + 3) << 8 | (4 * c + 2))));
-        __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)));
-        __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)));
-        acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+        for (int t = 0; t < n_tok; t++) {
+            __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(y[t]->qs + 64 * c)));
+            __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(y[t]->qs + 64 * c + 32)));
+            acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+        }
     }
-    int sumi = hsum_epi32(acc);
-    return y->d * (h2f(dd[0]) * (float)sumi - h2f(dd[1]) * (float)summ);
-}
-
-AVX2 static float dot_q4_K(const void *w, const void *a, size_t n) {
-    const block_q4_K *x = w;
-    const block_q8_K *y = a;
-    float s = 0;
-    for (size_t i = 0; i < n / QK_K; i++) s += dot_kx(&x[i].d, x[i].scales, NULL, x[i].qs, &y[i]);
-    return s;
-}
-
-AVX2 static float dot_q5_K(const void *w, const void *a, size_t n) {
-    const block_q5_K *x = w;
-    const block_q8_K *y = a;
-    float s = 0;
-    for (size_t i = 0; i < n / QK_K; i++) s += dot_kx(&x[i].d, x[i].scales, x[i].qh, x[i].qs, &y[i]);
-    return s;
+    __m128i mins = _mm256_extracti128_si256(sm, 1);
+    float d = h2f(dd[0]), dmin = h2f(dd[1]);
+    for (int t = 0; t < n_tok; t++) {
+        __m128i pair_sums = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y[t]->bsums),
+                                           _mm_loadu_si128((const __m128i *)(y[t]->bsums + 8)));
+        __m128i mm = _mm_madd_epi16(mins, pair_sums);
+        mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, _MM_SHUFFLE(1, 0, 3, 2)));
+        int summ = _mm_cvtsi128_si32(_mm_add_epi32(mm, _mm_shuffle_epi32(mm, _MM_SHUFFLE(2, 3, 0, 1))));
+        sum[t] += y[t]->d * (d * (float)hsum_epi32(acc[t]) - dmin * (float)summ);
+    }
 }
 
 /* Q6_K: values 0..63 (biased by 32) times activations with maddubs; the
  * bias comes back out as 32 * sum(scale * bsum). Within each 32-element
  * vector the first 16 elements use one scale and the next 16 another. */
-AVX2 static float dot_q6_K(const void *w, const void *a, size_t n) {
-    const block_q6_K *x = w;
-    const block_q8_K *y = a;
+AVX2 static INLINE void dot_q6_K_block(const block_q6_K *x, const block_q8_K *const *y, int n_tok, float *sum) {
     const __m256i mask4 = _mm256_set1_epi8(0xF), mask2 = _mm256_set1_epi8(3);
-    float s = 0;
-    for (size_t i = 0; i < n / QK_K; i++) {
-        int bias = 0;
-        for (int g = 0; g < 16; g++) bias += x[i].scales[g] * y[i].bsums[g];
-        __m256i acc = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = x[i].ql + 64 * h, *qhp = x[i].qh + 32 * h;
-            const int8_t *sc = x[i].scales + 8 * h;
-            const int8_t *qy = y[i].qs + 128 * h;
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i hb = _mm256_loadu_si256((const __m256i *)qhp);
-            __m256i lo[4] = {_mm256_and_si256(l0, mask4), _mm256_and_si256(l1, mask4),
-                             _mm256_and_si256(_mm256_srli_epi16(l0, 4), mask4),
-                             _mm256_and_si256(_mm256_srli_epi16(l1, 4), mask4)};
-            for (int k = 0; k < 4; k++) {
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), mask2);
-                __m256i q = _mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4));
-                __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(qy + 32 * k)));
-                __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scv));
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = x->ql + 64 * h;
+        const int8_t *sc = x->scales + 8 * h;
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+        __m256i lo[4] = {_mm256_and_si256(l0, mask4), _mm256_and_si256(l1, mask4),
+                         _mm256_and_si256(_mm256_srli_epi16(l0, 4), mask4),
+                         _mm256_and_si256(_mm256_srli_epi16(l1, 4), mask4)};
+        for (int k = 0; k < 4; k++) {
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), mask2);
+            __m256i q = _mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4));
+            __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+            for (int t = 0; t < n_tok; t++) {
+                __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(y[t]->qs + 128 * h + 32 * k)));
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(p, scv));
             }
         }
-        int sumi = hsum_epi32(acc) - 32 * bias;
-        s += y[i].d * h2f(x[i].d) * (float)sumi;
     }
+    float d = h2f(x->d);
+    for (int t = 0; t < n_tok; t++) {
+        int bias = 0;
+        for (int g = 0; g < 16; g++) bias += x->scales[g] * y[t]->bsums[g];
+        sum[t] += y[t]->d * d * (float)(hsum_epi32(acc[t]) - 32 * bias);
+    }
+}
+
+/* One k-quant row against n_tok <= 4 activations (act_stride bytes apart).
+ * Always inlined with a constant type and token count (DOTN_K, dot_q*_K),
+ * so that the accumulators stay in registers. */
+AVX2 static INLINE void dotn_k(qtype t, const void *w, const void *act, size_t act_stride, int n_tok, size_t n,
+                        float *out, size_t out_stride) {
+    float sum[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < n / QK_K; i++) {
+        const block_q8_K *y[4];
+        for (int k = 0; k < n_tok; k++) y[k] = (const block_q8_K *)((const uint8_t *)act + k * act_stride) + i;
+        if (t == QT_Q4_K) {
+            const block_q4_K *x = (const block_q4_K *)w + i;
+            dot_kx(&x->d, x->scales, NULL, x->qs, y, n_tok, sum);
+        } else if (t == QT_Q5_K) {
+            const block_q5_K *x = (const block_q5_K *)w + i;
+            dot_kx(&x->d, x->scales, x->qh, x->qs, y, n_tok, sum);
+        } else {
+            dot_q6_K_block((const block_q6_K *)w + i, y, n_tok, sum);
+        }
+    }
+    for (int k = 0; k < n_tok; k++) out[k * out_stride] = sum[k];
+}
+
+#define DOTN_K(name, type)                                                                                   \
+    AVX2 static void name(const void *w, const void *act, size_t act_stride, int n_tok, size_t n, float *out, \
+                          size_t out_stride) {                                                                \
+        switch (n_tok) {                                                                                      \
+        case 1: dotn_k(type, w, act, act_stride, 1, n, out, out_stride); break;                              \
+        case 2: dotn_k(type, w, act, act_stride, 2, n, out, out_stride); break;                              \
+        case 3: dotn_k(type, w, act, act_stride, 3, n, out, out_stride); break;                              \
+        default: dotn_k(type, w, act, act_stride, 4, n, out, out_stride); break;                             \
+        }                                                                                                     \
+    }
+DOTN_K(dotn_q4_K, QT_Q4_K)
+DOTN_K(dotn_q5_K, QT_Q5_K)
+DOTN_K(dotn_q6_K, QT_Q6_K)
+
+AVX2 static float dot_q4_K(const void *w, const void *a, size_t n) {
+    float s;
+    dotn_k(QT_Q4_K, w, a, 0, 1, n, &s, 1);
+    return s;
+}
+AVX2 static float dot_q5_K(const void *w, const void *a, size_t n) {
+    float s;
+    dotn_k(QT_Q5_K, w, a, 0, 1, n, &s, 1);
+    return s;
+}
+AVX2 static float dot_q6_K(const void *w, const void *a, size_t n) {
+    float s;
+    dotn_k(QT_Q6_K, w, a, 0, 1, n, &s, 1);
     return s;
 }
 
@@ -341,6 +383,9 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dot[QT_Q4_K] = dot_q4_K;
     k->dot[QT_Q5_K] = dot_q5_K;
     k->dot[QT_Q6_K] = dot_q6_K;
+    k->dotn[QT_Q4_K] = dotn_q4_K;
+    k->dotn[QT_Q5_K] = dotn_q5_K;
+    k->dotn[QT_Q6_K] = dotn_q6_K;
     k->dot_q4_0_x8 = dot_q4_0_x8;
     k->gemm_q4_0_x8 = gemm_q4_0_x8;
     k->dot_f16_f16 = dot_f16_f16;

@@ -335,6 +335,31 @@ static void test_exact_order_kernels(void) {
     }
 }
 
+/* Multi-token kernels give each token exactly what the one-token kernel
+ * gives (a prompt processed in a batch or token by token is the same). */
+static void test_dotn(void) {
+    const quant_kernels *tabs[3] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni()};
+    enum { COLS = 1024 };
+    static float w[COLS], x[COLS];
+    static uint8_t wq[COLS * 4], xq[3][COLS * 2];
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < QT_COUNT; t++) {
+            if (!tabs[k] || !tabs[k]->dotn[t]) continue;
+            fill(w, COLS);
+            quantize_row((qtype)t, w, wq, COLS);
+            for (int i = 0; i < 3; i++) { fill(x, COLS); quantize_row(qtype_act_type((qtype)t), x, xq[i], COLS); }
+            float out[3 * 5];
+            tabs[k]->dotn[t](wq, xq, sizeof xq[0], 3, COLS, out, 5);
+            for (int i = 0; i < 3; i++) {
+                float one = tabs[k]->dot[t](wq, xq[i], COLS);
+                if (memcmp(&one, &out[5 * i], sizeof one)) {
+                    fprintf(stderr, "  %s %s token %d: %.9g vs %.9g\n", tabs[k]->name, qtype_name((uint32_t)t), i, out[5 * i], one);
+                    CHECK(0);
+                }
+            }
+        }
+}
+
 int main(void) {
     fprintf(stderr, "kernels: %s\n", quant_kernels_best()->name);
     TEST(test_fp16);
@@ -347,5 +372,6 @@ int main(void) {
     TEST(test_simd_vs_scalar);
     TEST(test_random_blocks);
     TEST(test_exact_order_kernels);
+    TEST(test_dotn);
     return test_done();
 }
