@@ -13,6 +13,7 @@
 #include <string.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE __attribute__((always_inline)) inline
 
 AVX2 static inline float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -214,16 +215,32 @@ AVX2 static float dot_q5_1(const void *w, const void *a, size_t n) {
     return hsum_ps(_mm256_add_ps(acc, acc_m));
 }
 
-AVX2 static float dot_q8_0(const void *w, const void *a, size_t n) {
-    const block_q8_0 *x = w, *y = a;
-    __m256 acc = _mm256_setzero_ps();
+/* Q8_0 against n_tok <= 4 activations: each weight block is loaded (and
+ * its absolute value taken, see dot_s8) once for all of them. Always inlined
+ * with a constant n_tok (DOTN below), so the accumulators stay in registers. */
+AVX2 static INLINE void dotn_q8_0_body(qtype type, const void *w, const void *act, size_t act_stride, int n_tok,
+                                       size_t n, float *out, size_t out_stride) {
+    (void)type;
+    const block_q8_0 *x = w;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (size_t i = 0; i < n / QK8_0; i++) {
-        __m256i p = dot_s8(_mm256_loadu_si256((const __m256i *)x[i].qs),
-                           _mm256_loadu_si256((const __m256i *)y[i].qs));
-        __m256 d = _mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        __m256i xv = _mm256_loadu_si256((const __m256i *)x[i].qs), ax = _mm256_sign_epi8(xv, xv);
+        float dx = h2f(x[i].d);
+        for (int t = 0; t < n_tok; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)((const uint8_t *)act + t * act_stride) + i;
+            __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), xv);
+            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(y->d)), _mm256_cvtepi32_ps(p), acc[t]);
+        }
     }
-    return hsum_ps(acc);
+    for (int t = 0; t < n_tok; t++) out[t * out_stride] = hsum_ps(acc[t]);
+}
+
+AVX2 static float dot_q8_0(const void *w, const void *a, size_t n) {
+    float s;
+    dotn_q8_0_body(QT_Q8_0, w, a, 0, 1, n, &s, 1);
+    return s;
 }
 
 /* The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K/Q5_K
@@ -244,8 +261,6 @@ AVX2 static inline __m128i unpack_scales_k4(const uint8_t *q) {
  * madd, the mins through the activations' block sums. One super-block is
  * unpacked once for n_tok activations (prompt batches); sum[t] gets token
  * t's part, computed exactly as for a single token. */
-#define INLINE __attribute__((always_inline)) inline
-
 AVX2 static INLINE void dot_kx(const uint16_t *dd, const uint8_t *scales, const uint8_t *qh, const uint8_t *qs,
                         const block_q8_K *const *y, int n_tok, float *sum) {
     __m256i sm = _mm256_cvtepu8_epi16(unpack_scales_k4(scales));   /* 8 scales | 8 mins, int16 */
@@ -318,7 +333,7 @@ AVX2 static INLINE void dot_q6_K_block(const block_q6_K *x, const block_q8_K *co
 }
 
 /* One k-quant row against n_tok <= 4 activations (act_stride bytes apart).
- * Always inlined with a constant type and token count (DOTN_K, dot_q*_K),
+ * Always inlined with a constant type and token count (DOTN, dot_q*_K),
  * so that the accumulators stay in registers. */
 AVX2 static INLINE void dotn_k(qtype t, const void *w, const void *act, size_t act_stride, int n_tok, size_t n,
                         float *out, size_t out_stride) {
@@ -339,19 +354,22 @@ AVX2 static INLINE void dotn_k(qtype t, const void *w, const void *act, size_t a
     for (int k = 0; k < n_tok; k++) out[k * out_stride] = sum[k];
 }
 
-#define DOTN_K(name, type)                                                                                   \
+/* The multi-token entry points: the token count made a constant for the
+ * inlined body. */
+#define DOTN(name, body, type)                                                                               \
     AVX2 static void name(const void *w, const void *act, size_t act_stride, int n_tok, size_t n, float *out, \
                           size_t out_stride) {                                                                \
         switch (n_tok) {                                                                                      \
-        case 1: dotn_k(type, w, act, act_stride, 1, n, out, out_stride); break;                              \
-        case 2: dotn_k(type, w, act, act_stride, 2, n, out, out_stride); break;                              \
-        case 3: dotn_k(type, w, act, act_stride, 3, n, out, out_stride); break;                              \
-        default: dotn_k(type, w, act, act_stride, 4, n, out, out_stride); break;                             \
+        case 1: body(type, w, act, act_stride, 1, n, out, out_stride); break;                                \
+        case 2: body(type, w, act, act_stride, 2, n, out, out_stride); break;                                \
+        case 3: body(type, w, act, act_stride, 3, n, out, out_stride); break;                                \
+        default: body(type, w, act, act_stride, 4, n, out, out_stride); break;                               \
         }                                                                                                     \
     }
-DOTN_K(dotn_q4_K, QT_Q4_K)
-DOTN_K(dotn_q5_K, QT_Q5_K)
-DOTN_K(dotn_q6_K, QT_Q6_K)
+DOTN(dotn_q8_0, dotn_q8_0_body, QT_Q8_0)
+DOTN(dotn_q4_K, dotn_k, QT_Q4_K)
+DOTN(dotn_q5_K, dotn_k, QT_Q5_K)
+DOTN(dotn_q6_K, dotn_k, QT_Q6_K)
 
 AVX2 static float dot_q4_K(const void *w, const void *a, size_t n) {
     float s;
@@ -377,6 +395,7 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dot[QT_BF16] = dot_bf16;
     k->dot[QT_Q4_0] = dot_q4_0;
     k->dot[QT_Q8_0] = dot_q8_0;
+    k->dotn[QT_Q8_0] = dotn_q8_0;
     k->dot[QT_Q4_1] = dot_q4_1;
     k->dot[QT_Q5_0] = dot_q5_0;
     k->dot[QT_Q5_1] = dot_q5_1;
