@@ -89,6 +89,11 @@ threadpool *tp_create(int n_threads) {
     pthread_mutex_init(&tp->mu, NULL);
     pthread_cond_init(&tp->wake, NULL);
     pthread_cond_init(&tp->done, NULL);
+    atomic_init(&tp->generation, 0);
+    atomic_init(&tp->pending, 0);
+    atomic_init(&tp->n_sleeping, 0);
+    atomic_init(&tp->main_sleeping, 0);
+    atomic_init(&tp->quit, 0);
     for (int i = 1; i < tp->n; i++) {
         worker_arg *wa = xmalloc(sizeof *wa);
         wa->tp = tp;
