@@ -145,6 +145,9 @@ static int run(const char *path, int threads, int n_prompt, int n_gen, int repea
     llama_model *m = llama_load(path, err, sizeof err);
     if (!m) { fprintf(stderr, "%s\n", err); return 1; }
     double load_ms = (double)(clock_now_ns() - t0) / 1e6;
+    t0 = clock_now_ns();
+    if (getenv("PREFAULT")) llama_prefault(m);
+    double prefault_ms = (double)(clock_now_ns() - t0) / 1e6;
     const llama_hparams *hp = llama_model_hparams(m);
     llama_ctx *c = llama_ctx_new(m, n_prompt + n_gen + 1, threads);
     int32_t *toks = xmalloc((size_t)n_prompt * sizeof *toks);
@@ -167,8 +170,9 @@ static int run(const char *path, int threads, int n_prompt, int n_gen, int repea
         if (p < prefill_s) prefill_s = p;
         if (d < decode_s) { decode_s = d; decode_cpu = cpu_seconds() - cpu0; }
     }
-    printf("model %s threads %d load_ms %.2f first_token_ms %.1f weight_mb %.1f prefill_tok_s %.2f decode_tok_s %.3f "
-           "decode_cpu_ms_per_tok %.2f kernels %s\n", path, threads, load_ms, first_ms, (double)llama_weight_bytes(m) / 1e6,
+    printf("model %s threads %d load_ms %.2f prefault_ms %.1f first_token_ms %.1f weight_mb %.1f prefill_tok_s %.2f "
+           "decode_tok_s %.3f decode_cpu_ms_per_tok %.2f kernels %s\n", path, threads, load_ms, prefault_ms, first_ms,
+           (double)llama_weight_bytes(m) / 1e6,
            n_prompt / prefill_s, n_gen / decode_s, decode_cpu * 1000 / n_gen, quant_kernels_best()->name);
     free(toks);
     llama_ctx_free(c);

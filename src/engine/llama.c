@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* Tokens per batch step: bounds scratch memory while letting each weight row
  * be reused across many prompt tokens. */
@@ -247,6 +249,19 @@ void llama_free(llama_model *m) {
     free(m->layers);
     gguf_close(m->g);
     free(m);
+}
+
+int llama_prefault(const llama_model *m) {
+    const uint8_t *base = gguf_base(m->g);
+    size_t size = gguf_file_size(m->g), page = (size_t)sysconf(_SC_PAGESIZE);
+    if ((uintptr_t)base % page) return -1;   /* a caller's buffer, not our mapping */
+#ifdef MADV_POPULATE_READ
+    if (madvise((void *)base, size, MADV_POPULATE_READ) == 0) return 0;
+#endif
+    volatile uint8_t sink = 0;   /* older kernels: touch each page */
+    for (size_t off = 0; off < size; off += page) sink ^= base[off];
+    (void)sink;
+    return 0;
 }
 
 const llama_hparams *llama_model_hparams(const llama_model *m) { return &m->hp; }

@@ -58,6 +58,13 @@ llama_model *llama_load(const char *path, char *err, size_t errlen);
 llama_model *llama_load_gguf(gguf *g, char *err, size_t errlen);
 void llama_free(llama_model *m);
 
+/* Maps every page of the file now (MADV_POPULATE_READ, or reading one byte
+ * per page) so that the first request does not pay for page faults; reads
+ * the file from disk if it is not cached. Optional, can run on another
+ * thread while the model already serves. Returns 0, or -1 if the file is
+ * not memory-mapped. */
+int llama_prefault(const llama_model *m);
+
 const llama_hparams *llama_model_hparams(const llama_model *m);
 const gguf *llama_gguf(const llama_model *m);      /* for the tokenizer */
 size_t llama_weight_bytes(const llama_model *m);  /* bytes read per token */

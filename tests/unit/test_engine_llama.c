@@ -255,6 +255,7 @@ static void test_load_errors(void) {
     CHECK(hp->n_vocab == 512 && hp->ffn_dim == 172 && hp->rope_dim == 8 && !hp->rope_neox && !hp->tied_output);
     /* per layer 4 * 64*64 (q, o) ... all F32: (64*64*2 + 64*32*2 + 3*64*172) * 4 bytes, plus output */
     CHECK_EQ_INT(llama_weight_bytes(m), (5 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 172) + 512 * 64) * 4);
+    CHECK_EQ_INT(llama_prefault(m), 0);
     llama_free(m);
 }
 
