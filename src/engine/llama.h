@@ -70,8 +70,9 @@ const gguf *llama_gguf(const llama_model *m);      /* for the tokenizer */
 size_t llama_weight_bytes(const llama_model *m);  /* bytes read per token */
 
 /* A context for up to n_ctx positions (0: the model's training length,
- * capped at 4096), with n_threads threads (< 1: 1). NULL if a thread cannot
- * be started. */
+ * capped at 4096; rounded up to a multiple of 32), with n_threads threads
+ * (< 1: 1). The KV cache is F16: 4 * n_layers * n_ctx * n_kv_heads *
+ * head_dim bytes. NULL if a thread cannot be started. */
 llama_ctx *llama_ctx_new(const llama_model *m, int n_ctx, int n_threads);
 /* The same on a thread pool shared with other contexts (threadpool.h; it
  * must outlive them). The pool runs one step at a time, so the contexts'
