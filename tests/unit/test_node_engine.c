@@ -458,9 +458,9 @@ static void test_busy(void) {
     node n;
     if (attach(&n, 1, 1) < 0) return;
     cJSON *req = request(prompts[0], 30);
-    /* The first asks for 2,000 tokens, so it holds the slot far longer than
+    /* The first asks for 400 tokens, so it holds the slot far longer than
      * the microseconds between the three starts, however fast the model. */
-    cJSON *long_req = request(prompts[0], 2000);
+    cJSON *long_req = request(prompts[0], 400);
     result r[3];
     memset(r, 0, sizeof r);
     for (int i = 0; i < 3; i++) start(&r[i], &n, i == 0 ? long_req : req, 1);
