@@ -23,12 +23,16 @@ static const char usage[] =
     "usage: msoa router train --data DIR --out FILE [--seed S] [options]\n"
     "       msoa router eval --data DIR [options]\n"
     "options:\n"
+    "  --extra FILE        also a file of {\"text\",\"label\"} lines, as one more source\n"
+    "                      (repeatable; the default model adds models/data/benign-chat.jsonl)\n"
     "  --embeddings FILE   GloVe text file (.gz ok); default DIR/embeddings/glove-100d-30k.txt.gz\n"
     "  --features LIST     embed,hand,proto,cluster,unigram,bigram,style or all\n"
     "                      (default embed,hand,proto,cluster)\n"
     "  --cluster-tables N  --cluster-bits N   word clusters (default 8 tables of 2^6)\n"
     "  --hash-bits N       hashed n-gram table size 2^N (default 16)\n"
-    "  --epochs N  --lr X  --l2 X  --l2-hash X  --l2-guard X  --sif A  --balance 0|1|2\n"
+    "  --epochs N  --lr X  --l2 X  --l2-hash X  --l2-guard X  --sif A  --shrink W\n"
+    "  --balance 0|1|2  --guard-balance 0|1|2   example weights: none, by class,\n"
+    "                      by class and source (defaults 1 and 2)\n"
     "  --guard-threshold X fixed guard threshold (default: lowest with <= 1% false\n"
     "                      positives on every benign source, out of source)\n"
     "  --max-bytes N       bytes of each text read (default 2048)\n"
@@ -37,8 +41,12 @@ static const char usage[] =
     "  --no-augment        no chat-phrased copies of the examples\n"
     "  -v                  progress on stderr\n";
 
+#define MAX_EXTRA 16
+
 typedef struct router_args {
     const char *data, *out;
+    const char *extra[MAX_EXTRA];   /* more {"text","label"} files, a source each */
+    int n_extra;
     int folds;
     route_train_opts o;
 } router_args;
@@ -60,6 +68,10 @@ static int parse_args(int argc, char **argv, router_args *a) {
         else if (!v) return bad("missing value for", f);
         else if (strcmp(f, "--data") == 0) a->data = v;
         else if (strcmp(f, "--out") == 0) a->out = v;
+        else if (strcmp(f, "--extra") == 0) {
+            if (a->n_extra == MAX_EXTRA) return bad("too many --extra files", v);
+            a->extra[a->n_extra++] = v;
+        }
         else if (strcmp(f, "--seed") == 0) a->o.seed = strtoull(v, NULL, 10);
         else if (strcmp(f, "--folds") == 0) a->folds = atoi(v);
         else if (strcmp(f, "--embeddings") == 0) a->o.embeddings = v;
@@ -72,17 +84,20 @@ static int parse_args(int argc, char **argv, router_args *a) {
         else if (strcmp(f, "--l2-hash") == 0) a->o.l2_hash = strtof(v, NULL);
         else if (strcmp(f, "--l2-guard") == 0) a->o.l2_guard = strtof(v, NULL);
         else if (strcmp(f, "--sif") == 0) a->o.sif_a = strtof(v, NULL);
+        else if (strcmp(f, "--shrink") == 0) a->o.shrink = strtof(v, NULL);
         else if (strcmp(f, "--guard-threshold") == 0) a->o.guard_threshold = strtof(v, NULL);
         else if (strcmp(f, "--cluster-tables") == 0) a->o.cluster_tables = atoi(v);
         else if (strcmp(f, "--cluster-bits") == 0) a->o.cluster_bits = atoi(v);
         else if (strcmp(f, "--balance") == 0) a->o.balance = atoi(v);
+        else if (strcmp(f, "--guard-balance") == 0) a->o.guard_balance = atoi(v);
         else if (strcmp(f, "--max-bytes") == 0) a->o.max_bytes = (uint32_t)atoi(v);
         else return bad("unknown option", f);
         i += takes;
     }
     if (!a->data) return bad("--data is required", NULL);
     if (a->o.hash_bits > 22 || a->o.cluster_tables < 1 || a->o.cluster_tables > 64 ||
-        a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.epochs < 1 || a->o.max_bytes < 16 || a->o.balance < 0 || a->o.balance > 2 ||
+        a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.epochs < 1 || a->o.max_bytes < 16 || !(a->o.shrink >= 0) || a->o.balance < 0 || a->o.balance > 2 ||
+        a->o.guard_balance < 0 || a->o.guard_balance > 2 ||
         a->folds < 0 || a->folds == 1 || a->folds > 20)
         return bad("option out of range", NULL);
     return 0;
@@ -107,6 +122,8 @@ static int run(int train, router_args *a) {
     dataset_init(&d);
     default_embeddings(a, &emb);
     if (dataset_load(&d, a->data, &err)) goto done;
+    for (int i = 0; i < a->n_extra; i++)
+        if (dataset_load_user_file(&d, a->extra[i], &err)) goto done;
     if (a->o.augment) dataset_augment(&d, a->o.seed);
     if (!(t = route_trainer_new(&d, &a->o, &err))) goto done;
     if (a->o.verbose)

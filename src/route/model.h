@@ -63,6 +63,10 @@ struct route_model {
      * cluster weights summed[n_out], weight*proto_sim[n_proto], guard_word]. */
     float *pack;
     int pack_stride;
+    float prior_w, prior_h;    /* pseudo-counts added to the word weight sum and to
+                                  the hashed count: a short text is pulled
+                                  towards the average text instead of being
+                                  read as an extreme one */
     float temperature;         /* router logits are divided by it */
     float guard_threshold;
     uint32_t max_bytes;

@@ -23,9 +23,11 @@ void route_train_defaults(route_train_opts *o) {
     o->hash_bits = 16;
     o->max_bytes = ROUTE_DEFAULT_MAX_BYTES;
     o->sif_a = 0;
+    o->shrink = 4;
     o->cluster_tables = 8;
     o->cluster_bits = 6;
     o->balance = 1;
+    o->guard_balance = 2;
     o->calibrate = 1;
     o->augment = 1;
 }
@@ -327,6 +329,13 @@ static void add_rows(route_trainer *t, int i, int32_t *words, size_t n, size_t *
     t->row_off[i + 1] = (uint32_t)*len;
 }
 
+/* The hashed-count pseudo-count: shrink words' worth of hashed ids. */
+static float prior_h(const route_trainer *t) {
+    unsigned f = t->o.features;
+    int per_word = (f & FEATS_CLUSTER ? t->o.cluster_tables : 0) + (f & FEATS_UNIGRAM ? 1 : 0) + (f & FEATS_BIGRAM ? 1 : 0);
+    return t->o.shrink * (float)per_word;
+}
+
 static void extract_all(route_trainer *t) {
     const route_dataset *d = t->d;
     size_t n_ids = 0, cap_ids = 0, n_rows = 0, cap_rows = 0;
@@ -352,14 +361,14 @@ static void extract_all(route_trainer *t) {
         feat_feed(&s, text, len);
         feat_end(&s, row);
         if (x.wsum > 0) {
-            for (int k = 0; k < t->dim; k++) row[t->nx + k] = sum[k] / x.wsum;
+            for (int k = 0; k < t->dim; k++) row[t->nx + k] = sum[k] / (x.wsum + t->o.shrink);
             for (int c = 0; c < t->n_proto; c++) {
-                row[FEAT_HAND_N + 2 * c] = x.pmean[c] / x.wsum;
+                row[FEAT_HAND_N + 2 * c] = x.pmean[c] / (x.wsum + t->o.shrink);
                 row[FEAT_HAND_N + 2 * c + 1] = x.pmax[c];
             }
         }
         t->sp_off[i + 1] = (uint32_t)n_ids;
-        t->sp_scale[i] = x.count ? 1.0f / sqrtf((float)x.count) : 0.0f;
+        t->sp_scale[i] = x.count ? 1.0f / sqrtf((float)x.count + prior_h(t)) : 0.0f;
         /* a rewording shares its original's hash: it is held out with it */
         int orig = d->ex[i].aug_of >= 0 ? d->ex[i].aug_of : i;
         t->text_hash[i] = hash_bytes(d->ex[orig].text);
@@ -448,7 +457,7 @@ static uint64_t rng_next(uint64_t *s) {   /* xorshift64* */
  * and (balance 2) within a class every source too, so that a big source
  * (6,000 BIG-Bench-Hard rows) cannot make its style the class. */
 static void example_weights(const route_trainer *t, const int *idx, const int *y, int n, int k,
-                            float *w) {
+                            int balance, float *w) {
     int ns = t->d->n_sources;
     int *cnt = xcalloc((size_t)k * (size_t)ns, sizeof(int));
     int *ccnt = xcalloc((size_t)k, sizeof(int)), *csrc = xcalloc((size_t)k, sizeof(int));
@@ -461,8 +470,8 @@ static void example_weights(const route_trainer *t, const int *idx, const int *y
     for (int c = 0; c < k; c++) present += ccnt[c] > 0;
     for (int i = 0; i < n; i++) {
         int c = y[i], s = t->d->ex[idx[i]].source;
-        if (t->o.balance == 0) w[i] = 1.0f;
-        else if (t->o.balance == 1) w[i] = (float)n / ((float)present * (float)ccnt[c]);
+        if (balance == 0) w[i] = 1.0f;
+        else if (balance == 1) w[i] = (float)n / ((float)present * (float)ccnt[c]);
         else w[i] = (float)n / ((float)present * (float)csrc[c] * (float)cnt[c * ns + s]);
     }
     free(cnt);
@@ -567,7 +576,8 @@ static void dense_stats(const route_trainer *t, const int *idx, int n, float *mu
 /* Trains one softmax head; returns it (caller frees the arrays). sign[j]:
  * the only output dense feature j may raise (-1: any). */
 static lin train_head(const route_trainer *t, const int *idx, const int *y, int n, int k,
-                      const float *mu, const float *sd, const int *sign, unsigned feats, float l2) {
+                      const float *mu, const float *sd, const int *sign, unsigned feats, float l2,
+                      int balance) {
     lin m = {k, xcalloc((size_t)t->nd * (size_t)k, sizeof(float)),
              xcalloc(((size_t)1 << t->o.hash_bits) * (size_t)k + 1, sizeof(float)),
              xcalloc((size_t)k, sizeof(float)),
@@ -585,7 +595,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
             int on = (feats & group) != 0;
             xs[(size_t)i * (size_t)t->nd + (size_t)j] = on ? z : 0.0f;
         }
-    example_weights(t, idx, y, n, k, w);
+    example_weights(t, idx, y, n, k, balance, w);
     sgd(t, &m, idx, y, w, n, xs, sign);
     free(xs);
     free(w);
@@ -683,6 +693,8 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         uint32_t bits = feats & (FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_CLUSTER) ? t->o.hash_bits : 0;
         m = route_model_new(t->n_classes, t->class_names, feats, bits, (uint32_t)t->vocab.n_rows);
         m->max_bytes = t->o.max_bytes;
+        m->prior_w = t->o.shrink;
+        m->prior_h = prior_h(t);
         copy_vocab(t, m);
         dense_stats(t, gidx, gn, mu, sd);
         for (int j = 0; j < t->nx; j++) {
@@ -698,14 +710,15 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         }
         int rsign[ROUTE_NX_MAX], gsign[ROUTE_NX_MAX];
         sign_classes(t, rsign, gsign);
-        lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign, feats & ~(unsigned)FEATS_MIL, t->o.l2);
+        lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign, feats & ~(unsigned)FEATS_MIL, t->o.l2,
+                           t->o.balance);
         for (int c = 0; c < t->n_classes; c++) fold(t, m, &r, c, -1, c, mu, sd);
         lin_free(&r);
         if (pos > 0 && pos < gn) {
             /* with FEATS_MIL the guard reads the named features and its
              * word scores only: the mean vector carries a source's style */
             unsigned gfeats = feats & FEATS_MIL ? feats & (FEATS_HAND | FEATS_PROTO | FEATS_STYLE | FEATS_MIL) : feats;
-            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard);
+            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance);
             fold(t, m, &g, 1, 0, t->n_classes, mu, sd);
             if (g.u) {
                 m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));

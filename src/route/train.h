@@ -27,8 +27,10 @@ typedef struct route_train_opts {
     uint32_t max_bytes;  /* training texts are cut like requests */
     int cluster_tables;  /* word clusters: hash tables ... */
     int cluster_bits;    /* ... of 2^bits buckets each */
+    float shrink;        /* pseudo-words added when averaging (see model.h prior_w) */
     float sif_a;         /* word weight rank/(rank+a): frequent words count less; 0: all 1 */
     int balance;         /* 0 none, 1 classes, 2 classes and sources within a class */
+    int guard_balance;   /* the same for the guard (safe/unsafe) */
     const char *embeddings;   /* GloVe text(.gz) file, or NULL */
     int augment;         /* add chat-phrased copies (dataset_augment) */
     int calibrate;       /* fit the temperature on leave-one-source-out predictions */

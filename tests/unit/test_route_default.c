@@ -1,5 +1,6 @@
 /* test_route_default: the committed default model (models/router.msoa) is
- * what `msoa router train --data ../shared/data --seed 1` builds: a rebuild
+ * what `msoa router train --data ../shared/data --extra
+ * models/data/benign-chat.jsonl --seed 1` builds: a rebuild
  * reaches the recorded leave-one-source-out accuracy and decides like the
  * committed file. Skipped (passes) when ../shared/data is absent. */
 #include <math.h>
@@ -16,7 +17,7 @@
 
 /* Recorded by `msoa router eval --data ../shared/data --seed 1` when the
  * default model was built (see models/README.md). */
-#define RECORDED_LOSO_MEAN 0.614f
+#define RECORDED_LOSO_MEAN 0.649f
 #define TOLERANCE 0.01f
 
 static int have(const char *path) {
@@ -25,10 +26,11 @@ static int have(const char *path) {
 }
 
 static void test_rebuild_matches_recorded(void) {
-    char data[4096], emb[4096], model[4096];
+    char data[4096], emb[4096], model[4096], chat[4096];
     snprintf(data, sizeof data, "%s", test_shared_path("data"));
     snprintf(emb, sizeof emb, "%s", test_shared_path("data/embeddings/glove-100d-30k.txt.gz"));
     snprintf(model, sizeof model, "%s", test_source_path("models/router.msoa"));
+    snprintf(chat, sizeof chat, "%s", test_source_path("models/data/benign-chat.jsonl"));
     if (!have(data) || !have(emb)) {
         fprintf(stderr, "  skip: no shared data at %s\n", data);
         return;
@@ -37,6 +39,7 @@ static void test_rebuild_matches_recorded(void) {
     char *err = NULL;
     dataset_init(&d);
     CHECK_EQ_INT(dataset_load(&d, data, &err), 0);
+    CHECK_EQ_INT(dataset_load_user_file(&d, chat, &err), 0);
     route_train_opts o;
     route_train_defaults(&o);
     o.seed = 1;
