@@ -284,11 +284,11 @@ static int tokenize(const char *s, size_t n, tok *t, int *count, merr *err) {
             i += len;
         } else if (c == '*' && i + 1 < n && s[i + 1] == '*') {
             x->kind = T_OP, x->op = '^', i += 2;
-        } else if (strchr("+-*/^", c)) {
+        } else if (c && strchr("+-*/^", c)) {
             x->kind = T_OP, x->op = c, i++;
         } else if (c == '(' || c == ')') {
             x->kind = c == '(' ? T_LP : T_RP, i++;
-        } else if (strchr("?.:,!=", c)) {
+        } else if (c && strchr("?.:,!=", c)) {
             x->kind = T_PUNCT, i++;
         } else if ((x->op = utf8_op(s + i, n - i, &len))) {
             x->kind = T_OP, i += len;
