@@ -198,9 +198,12 @@ typedef struct tok {
     char word[16]; /* T_WORD, lower case, "" when too long to be a filler */
 } tok;
 
+/* Words that may surround the expression without changing what is asked. */
 static const char *const fillers[] = {
-    "what", "what's", "whats", "is", "the", "value", "of", "compute", "calculate", "evaluate", "solve", "simplify",
-    "find", "work", "out", "result", "answer", "please", "equals", "equal", "how", "much", "tell", "me", "give",
+    "what", "what's", "whats", "is", "the", "value", "of", "compute", "calculate", "evaluate", "solve",
+    "simplify", "find", "work", "out", "result", "answer", "please", "equals", "equal", "how", "much",
+    "tell", "me", "give", "with", "just", "only", "number", "reply", "respond", "final", "exact",
+    "exactly", "as", "a", "an", "fraction", "decimal",
 };
 
 static int is_filler(const char *w) {

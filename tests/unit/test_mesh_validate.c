@@ -40,6 +40,8 @@ static void test_math_eval(void) {
     CHECK_STR(eval("What\xe2\x80\x99s 9 minus 10?"), "-1");
     CHECK_STR(eval("Calculate 10 divided by 4 plus 3 multiplied by 2."), "17/2");
     CHECK_STR(eval("3 x 4"), "12");
+    CHECK_STR(eval("What is 2+2? Answer with just the number."), "4");
+    CHECK_STR(eval("Compute 1/8 exactly, as a fraction"), "1/8");
     CHECK_STR(eval("Please evaluate: (2.5 - 0.5) / 8 ="), "1/4");
     CHECK_STR(eval("0^0"), "1");
     CHECK_STR(eval("1^100000000000000000000"), "1");
@@ -62,6 +64,7 @@ static void test_math_eval(void) {
     CHECK_STR(eval("What is 15% of 80?"), "!not pure arithmetic");
     CHECK_STR(eval("Solve x + 2 = 5"), "!not pure arithmetic");
     CHECK_STR(eval("2 + 2 is what? And 3 + 3?"), "!not pure arithmetic");
+    CHECK_STR(eval("What is 2+2 in base 3?"), "!not pure arithmetic");
     CHECK_STR(eval("f(1, 2)"), "!not pure arithmetic");
     CHECK_STR(eval("2 +"), "!not pure arithmetic");
     CHECK_STR(eval("(2 + 3"), "!not pure arithmetic");
