@@ -287,18 +287,20 @@ static int check_python(lexer *lx) {
     int line_start = 1, continued = 0, code = 0; /* code: the logical line has tokens */
     char last = 0;                                 /* its last significant character */
     while (lx->i < lx->n) {
-        if (line_start && !lx->depth && !continued && py_indent(lx, &ps)) return -1;
-        line_start = 0;
+        if (line_start) {
+            /* a line inside brackets or after a backslash continues a logical line: no indentation */
+            if (!lx->depth && !continued && py_indent(lx, &ps)) return -1;
+            line_start = continued = 0;
+        }
         if (lx->i >= lx->n) break;
         char c = lx->s[lx->i];
         int r = 0;
         if (c == '\n') {
-            if (!lx->depth && !continued && code) {
+            if (!lx->depth && code) {
                 ps.expect_indent = last == ':';
                 ps.colon_line = lx->line;
                 code = 0;
             }
-            continued = 0;
             line_start = 1;
             lx->line++;
             lx->i++;

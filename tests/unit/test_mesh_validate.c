@@ -339,6 +339,7 @@ static void test_code_python(void) {
     CHECK_STR(block("python3", "x = 1 + \\\n      2\nif x:\n\n    # comment at any indent\n  # here too\n    pass\n"), "");
     CHECK_STR(block("python", "class A:\n\tdef f(self):\n\t\tpass\n\nclass B:\n\tpass"), "");
     CHECK_STR(block("python", "    x = 1\n    y = 2\n"), ""); /* indented as a whole: the base */
+    CHECK_STR(block("python", "if a and \\\n        b:\n    pass\n"), ""); /* a continued header */
     CHECK_STR(block("python", "if x:  # why\n    y = {\n'k': 1,\n}\nelse:\n    pass\n"), "");
     CHECK_STR(block("python", "print((1, 2)\n"), "'(' opened on line 1 is not closed");
     CHECK_STR(block("python", "x = [1, 2)\n"), "line 1: ')' does not match '[' opened on line 1");
