@@ -95,6 +95,10 @@ validate_result validate_code_block(const char *lang, const char *code, size_t l
  * "$.items[2].price: expected number, got string". Any other or no
  * response_format: NOT_APPLICABLE. */
 validate_result validate_json(const char *answer, size_t len, const cJSON *response_format);
+/* Parses text as exactly one JSON value (whitespace around it allowed):
+ * PASS and *value (the caller deletes it), or FAIL naming the line and
+ * column where it stops being JSON and *value NULL. */
+validate_result validate_json_parse(const char *text, size_t len, cJSON **value);
 /* The schema check alone. A schema nested (or $ref'd) deeper than 64
  * levels gives NOT_APPLICABLE. */
 validate_result validate_json_schema(const cJSON *instance, const cJSON *schema);

@@ -5,7 +5,7 @@
  * breaks (a string or comment left open, brackets that do not pair, Python
  * indentation that cannot parse) and misses everything grammatical. That
  * is the right trade for a cascade: no false alarms on valid code, and
- * each block costs one linear pass. */
+ * each block costs one linear pass. JSON blocks are simply parsed. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -338,28 +338,19 @@ static int check_python(lexer *lx) {
     return 0;
 }
 
-/* ---- JSON ---- */
-
-static int check_json(lexer *lx) {
-    const char *end = NULL;
-    cJSON *v = cJSON_ParseWithLengthOpts(lx->s, lx->n, &end, 0);
-    size_t i = v ? (size_t)(end - lx->s) : 0;
-    while (v && i < lx->n && lx->s[i] && strchr(" \t\r\n", lx->s[i])) i++;
-    cJSON_Delete(v);
-    if (v && i == lx->n) return 0;
-    if (!v) i = end && end >= lx->s && end <= lx->s + lx->n ? (size_t)(end - lx->s) : lx->n;
-    int line = 1;
-    for (size_t k = 0; k < i; k++) line += lx->s[k] == '\n';
-    return lex_error(lx, "line %d: %s", line, v ? "text after the JSON value" : "not valid JSON");
-}
-
 /* ---- blocks and fences ---- */
 
 validate_result validate_code_block(const char *lang, const char *code, size_t len) {
     lang_id id = lang_of(lang);
     if (id == LANG_NONE) return validate_resultf(VALIDATE_NOT_APPLICABLE, "%.40s is not a language we check", lang);
+    if (id == LANG_JSON) {
+        cJSON *v;
+        validate_result r = validate_json_parse(code, len, &v);
+        cJSON_Delete(v);
+        return r.verdict == VALIDATE_PASS ? validate_resultf(VALIDATE_PASS, "json parses") : r;
+    }
     lexer lx = {.s = code, .n = len, .line = 1};
-    int r = id == LANG_PYTHON ? check_python(&lx) : id == LANG_JSON ? check_json(&lx) : check_clike(&lx, id == LANG_JS);
+    int r = id == LANG_PYTHON ? check_python(&lx) : check_clike(&lx, id == LANG_JS);
     if (r) return validate_resultf(VALIDATE_FAIL, "%s", lx.err);
     return validate_resultf(VALIDATE_PASS, "%.40s passes the lexical check", lang);
 }

@@ -330,29 +330,31 @@ validate_result validate_json_schema(const cJSON *instance, const cJSON *schema)
     return validate_resultf(r == V_FAIL ? VALIDATE_FAIL : VALIDATE_NOT_APPLICABLE, "%s", c.msg);
 }
 
-/* Parses the whole answer as one JSON value; NULL and why in r if not. */
-static cJSON *parse_answer(const char *answer, size_t len, validate_result *r) {
+validate_result validate_json_parse(const char *text, size_t len, cJSON **value) {
     const char *end = NULL;
-    cJSON *v = cJSON_ParseWithLengthOpts(answer, len, &end, 0);
+    cJSON *v = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     int parsed = v != NULL;
+    *value = NULL;
     if (v) {
-        size_t i = (size_t)(end - answer);
-        while (i < len && answer[i] && strchr(" \t\r\n", answer[i])) i++;
-        if (i == len) return v;
+        size_t i = (size_t)(end - text);
+        while (i < len && text[i] && strchr(" \t\r\n", text[i])) i++;
+        if (i == len) {
+            *value = v;
+            return validate_resultf(VALIDATE_PASS, "valid JSON");
+        }
         cJSON_Delete(v);
-        end = answer + i;
+        end = text + i;
     }
-    if (!end || end < answer || end > answer + len) end = answer + len;
+    if (!end || end < text || end > text + len) end = text + len;
     int line = 1, col = 1;
-    for (const char *p = answer; p < end; p++) {
+    for (const char *p = text; p < end; p++) {
         if (*p == '\n')
             line++, col = 1;
         else
             col++;
     }
-    *r = validate_resultf(VALIDATE_FAIL, "%s at line %d, column %d", parsed ? "text after the JSON value" : "not valid JSON",
-                          line, col);
-    return NULL;
+    return validate_resultf(VALIDATE_FAIL, "%s at line %d, column %d", parsed ? "text after the JSON value" : "not valid JSON",
+                            line, col);
 }
 
 validate_result validate_json(const char *answer, size_t len, const cJSON *response_format) {
@@ -362,8 +364,8 @@ validate_result validate_json(const char *answer, size_t len, const cJSON *respo
     if (!object && strcmp(type->valuestring, "json_schema") != 0)
         return validate_resultf(VALIDATE_NOT_APPLICABLE, "response_format type '%.40s' asks for no JSON",
                                 type->valuestring);
-    validate_result r;
-    cJSON *v = parse_answer(answer, len, &r);
+    cJSON *v;
+    validate_result r = validate_json_parse(answer, len, &v);
     if (!v) return r;
     if (object) {
         r = cJSON_IsObject(v) ? validate_resultf(VALIDATE_PASS, "a JSON object")

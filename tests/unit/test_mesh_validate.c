@@ -386,9 +386,9 @@ static void test_code_js_c(void) {
 
 static void test_code_json_and_langs(void) {
     CHECK_STR(block("json", "{\"a\": [1, 2, {\"b\": null}]}\n"), "");
-    CHECK_STR(block("json", "{\"a\": 1,\n \"b\": }\n"), "line 2: not valid JSON");
-    CHECK_STR(block("json", "{} {}\n"), "line 1: text after the JSON value");
-    CHECK_STR(block("json", "// comment\n{}"), "line 1: not valid JSON");
+    CHECK_STR(block("json", "{\"a\": 1,\n \"b\": }\n"), "not valid JSON at line 2, column 7");
+    CHECK_STR(block("json", "{} {}\n"), "text after the JSON value at line 1, column 4");
+    CHECK_STR(block("json", "// comment\n{}"), "not valid JSON at line 1, column 1");
     CHECK_STR(block("rust", "fn main() {"), "n/a");
     CHECK_STR(block("jsx", "<p>Don't</p>"), "n/a");
     CHECK_STR(block("", "(("), "n/a");
