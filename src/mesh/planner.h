@@ -23,7 +23,10 @@
  * scores keep the candidates' order.
  *
  * A pure function over plain structs: the caller copies what it knows about
- * each node (registry, breaker, latency tracker) into plan_candidate. */
+ * each node (registry, breaker, latency tracker) into plan_candidate. Set
+ * breaker_allows from breaker_state() != BREAKER_OPEN rather than from
+ * breaker_allow(), which takes a half-open probe slot: call that just
+ * before actually sending. */
 #ifndef MSOA_PLANNER_H
 #define MSOA_PLANNER_H
 
@@ -55,7 +58,7 @@ typedef enum { PLAN_SPECIALIST, PLAN_GENERALIST, PLAN_FALLBACK } plan_tier;
 typedef struct plan_entry {
     int index;        /* into the candidate array */
     plan_tier tier;
-    const char *pool; /* the candidate's domain ("general" when it had none) */
+    const char *pool; /* the candidate's domain, or the static "general" when it had none */
     double est_ms, cost_usd, score;
     char why[160];    /* e.g. "specialist pool 'math', score 812.5 (est 800 ms, $0.000125)" */
 } plan_entry;
