@@ -457,6 +457,7 @@ static void explain_add(explain_ctx *x, uint64_t key, const char *name, size_t l
         x->keys[i] = key;
         x->name[i] = name;
         x->len[i] = (uint32_t)len;
+        x->weight[i] = 0;
     }
     x->weight[i] += wt;
 }
@@ -490,7 +491,8 @@ static void explain_both(void *ctx, const char *w, size_t len, const vocab_entry
 }
 
 static void explain_init(explain_ctx *x, const route_model *m, const word_acc *a, int out, int relative) {
-    memset(x, 0, sizeof *x);
+    memset(x->keys, 0, sizeof x->keys);   /* the other arrays are set on insert */
+    x->n = 0;
     x->m = m;
     x->out = out;
     x->relative = relative;
@@ -547,13 +549,14 @@ static int explain_finish(explain_ctx *x, const float *hand, route_feature *top)
 static void explain(const route_model *m, const char *sys, size_t slen, const char *user, size_t ulen,
                     const word_acc *a, const float *hand, route_decision *d) {
     explain_ctx x[2];
+    int guard = m->has_guard && d->unsafe;   /* the guard's reasons matter when it refuses */
     explain_init(&x[0], m, a, d->domain, 1);
-    if (m->has_guard) explain_init(&x[1], m, a, m->n_classes, 0);
-    else memset(&x[1], 0, sizeof x[1]);
+    if (guard) explain_init(&x[1], m, a, m->n_classes, 0);
+    else x[1].m = NULL;
     float ignored[FEAT_HAND_N];
     scan(m, sys, slen, user, ulen, explain_both, x, ignored);
     d->n_top = explain_finish(&x[0], hand, d->top);
-    if (m->has_guard) d->n_guard_top = explain_finish(&x[1], hand, d->guard_top);
+    if (guard) d->n_guard_top = explain_finish(&x[1], hand, d->guard_top);
 }
 
 int route_classify(const route_model *m, const char *sys, size_t slen, const char *user, size_t ulen,

@@ -37,7 +37,7 @@ typedef struct route_decision {
     int unsafe;                 /* guard_score >= the model's threshold */
     int n_top, n_guard_top;     /* filled with ROUTE_EXPLAIN */
     route_feature top[ROUTE_TOP_N];         /* why this domain */
-    route_feature guard_top[ROUTE_TOP_N];   /* why this guard score */
+    route_feature guard_top[ROUTE_TOP_N];   /* why unsafe (only when unsafe) */
 } route_decision;
 
 enum { ROUTE_EXPLAIN = 1 };
