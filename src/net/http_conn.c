@@ -15,8 +15,9 @@
  * - Connections: one uv_tcp_t with TCP_NODELAY. Reads land in one buffer
  *   shared by the whole client, because a read is consumed before the next
  *   one is made; only bytes held back by a paused call are copied, into the
- *   connection's own buffer. Idle connections keep reading, so a close by
- *   the server is seen at once.
+ *   connection's own buffer (at most one read: READ_BUF_SIZE, small, as
+ *   LLM streams come in small pieces). Idle connections keep reading, so a
+ *   close by the server is seen at once.
  * - Calls: one allocation holding the call, its request head and body,
  *   written with one uv_write. One timer per call carries the connect,
  *   total and stall deadlines (checked when it fires: a byte does not
@@ -54,7 +55,7 @@
 #define SWEEP_EVERY_MS 5000
 #define DNS_TTL_MS 60000
 #define MAX_ADDRS 4
-#define READ_BUF_SIZE (64u << 10)
+#define READ_BUF_SIZE (16u << 10)
 #define MAX_HOST_LEN 255
 #define MAX_REQUEST_HEADERS 64
 
