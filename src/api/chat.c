@@ -1,7 +1,16 @@
 /* chat: see chat.h.
  *
- * The path of one completion: chat_start (validate, pick) -> dispatch ->
- * on_node_chunk* -> on_node_done | on_node_error -> finish (report, account).
+ * The path of one completion:
+ *   chat_start: check the request, plan the nodes (guard and router for
+ *     `auto`, then pools ordered by the planner), start the first attempt;
+ *   an attempt is one node's call (dispatch); the first to produce a chunk
+ *     (or, unstreamed, an answer) wins; a hedge is a second attempt started
+ *     when the first is slower than its node's p95 time to first token;
+ *   on_attempt_chunk* -> on_attempt_done: the answer, with one id, the usage
+ *     of every node, the `msoa` report -> finish -> account;
+ *   on_attempt_error: the next node of the plan (continuing a cut stream
+ *     from the text already sent), while attempts, the retry budget and the
+ *     deadline allow; else the error.
  */
 #include "api/chat.h"
 
@@ -11,53 +20,74 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/chat_request.h"
+#include "api/metrics.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/xalloc.h"
-#include "api/metrics.h"
 #include "ledger/cost.h"
 #include "mesh/dispatch.h"
+#include "mesh/planner.h"
 
 /* Pause the node while the client has this much unsent. */
 #define BACKLOG_HIGH (256u << 10)
-/* Nodes one request may try: the first and up to two failovers. */
-#define MAX_ATTEMPTS 3
+#define MAX_ATTEMPTS 8
+/* A node's p95 time to first token is trusted after this many samples;
+ * before that, no hedging. */
+#define HEDGE_MIN_SAMPLES 20
+#define MAX_PLAN 64
+/* Price against time in the planner: a node $0.001 dearer per request must
+ * be a second faster to be preferred. */
+#define PLAN_MS_PER_USD 1e6
+
+typedef struct attempt {
+    struct chat *c;
+    node *node;
+    dispatch *d;
+    uint64_t start_ns, first_ns;
+    long tokens_in, tokens_out;
+    int have_usage;
+    int content_chunks;
+    const cJSON *sent;     /* the request it was sent */
+} attempt;
 
 struct chat {
     worker *w;
     const chat_sink *sink;
     void *ud;
     cJSON *request;
-    node *node;
-    dispatch *dispatch;
+    cJSON *continuation;   /* sent when continuing a cut stream */
     int stream;
     int include_usage;     /* the client asked for the usage chunk */
     int paused;
-    int started;           /* on_stream_start has run */
-    uint64_t start_ns;
+    int started;           /* the client has the first chunk */
+    uint64_t start_ns, deadline_ns;
     char id[40];
     long created;
-    /* the current attempt, on c->node */
-    cJSON *continuation;   /* the request sent when continuing a cut stream */
-    long tokens_in, tokens_out;
-    int have_usage;
-    int content_chunks;
-    /* the attempts before it (failover), folded in as each ended */
+    /* the plan: nodes in the order to try them */
+    node *plan[MAX_PLAN];
+    int n_plan, next_in_plan;
+    /* attempts: `live` run now (two while hedging); `winner` answers */
+    attempt *live[2];
+    attempt *winner;
     node *used[MAX_ATTEMPTS];
-    int n_used;
+    int n_used, hedged;
+    uv_timer_t hedge_timer;
+    /* attempts that ended, folded in */
     long sum_in, sum_out, first_in;
     double sum_cost;
-    int estimated;         /* some attempt's usage was counted by msoa */
+    int estimated;
     /* the route, for `auto` */
     int routed;
     route_result route;
-    const char *domain;    /* the pool chosen: the router's domain, or "general" */
-    const char *degraded;  /* why the answer is not from the specialist pool, or NULL */
-    int flagged;           /* the guard flagged it and guard_action is flag */
-    buf content;           /* streamed text, assembled */
-    char *role;            /* from the first delta */
+    const char *domain;    /* the pool planned for */
+    char degraded[320];    /* why the answer is not from the specialist pool, or "" */
+    int flagged;
+    /* the answer, as streamed */
+    buf content;
+    char *role;
     char *finish_reason;
     cJSON *held_finish;    /* the finish_reason chunk, held until usage is known */
 };
@@ -75,7 +105,10 @@ void api_error_json(buf *out, const char *message, const char *type, const char 
     cJSON_Delete(root);
 }
 
-static void chat_free(chat *c) {
+/* ---- freeing ---- */
+
+static void free_after_close(uv_handle_t *h) {
+    chat *c = h->data;
     buf_free(&c->route.json);
     cJSON_Delete(c->request);
     cJSON_Delete(c->continuation);
@@ -86,97 +119,19 @@ static void chat_free(chat *c) {
     free(c);
 }
 
-static void fill_summary(chat *c, chat_summary *s);
+/* The hedge timer closes asynchronously; the chat goes with it. */
+static void chat_free(chat *c) { uv_close((uv_handle_t *)&c->hedge_timer, free_after_close); }
 
-static void report_error(chat *c, int status, const char *message, const char *type,
-                         const char *code, int retry_after, int mid_stream) {
-    buf e = BUF_INIT;
-    api_error_json(&e, message, type, code);
-    chat_summary s;
-    fill_summary(c, &s);
-    if (c->node) metrics_upstream_error(c->node->name, code);
-    c->sink->on_error(c->ud, &s, status, e.data, e.len, retry_after, mid_stream);
-    buf_free(&e);
-}
+/* ---- usage and the report ---- */
 
-/* ---- validation ---- */
-
-static const char *valid_roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
-
-static int role_is_valid(const char *r) {
-    for (size_t i = 0; i < sizeof valid_roles / sizeof *valid_roles; i++)
-        if (!strcmp(r, valid_roles[i])) return 1;
-    return 0;
-}
-
-/* Checks what msoa itself relies on; the node checks the rest. Returns NULL
- * or a message naming the offending field. */
-static const char *validate(const cJSON *body, char *msg, size_t cap) {
-    if (!cJSON_IsObject(body)) return "the request body must be a JSON object";
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
-    if (model && !cJSON_IsString(model) && !cJSON_IsNull(model)) return "'model' must be a string";
-    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
-    if (!messages) return "'messages' is required";
-    if (!cJSON_IsArray(messages)) return "'messages' must be an array";
-    if (cJSON_GetArraySize(messages) == 0) return "'messages' must not be empty";
-    int i = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, messages) {
-        if (!cJSON_IsObject(m)) {
-            snprintf(msg, cap, "'messages[%d]' must be an object", i);
-            return msg;
-        }
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        if (!cJSON_IsString(role)) {
-            snprintf(msg, cap, "'messages[%d].role' must be a string", i);
-            return msg;
-        }
-        if (!role_is_valid(role->valuestring)) {
-            snprintf(msg, cap, "'messages[%d].role' must be one of system, developer, user, assistant, tool; got '%.40s'",
-                     i, role->valuestring);
-            return msg;
-        }
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (content && !cJSON_IsString(content) && !cJSON_IsArray(content) && !cJSON_IsNull(content)) {
-            snprintf(msg, cap, "'messages[%d].content' must be a string, an array of parts or null", i);
-            return msg;
-        }
-        i++;
-    }
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
-    if (stream && !cJSON_IsBool(stream) && !cJSON_IsNull(stream)) return "'stream' must be a boolean";
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
-    if (so && !cJSON_IsObject(so) && !cJSON_IsNull(so)) return "'stream_options' must be an object";
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
-    if (mt && !cJSON_IsNull(mt) && (!cJSON_IsNumber(mt) || mt->valuedouble < 1 || mt->valuedouble != floor(mt->valuedouble)))
-        return "'max_tokens' must be an integer >= 1";
-    const cJSON *temp = cJSON_GetObjectItemCaseSensitive(body, "temperature");
-    if (temp && !cJSON_IsNull(temp) && (!cJSON_IsNumber(temp) || temp->valuedouble < 0 || temp->valuedouble > 2))
-        return "'temperature' must be a number between 0 and 2";
-    return NULL;
-}
-
-/* ---- the report ---- */
-
-/* The request the current attempt was sent. */
-static const cJSON *sent_request(const chat *c) { return c->continuation ? c->continuation : c->request; }
-
-/* When a node reports no usage: its chunks for output, and ~4 characters a
- * token for the prompt, which is what tokenizers average on English. */
-static void attempt_usage(const chat *c, long *in, long *out) {
-    if (c->have_usage) {
-        *in = c->tokens_in;
-        *out = c->tokens_out;
+static void attempt_usage(const attempt *a, long *in, long *out) {
+    if (a->have_usage) {
+        *in = a->tokens_in;
+        *out = a->tokens_out;
         return;
     }
-    size_t chars = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(sent_request(c), "messages")) {
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (cJSON_IsString(content)) chars += strlen(content->valuestring);
-    }
-    *in = (long)(chars + 3) / 4;
-    *out = c->content_chunks;
+    *in = chat_request_estimate_tokens(a->sent);
+    *out = a->content_chunks;
 }
 
 /* Usage counts every node's tokens and cost; the baseline is what one
@@ -184,27 +139,31 @@ static void attempt_usage(const chat *c, long *in, long *out) {
 static void fill_summary(chat *c, chat_summary *s) {
     long in = 0, out = 0;
     double cost = c->sum_cost;
-    if (c->node) {
-        attempt_usage(c, &in, &out);
-        cost += cost_usd(c->node->price, in, out);
+    attempt *a = c->winner;
+    if (a) {
+        attempt_usage(a, &in, &out);
+        cost += cost_usd(a->node->price, in, out);
     }
-    long first_in = c->n_used > 1 ? c->first_in : in;
+    node *n = a ? a->node : c->n_used ? c->used[c->n_used - 1] : NULL;
+    long first_in = c->sum_in || !a ? c->first_in : in;
+    memset(s, 0, sizeof *s);
     s->id = c->id;
-    s->node = c->node ? c->node->name : NULL;
-    s->model = c->node ? c->node->model : NULL;
-    s->domain = c->domain ? c->domain : c->node ? c->node->domain : NULL;
+    s->node = n ? n->name : NULL;
+    s->model = n ? n->model : NULL;
+    s->domain = c->domain ? c->domain : n ? n->domain : NULL;
     s->tokens_in = c->sum_in + in;
     s->tokens_out = c->sum_out + out;
-    s->usage_estimated = c->estimated || (c->node && !c->have_usage);
+    s->usage_estimated = c->estimated || (a && !a->have_usage);
     s->cost_usd = cost;
     s->baseline_cost_usd = cost_usd(c->w->gw->baseline, first_in, s->tokens_out);
     s->saved_usd = s->baseline_cost_usd - cost;
     s->latency_ms = (double)(clock_now_ns() - c->start_ns) / 1e6;
     s->nodes = (const node *const *)c->used;
     s->n_nodes = c->n_used;
+    s->hedged = c->hedged;
     s->route_json = c->routed ? c->route.json.data : NULL;
     s->guard_score = c->routed ? c->route.guard_score : -1;
-    s->degraded = c->degraded;
+    s->degraded = c->degraded[0] ? c->degraded : NULL;
     s->flagged = c->flagged;
 }
 
@@ -226,7 +185,8 @@ static cJSON *msoa_object(const chat_summary *s) {
         if (i) buf_putc(&o, ',');
         json_put_string(&o, s->nodes[i]->name);
     }
-    buf_printf(&o, "],\"failovers\":%d", s->n_nodes > 0 ? s->n_nodes - 1 : 0);
+    buf_printf(&o, "],\"failovers\":%d", s->n_nodes - 1 - s->hedged > 0 ? s->n_nodes - 1 - s->hedged : 0);
+    if (s->hedged) buf_puts(&o, ",\"hedged\":true");
     if (s->route_json) {
         buf_puts(&o, ",\"route\":");
         buf_puts(&o, s->route_json);
@@ -255,51 +215,145 @@ static void set_first(cJSON *obj, const char *key, cJSON *item) {
 
 /* One id, one model name and one creation time for the whole answer. */
 static void brand(chat *c, cJSON *obj, const char *object) {
-    set_first(obj, "model", cJSON_CreateString(c->node->model));
+    node *n = c->winner ? c->winner->node : c->used[c->n_used - 1];
+    set_first(obj, "model", cJSON_CreateString(n->model));
     set_first(obj, "created", cJSON_CreateNumber((double)c->created));
     set_first(obj, "object", cJSON_CreateString(object));
     set_first(obj, "id", cJSON_CreateString(c->id));
 }
 
-static void take_usage(chat *c, const cJSON *obj) {
+static void report_error(chat *c, int status, const char *message, const char *type, const char *code,
+                         int retry_after, int mid_stream) {
+    buf e = BUF_INIT;
+    api_error_json(&e, message, type, code);
+    chat_summary s;
+    fill_summary(c, &s);
+    if (s.node) metrics_upstream_error(s.node, code);
+    c->sink->on_error(c->ud, &s, status, e.data, e.len, retry_after, mid_stream);
+    buf_free(&e);
+}
+
+static void take_usage(attempt *a, const cJSON *obj) {
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(obj, "usage");
     if (!cJSON_IsObject(usage)) return;
     const cJSON *pt = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
     if (!cJSON_IsNumber(pt) || !cJSON_IsNumber(ct)) return;
-    c->tokens_in = (long)pt->valuedouble;
-    c->tokens_out = (long)ct->valuedouble;
-    c->have_usage = 1;
+    a->tokens_in = (long)pt->valuedouble;
+    a->tokens_out = (long)ct->valuedouble;
+    a->have_usage = 1;
 }
 
-/* One node's share, when its attempt ends (well or not): usage counts every
- * node's tokens. */
-static void fold_attempt(chat *c) {
+/* ---- attempts ---- */
+
+static const dispatch_events attempt_events;
+
+static void unlink_attempt(chat *c, attempt *a) {
+    for (int i = 0; i < 2; i++)
+        if (c->live[i] == a) c->live[i] = NULL;
+}
+
+/* An attempt's health goes into its node's breaker. verdict: 1 success,
+ * 0 failure, -1 neither (cancelled: a hedge that lost, a client gone). */
+static void judge(attempt *a, int verdict) {
+    uint64_t now = clock_now_ms_u64();
+    if (verdict > 0) breaker_success(&a->node->breaker, now);
+    else if (verdict == 0) breaker_failure(&a->node->breaker, now);
+    else breaker_release(&a->node->breaker, now);
+}
+
+/* An attempt that did not answer is over: its node's share goes into the
+ * sums, since usage counts every node's tokens. */
+static void end_attempt(chat *c, attempt *a, int verdict) {
+    judge(a, verdict);
+    unlink_attempt(c, a);
     long in, out;
-    attempt_usage(c, &in, &out);
-    double cost = cost_usd(c->node->price, in, out);
-    metrics_tokens(c->node->name, (uint64_t)in, (uint64_t)out);
-    metrics_cost(c->node->name, cost, 0, 0);
-    if (c->n_used == 1) c->first_in = in;
+    attempt_usage(a, &in, &out);
+    double cost = cost_usd(a->node->price, in, out);
+    metrics_tokens(a->node->name, (uint64_t)in, (uint64_t)out);
+    metrics_cost(a->node->name, cost, 0, 0);
+    if (!c->sum_in) c->first_in = in;
     c->sum_in += in;
     c->sum_out += out;
     c->sum_cost += cost;
-    c->estimated |= !c->have_usage;
-    c->tokens_in = c->tokens_out = 0;
-    c->have_usage = 0;
-    c->content_chunks = 0;
+    c->estimated |= !a->have_usage;
+    free(a);
 }
 
-/* The ledger step: today the metrics; receipts come with the ledger. The
- * last node's tokens and cost are in s; the others were folded already. */
-static void account(chat *c, const chat_summary *s) {
-    long in, out;
-    attempt_usage(c, &in, &out);
-    metrics_tokens(s->node, (uint64_t)in, (uint64_t)out);
-    metrics_cost(s->node, s->cost_usd - c->sum_cost, s->baseline_cost_usd, s->saved_usd);
-    metrics_upstream(s->node, s->latency_ms / 1e3);
-    log_debug("chat %s node=%s in=%ld out=%ld cost=%.8f latency=%.3fms", s->id, s->node,
-              s->tokens_in, s->tokens_out, s->cost_usd, s->latency_ms);
+static void cancel_attempt(chat *c, attempt *a) {
+    if (a->d) dispatch_cancel(a->d);
+    a->d = NULL;
+    end_attempt(c, a, -1);
+}
+
+static uint64_t remaining_ms(const chat *c) {
+    uint64_t now = clock_now_ns();
+    return now >= c->deadline_ns ? 0 : (c->deadline_ns - now) / 1000000u;
+}
+
+/* The next node of the plan whose breaker admits a request now. */
+static node *next_node(chat *c) {
+    uint64_t now = clock_now_ms_u64();
+    while (c->next_in_plan < c->n_plan) {
+        node *n = c->plan[c->next_in_plan++];
+        if (breaker_allow(&n->breaker, now)) return n;
+    }
+    return NULL;
+}
+
+/* Sends the request (or its continuation) to n. */
+static int start_attempt(chat *c, node *n) {
+    const msoa_config *cfg = &c->w->gw->cfg;
+    uint64_t left = remaining_ms(c);
+    unsigned total = cfg->upstream_timeout_ms && cfg->upstream_timeout_ms < left ? cfg->upstream_timeout_ms : (unsigned)left;
+    dispatch_timeouts t = {cfg->upstream_connect_timeout_ms, total ? total : 1, cfg->upstream_stall_ms};
+    attempt *a = xcalloc(1, sizeof *a);
+    a->c = c;
+    a->node = n;
+    a->start_ns = clock_now_ns();
+    cJSON *req = c->continuation ? c->continuation : c->request;
+    a->sent = req;
+    if (c->n_used < MAX_ATTEMPTS) c->used[c->n_used++] = n;
+    c->live[c->live[0] ? 1 : 0] = a;
+    a->d = dispatch_start(c->w->client, &c->w->loop, n, req, c->stream, &t, &attempt_events, a);
+    if (!a->d) {
+        unlink_attempt(c, a);
+        breaker_release(&n->breaker, clock_now_ms_u64());
+        free(a);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- hedging ---- */
+
+static void on_hedge_timer(uv_timer_t *t) {
+    chat *c = t->data;
+    if (c->winner || c->live[1] || !c->live[0]) return;
+    if (c->n_used >= c->w->gw->cfg.max_attempts || !budget_try_withdraw(&c->w->gw->retries)) return;
+    node *n = next_node(c);
+    if (!n) return;
+    log_debug("chat %s: hedging on node %s", c->id, n->name);
+    c->hedged = 1;
+    start_attempt(c, n);
+}
+
+/* Hedge when the first node is slower to its first token than its p95. */
+static void arm_hedge(chat *c) {
+    if (!c->w->gw->cfg.hedging || c->next_in_plan >= c->n_plan) return;
+    uint64_t after_us = latency_hedge_after_us(&c->live[0]->node->latency, HEDGE_MIN_SAMPLES, 0);
+    if (!after_us) return;
+    uv_timer_start(&c->hedge_timer, on_hedge_timer, (after_us + 999) / 1000, 0);
+}
+
+/* The first attempt to show an answer wins; the other is cancelled. */
+static int claim(chat *c, attempt *a) {
+    if (c->winner) return c->winner == a;
+    c->winner = a;
+    uv_timer_stop(&c->hedge_timer);
+    for (int i = 0; i < 2; i++)
+        if (c->live[i] && c->live[i] != a) cancel_attempt(c, c->live[i]);
+    return 1;
 }
 
 /* ---- streams ---- */
@@ -308,13 +362,13 @@ static void emit_chunk(chat *c, cJSON *chunk) {
     char *text = cJSON_PrintUnformatted(chunk);
     c->sink->on_chunk(c->ud, text, strlen(text));
     cJSON_free(text);
-    if (!c->paused && c->sink->backlog(c->ud) > BACKLOG_HIGH) {
+    if (!c->paused && c->sink->backlog(c->ud) > BACKLOG_HIGH && c->winner && c->winner->d) {
         c->paused = 1;
-        dispatch_pause(c->dispatch, 1);
+        dispatch_pause(c->winner->d, 1);
     }
 }
 
-static void remember_delta(chat *c, const cJSON *choice) {
+static void remember_delta(chat *c, attempt *a, const cJSON *choice) {
     const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(delta, "role");
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
@@ -322,7 +376,7 @@ static void remember_delta(chat *c, const cJSON *choice) {
     if (cJSON_IsString(role) && !c->role) c->role = xstrdup(role->valuestring);
     if (cJSON_IsString(content) && *content->valuestring) {
         buf_puts(&c->content, content->valuestring);
-        c->content_chunks++;
+        a->content_chunks++;
     }
     if (cJSON_IsString(finish)) {
         free(c->finish_reason);
@@ -330,18 +384,29 @@ static void remember_delta(chat *c, const cJSON *choice) {
     }
 }
 
-static void on_node_chunk(void *ud, cJSON *chunk) {
-    chat *c = ud;
-    if (!c->started) {
-        c->started = 1;
-        metrics_first_chunk((double)(clock_now_ns() - c->start_ns) / 1e9);
-        if (c->sink->on_stream_start) {
-            chat_summary s;
-            fill_summary(c, &s);
-            c->sink->on_stream_start(c->ud, &s);
-        }
+static void first_chunk(chat *c, attempt *a) {
+    uint64_t now = clock_now_ns();
+    a->first_ns = now;
+    latency_record_ttft(&a->node->latency, now / 1000000u, (now - a->start_ns) / 1000);
+    if (c->started) return;
+    c->started = 1;
+    metrics_first_chunk((double)(now - c->start_ns) / 1e9);
+    if (c->sink->on_stream_start) {
+        chat_summary s;
+        fill_summary(c, &s);
+        c->sink->on_stream_start(c->ud, &s);
     }
-    take_usage(c, chunk);
+}
+
+static void on_attempt_chunk(void *ud, cJSON *chunk) {
+    attempt *a = ud;
+    chat *c = a->c;
+    if (!claim(c, a)) {
+        cJSON_Delete(chunk);
+        return;
+    }
+    if (!a->first_ns) first_chunk(c, a);
+    take_usage(a, chunk);
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
     const cJSON *choice = cJSON_GetArrayItem(choices, 0);
     if (!choice) { /* the usage chunk: sent at the end, if asked for */
@@ -351,7 +416,7 @@ static void on_node_chunk(void *ud, cJSON *chunk) {
     /* A node continuing a cut stream starts with its own role delta: the
      * client has had one already. */
     if (c->role) cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "delta"), "role");
-    remember_delta(c, choice);
+    remember_delta(c, a, choice);
     cJSON_DeleteItemFromObjectCaseSensitive(chunk, "usage");
     brand(c, chunk, "chat.completion.chunk");
     if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(choice, "finish_reason"))) {
@@ -386,7 +451,24 @@ static void add_usage(cJSON *obj, const chat_summary *s) {
     cJSON_AddNumberToObject(u, "total_tokens", (double)(s->tokens_in + s->tokens_out));
 }
 
+/* The ledger step: today the metrics; receipts come with the ledger. The
+ * winner's tokens are counted here, the other nodes' as their attempts
+ * ended. */
+static void account(chat *c, const chat_summary *s) {
+    long in, out;
+    attempt_usage(c->winner, &in, &out);
+    metrics_tokens(s->node, (uint64_t)in, (uint64_t)out);
+    metrics_cost(s->node, s->cost_usd - c->sum_cost, s->baseline_cost_usd, s->saved_usd);
+    metrics_upstream(s->node, s->latency_ms / 1e3);
+    log_debug("chat %s node=%s in=%ld out=%ld cost=%.8f latency=%.3fms", s->id, s->node, s->tokens_in,
+              s->tokens_out, s->cost_usd, s->latency_ms);
+}
+
 static void finish(chat *c, cJSON *completion, const chat_summary *s) {
+    attempt *a = c->winner;
+    uint64_t now = clock_now_ns();
+    latency_record_done(&a->node->latency, now / 1000000u, a->first_ns ? (a->first_ns - a->start_ns) / 1000 : 0,
+                        (now - a->start_ns) / 1000, (uint64_t)(s->tokens_out - c->sum_out));
     cJSON_DeleteItemFromObjectCaseSensitive(completion, "msoa");
     cJSON_AddItemToObject(completion, "msoa", msoa_object(s));
     char *text = cJSON_PrintUnformatted(completion);
@@ -394,6 +476,9 @@ static void finish(chat *c, cJSON *completion, const chat_summary *s) {
     c->sink->on_finish(c->ud, s, text, strlen(text));
     cJSON_free(text);
     cJSON_Delete(completion);
+    judge(a, 1);
+    unlink_attempt(c, a);
+    free(a);
     chat_free(c);
 }
 
@@ -429,16 +514,19 @@ static void finish_stream(chat *c) {
     finish(c, completion, &s);
 }
 
-/* ---- dispatch events ---- */
-
-static void on_node_done(void *ud, cJSON *response) {
-    chat *c = ud;
-    c->dispatch = NULL;
+static void on_attempt_done(void *ud, cJSON *response) {
+    attempt *a = ud;
+    chat *c = a->c;
+    a->d = NULL;
+    if (!claim(c, a)) { /* cannot happen: a loser is cancelled */
+        cJSON_Delete(response);
+        return;
+    }
     if (c->stream) {
         finish_stream(c);
         return;
     }
-    take_usage(c, response);
+    take_usage(a, response);
     chat_summary s;
     fill_summary(c, &s);
     brand(c, response, "chat.completion");
@@ -446,29 +534,11 @@ static void on_node_done(void *ud, cJSON *response) {
     finish(c, response, &s);
 }
 
-static int start_attempt(chat *c);
+/* ---- failures ---- */
 
 /* Failures another node might not have: it is down, broken, overloaded or
  * slow. A 4xx other than 429 says the request itself is wrong. */
 static int worth_another_node(const dispatch_error *e) { return e->status >= 500 || e->status == 429; }
-
-/* Another node serving the same model (or, for `auto`, in the same pool),
- * not tried yet, reachable first. */
-static node *failover_node(const chat *c) {
-    node_registry *reg = &c->w->gw->nodes;
-    node *fallback = NULL;
-    for (int i = 0; i < reg->n; i++) {
-        node *n = &reg->nodes[i];
-        int tried = 0;
-        for (int k = 0; k < c->n_used; k++) tried |= c->used[k] == n;
-        /* the same model; for `auto`, also the rest of the pool */
-        int same = !strcmp(n->model, c->node->model) || (c->routed && !strcmp(n->domain, c->domain));
-        if (tried || !same) continue;
-        if (atomic_load(&n->reachable)) return n;
-        if (!fallback) fallback = n;
-    }
-    return fallback;
-}
 
 /* What the next node is sent when the client already has part of the
  * answer: the conversation plus that part as the assistant's message, which
@@ -485,36 +555,121 @@ static void build_continuation(chat *c) {
     cJSON_AddFalseToObject(c->continuation, "add_generation_prompt");
 }
 
-static void on_node_error(void *ud, const dispatch_error *e) {
-    chat *c = ud;
-    c->dispatch = NULL;
-    log_warn("chat %s: %s", c->id, e->message);
-    node *next = worth_another_node(e) && c->n_used < MAX_ATTEMPTS ? failover_node(c) : NULL;
-    if (next) {
-        fold_attempt(c);
-        log_info("chat %s: failing over from node %s to %s%s", c->id, c->node->name, next->name,
+/* Tries the next nodes of the plan; 0 when one was started. */
+static int fail_over(chat *c, const char *from) {
+    const msoa_config *cfg = &c->w->gw->cfg;
+    while (c->n_used < cfg->max_attempts && remaining_ms(c) > 0) {
+        node *n = next_node(c);
+        if (!n || !budget_try_withdraw(&c->w->gw->retries)) return -1;
+        log_info("chat %s: failing over from node %s to %s%s", c->id, from, n->name,
                  c->started ? " mid-stream" : "");
-        c->node = next;
         if (c->started) build_continuation(c);
-        if (start_attempt(c) == 0) return;
+        c->winner = NULL; /* the next node must win again */
+        c->paused = 0;
+        if (start_attempt(c, n) == 0) return 0;
     }
-    report_error(c, e->status, e->message, e->type, e->code, e->retry_after_s, e->mid_stream || c->started);
+    return -1;
+}
+
+static void on_attempt_error(void *ud, const dispatch_error *e) {
+    attempt *a = ud;
+    chat *c = a->c;
+    a->d = NULL;
+    int worth = worth_another_node(e);
+    log_warn("chat %s: %s", c->id, e->message);
+    node *failed = a->node;
+    if (c->winner == a) c->winner = NULL;
+    end_attempt(c, a, worth ? 0 : 1);
+    /* while hedging, the other attempt may still answer */
+    if (c->live[0] || c->live[1]) return;
+    if (worth && fail_over(c, failed->name) == 0) return;
+    if (e->status == 504 && remaining_ms(c) == 0)
+        report_error(c, 504, "the request's deadline passed before a node answered", "upstream_error",
+                     "deadline_exceeded", 0, c->started);
+    else
+        report_error(c, e->status, e->message, e->type, e->code, e->retry_after_s, e->mid_stream || c->started);
     chat_free(c);
 }
 
-static const dispatch_events node_events = {on_node_chunk, on_node_done, on_node_error};
+static const dispatch_events attempt_events = {on_attempt_chunk, on_attempt_done, on_attempt_error};
+
+/* ---- planning ---- */
+
+/* Fills c->plan: for a named model, the nodes serving it; for `auto`, the
+ * pools after the guard and the router. Returns 0, or an HTTP status with
+ * code and message when nothing can serve it. */
+static int plan(chat *c, const char *model, const char **code, char *msg, size_t cap) {
+    gateway *gw = c->w->gw;
+    node_registry *reg = &gw->nodes;
+    int is_auto = !model || !*model || !strcmp(model, "auto");
+    if (reg->n == 0) {
+        *code = "no_nodes";
+        snprintf(msg, cap, "no nodes are configured; start msoa with --node NAME=URL");
+        return 503;
+    }
+    const char *domain = NULL;
+    if (is_auto) {
+        const char *sys, *user;
+        size_t sys_len, user_len;
+        chat_request_router_input(c->request, &sys, &sys_len, &user, &user_len);
+        domain = PLAN_GENERAL;
+        if (gateway_classify(gw, sys, sys_len, user, user_len, &c->route) == 0) {
+            c->routed = 1;
+            if (c->route.unsafe && gw->guard_action == GUARD_REFUSE) {
+                *code = "content_policy";
+                snprintf(msg, cap, "the request was refused by msoa's guard (unsafe score %.2f)", c->route.guard_score);
+                return 400;
+            }
+            c->flagged = c->route.unsafe && gw->guard_action == GUARD_FLAG;
+            if (c->route.unsafe && gw->guard_action == GUARD_ROUTE) domain = "safety";
+            else if (c->route.confidence >= gw->cfg.router_min_confidence) domain = c->route.domain;
+        }
+        c->domain = domain;
+    } else if (!node_registry_has_model(reg, model)) {
+        *code = "model_not_found";
+        snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", model);
+        return 404;
+    }
+    plan_candidate cands[MAX_PLAN];
+    node *of[MAX_PLAN];
+    int n = 0;
+    uint64_t now = clock_now_ms_u64();
+    for (int i = 0; i < reg->n && n < MAX_PLAN; i++) {
+        node *nd = &reg->nodes[i];
+        if (!is_auto && strcmp(nd->model, model) != 0 && strcmp(nd->name, model) != 0) continue;
+        plan_candidate *pc = &cands[n];
+        memset(pc, 0, sizeof *pc);
+        pc->name = nd->name;
+        /* a named model is one pool whatever the nodes' domains */
+        pc->domain = is_auto ? nd->domain : PLAN_GENERAL;
+        pc->price_in = nd->price.in;
+        pc->price_out = nd->price.out;
+        pc->inflight = atomic_load(&nd->inflight);
+        pc->speed_tps = latency_speed(&nd->latency);
+        pc->ttft_p95_ms = (double)latency_ttft_quantile(&nd->latency, 0.95) / 1e3;
+        pc->breaker_allows = breaker_state(&nd->breaker, now) != BREAKER_OPEN;
+        pc->reachable = atomic_load(&nd->reachable) != 0;
+        of[n++] = nd;
+    }
+    plan_request pr;
+    memset(&pr, 0, sizeof pr);
+    pr.domain = domain;
+    pr.ms_per_usd = PLAN_MS_PER_USD;
+    pr.tokens_in = (double)chat_request_estimate_tokens(c->request);
+    plan_entry entries[MAX_PLAN];
+    plan_summary sum;
+    plan_nodes(cands, n, &pr, entries, &sum);
+    for (int i = 0; i < sum.n; i++) c->plan[c->n_plan++] = of[entries[i].index];
+    if (c->n_plan == 0) {
+        *code = "no_healthy_node";
+        snprintf(msg, cap, "no healthy node can serve this request: %s", sum.reason[0] ? sum.reason : "all are down");
+        return 503;
+    }
+    if (is_auto && sum.degraded) snprintf(c->degraded, sizeof c->degraded, "%s", sum.reason);
+    return 0;
+}
 
 /* ---- start ---- */
-
-/* Sends the request (or its continuation) to c->node. */
-static int start_attempt(chat *c) {
-    const msoa_config *cfg = &c->w->gw->cfg;
-    dispatch_timeouts t = {cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms, cfg->upstream_stall_ms};
-    c->used[c->n_used++] = c->node;
-    cJSON *req = c->continuation ? c->continuation : c->request;
-    c->dispatch = dispatch_start(c->w->client, &c->w->loop, c->node, req, c->stream, &t, &node_events, c);
-    return c->dispatch ? 0 : -1;
-}
 
 static void new_id(worker *w, char *out, size_t cap) {
     /* unique per process and worker; random enough to not collide across restarts */
@@ -532,183 +687,58 @@ static int wants(const cJSON *obj, const char *key) {
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, key));
 }
 
-/* ---- routing ---- */
-
-/* A message's text: its string content, or its first text part. */
-static const char *message_text(const cJSON *m, size_t *len) {
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-    if (cJSON_IsArray(content)) {
-        const cJSON *part;
-        cJSON_ArrayForEach(part, content) {
-            const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
-            if (cJSON_IsString(text)) {
-                content = text;
-                break;
-            }
-        }
-    }
-    if (!cJSON_IsString(content)) return NULL;
-    *len = strlen(content->valuestring);
-    return content->valuestring;
-}
-
-/* What the router reads: the system prompt and the last user message. */
-static void router_input(const cJSON *request, const char **sys, size_t *sys_len, const char **user,
-                         size_t *user_len) {
-    *sys = *user = NULL;
-    *sys_len = *user_len = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(request, "messages")) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        if (!cJSON_IsString(role)) continue;
-        const char *r = role->valuestring;
-        size_t len = 0;
-        const char *text = message_text(m, &len);
-        if (!text) continue;
-        if ((!strcmp(r, "system") || !strcmp(r, "developer")) && !*sys) {
-            *sys = text;
-            *sys_len = len;
-        } else if (!strcmp(r, "user")) {
-            *user = text;
-            *user_len = len;
-        }
-    }
-}
-
-/* The least busy reachable node of a pool. */
-static node *pool_node(node_registry *reg, const char *domain) {
-    node *best = NULL;
-    for (int i = 0; i < reg->n; i++) {
-        node *n = &reg->nodes[i];
-        if (strcmp(n->domain, domain) != 0 || !atomic_load(&n->reachable)) continue;
-        if (!best || atomic_load(&n->inflight) < atomic_load(&best->inflight)) best = n;
-    }
-    return best;
-}
-
-/* Any reachable node, the least busy; else the first (it may come back). */
-static node *any_node(node_registry *reg) {
-    node *best = NULL;
-    for (int i = 0; i < reg->n; i++) {
-        node *n = &reg->nodes[i];
-        if (atomic_load(&n->reachable) && (!best || atomic_load(&n->inflight) < atomic_load(&best->inflight)))
-            best = n;
-    }
-    return best ? best : &reg->nodes[0];
-}
-
-/* `auto`: guard, then router, then the pool of the domain; below the
- * confidence threshold the generalist pool; then any healthy node, which
- * makes the answer degraded. NULL when the guard refuses. */
-static node *route_auto(chat *c) {
-    gateway *gw = c->w->gw;
-    const char *sys, *user;
-    size_t sys_len, user_len;
-    router_input(c->request, &sys, &sys_len, &user, &user_len);
-    if (gateway_classify(gw, sys, sys_len, user, user_len, &c->route) < 0) {
-        c->domain = "general";
-        node *n = pool_node(&gw->nodes, "general");
-        return n ? n : any_node(&gw->nodes);
-    }
-    c->routed = 1;
-    if (c->route.unsafe) {
-        if (gw->guard_action == GUARD_REFUSE) return NULL;
-        if (gw->guard_action == GUARD_FLAG) c->flagged = 1;
-        if (gw->guard_action == GUARD_ROUTE) {
-            c->domain = "safety";
-            node *n = pool_node(&gw->nodes, "safety");
-            if (n) return n;
-            c->degraded = "no reachable node in the safety pool";
-            return NULL;
-        }
-    }
-    c->domain = c->route.confidence >= gw->cfg.router_min_confidence ? c->route.domain : "general";
-    node *n = pool_node(&gw->nodes, c->domain);
-    if (n) return n;
-    if (strcmp(c->domain, "general") != 0) {
-        n = pool_node(&gw->nodes, "general");
-        c->degraded = "no reachable node in the specialist pool; answered by the generalist pool";
-        if (n) return n;
-    }
-    c->degraded = "no reachable node in the specialist or generalist pool; answered by another node";
-    return any_node(&gw->nodes);
-}
-
-/* `auto`, an absent model, or a name /v1/models lists. */
-static node *pick_node(chat *c, const cJSON *model, int *status, const char **code, char *msg, size_t cap) {
-    node_registry *reg = &c->w->gw->nodes;
-    if (reg->n == 0) {
-        *status = 503;
-        *code = "no_nodes";
-        snprintf(msg, cap, "no nodes are configured; start msoa with --node NAME=URL");
-        return NULL;
-    }
-    const char *name = cJSON_IsString(model) ? model->valuestring : "auto";
-    if (!strcmp(name, "auto") || !*name) {
-        node *n = route_auto(c);
-        if (!n && c->route.unsafe && c->w->gw->guard_action != GUARD_ROUTE) {
-            *status = 400;
-            *code = "content_policy";
-            snprintf(msg, cap, "the request was refused by msoa's guard (unsafe score %.2f)", c->route.guard_score);
-        } else if (!n) {
-            *status = 503;
-            *code = "no_safety_node";
-            snprintf(msg, cap, "the guard sent this request to the safety pool, which has no reachable node");
-        }
-        return n;
-    }
-    node *n = node_registry_pick(reg, name);
-    if (!n) {
-        *status = 404;
-        *code = "model_not_found";
-        snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", name);
-    }
-    return n;
-}
-
-chat *chat_start(worker *w, cJSON *body, const chat_sink *sink, void *ud) {
+chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_sink *sink, void *ud) {
     chat *c = xcalloc(1, sizeof *c);
     c->w = w;
     c->sink = sink;
     c->ud = ud;
     c->request = body;
     c->start_ns = clock_now_ns();
+    unsigned timeout = opts && opts->timeout_ms ? opts->timeout_ms : w->gw->cfg.upstream_timeout_ms;
+    c->deadline_ns = c->start_ns + (uint64_t)(timeout ? timeout : 600000) * 1000000u;
     c->created = (long)clock_unix_s();
     new_id(w, c->id, sizeof c->id);
+    uv_timer_init(&w->loop, &c->hedge_timer);
+    c->hedge_timer.data = c;
+    budget_deposit(&w->gw->retries);
 
     char msg[512];
-    const char *problem = validate(body, msg, sizeof msg);
+    const char *problem = chat_request_check(body, msg, sizeof msg);
     if (problem) {
         report_error(c, 400, problem, "invalid_request_error", "invalid_request", 0, 0);
         chat_free(c);
         return NULL;
     }
-    int status = 0;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
     const char *code = NULL;
-    c->node = pick_node(c, cJSON_GetObjectItemCaseSensitive(body, "model"), &status, &code, msg, sizeof msg);
-    if (!c->node) {
-        report_error(c, status, msg, status == 503 ? "service_unavailable" : "invalid_request_error", code, 0, 0);
+    int status = plan(c, cJSON_IsString(model) ? model->valuestring : NULL, &code, msg, sizeof msg);
+    if (status) {
+        report_error(c, status, msg, status == 503 ? "service_unavailable" : "invalid_request_error", code,
+                     status == 503 ? 5 : 0, 0);
         chat_free(c);
         return NULL;
     }
     c->stream = wants(body, "stream");
     c->include_usage = wants(cJSON_GetObjectItemCaseSensitive(body, "stream_options"), "include_usage");
-
-    if (start_attempt(c) < 0) {
-        report_error(c, 500, "the upstream call could not be started", "server_error", "internal", 0, 0);
+    node *first = next_node(c);
+    if (!first || start_attempt(c, first) < 0) {
+        report_error(c, 503, "no node will take the request now: every circuit is open", "service_unavailable",
+                     "no_healthy_node", 5, 0);
         chat_free(c);
         return NULL;
     }
+    arm_hedge(c);
     return c;
 }
 
 void chat_cancel(chat *c) {
-    if (c->dispatch) dispatch_cancel(c->dispatch);
+    for (int i = 0; i < 2; i++)
+        if (c->live[i]) cancel_attempt(c, c->live[i]);
     chat_free(c);
 }
 
 void chat_resume(chat *c) {
-    if (!c->paused || !c->dispatch) return;
+    if (!c->paused || !c->winner || !c->winner->d) return;
     c->paused = 0;
-    dispatch_pause(c->dispatch, 0);
+    dispatch_pause(c->winner->d, 0);
 }

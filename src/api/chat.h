@@ -32,7 +32,12 @@ typedef struct chat_summary {
     double guard_score;      /* -1 when not routed */
     const char *degraded;    /* why the answer is not from the specialist pool, or NULL */
     int flagged;             /* the guard flagged the request (guard_action flag) */
+    int hedged;              /* a second node was asked because the first was slow */
 } chat_summary;
+
+typedef struct chat_options {
+    unsigned timeout_ms;     /* the request's deadline (x-msoa-timeout-ms); 0: the configured one */
+} chat_options;
 
 typedef struct chat_sink {
     /* Streams: the node has started answering; headers may be sent now. */
@@ -55,7 +60,7 @@ typedef struct chat_sink {
  * on_error follows, possibly before chat_start returns, unless chat_cancel
  * is called first; after it the chat is gone. Returns NULL when it already
  * ended (validation error, no node). */
-chat *chat_start(worker *w, cJSON *body, const chat_sink *sink, void *ud);
+chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_sink *sink, void *ud);
 /* The client went away: stop the node's work, no sink callback runs. */
 void chat_cancel(chat *c);
 /* The client's backlog has drained: read from the node again. */

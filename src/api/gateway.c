@@ -301,6 +301,7 @@ int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
     if (node_registry_init(&gw->nodes, &gw->cfg, err) < 0) return -1;
     if (attach_engines(gw, err) < 0) return -1;
     if (load_router(gw, err) < 0) return -1;
+    budget_init(&gw->retries, NULL);
     metrics_init();
     gw->n_workers = gw->cfg.workers > 0 ? gw->cfg.workers : 1;
     gw->workers = xcalloc((size_t)gw->n_workers, sizeof(worker));

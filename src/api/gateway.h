@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "base/config.h"
+#include "mesh/budget.h"
 #include "mesh/node.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
@@ -42,6 +43,7 @@ struct gateway {
     char *router_path;
     pthread_rwlock_t router_lock;
     int guard_action;         /* GUARD_REFUSE, GUARD_FLAG, GUARD_ROUTE */
+    budget retries;           /* retries and hedges spend it; each request adds a little */
 };
 
 enum { GUARD_REFUSE, GUARD_FLAG, GUARD_ROUTE };

@@ -196,9 +196,22 @@ void openai_chat_completions(worker *w, http_exchange *x, const http_request *re
         api_respond_error(x, 400, err, "invalid_request_error", "invalid_json");
         return;
     }
+    chat_options opts = {0};
+    const char *timeout = http_request_header(req, "x-msoa-timeout-ms");
+    if (timeout) {
+        char *end;
+        unsigned long ms = strtoul(timeout, &end, 10);
+        if (*end || !*timeout || ms == 0 || ms > 86400000) {
+            cJSON_Delete(body);
+            api_respond_error(x, 400, "x-msoa-timeout-ms must be a whole number of milliseconds from 1 to 86400000",
+                              "invalid_request_error", "invalid_header");
+            return;
+        }
+        opts.timeout_ms = (unsigned)ms;
+    }
     http_chat *hc = xcalloc(1, sizeof *hc);
     hc->x = x;
-    chat *c = chat_start(w, body, &http_sink, hc);
+    chat *c = chat_start(w, body, &opts, &http_sink, hc);
     if (!c) return; /* already answered, hc freed */
     hc->chat = c;
     http_exchange_on(x, on_drain, on_abort, hc);

@@ -11,6 +11,7 @@
 #include "api/metrics.h"
 #include "api/openai.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/xalloc.h"
 
 /* Server errors in the range the spec reserves for implementations. */
@@ -118,7 +119,7 @@ static void method_chat_complete(jsonrpc_call *call, const cJSON *params, void *
     rc->stream = t->ws && !jsonrpc_call_is_notification(call) &&
                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "stream"));
     if (!rc->stream) cJSON_DeleteItemFromObjectCaseSensitive(body, "stream");
-    chat *c = chat_start(t->w, body, &rpc_sink, rc);
+    chat *c = chat_start(t->w, body, NULL, &rpc_sink, rc);
     if (!c) return; /* answered already, rc freed */
     rc->chat = c;
     rpc_chat_link(rc);
@@ -145,7 +146,13 @@ cJSON *rpc_mesh_nodes(const gateway *gw) {
         cJSON_AddStringToObject(o, "domain", n->domain);
         cJSON_AddNumberToObject(o, "price_in", n->price.in);
         cJSON_AddNumberToObject(o, "price_out", n->price.out);
-        cJSON_AddBoolToObject(o, "reachable", atomic_load(&n->reachable));
+        cJSON_AddBoolToObject(o, "reachable", atomic_load(&n->reachable) == 1);
+        uint64_t now = clock_now_ms_u64();
+        breaker_info bi;
+        breaker_snapshot(&n->breaker, now, &bi);
+        cJSON_AddStringToObject(o, "breaker", breaker_state_name(bi.state));
+        cJSON_AddNumberToObject(o, "ttft_p95_ms", (double)latency_ttft_quantile(&n->latency, 0.95) / 1e3);
+        cJSON_AddNumberToObject(o, "tokens_per_s", latency_speed(&n->latency));
         cJSON_AddNumberToObject(o, "inflight", (double)atomic_load(&n->inflight));
         cJSON_AddNumberToObject(o, "requests", (double)atomic_load(&n->requests));
         cJSON_AddNumberToObject(o, "failures", (double)atomic_load(&n->failures));
@@ -156,7 +163,7 @@ cJSON *rpc_mesh_nodes(const gateway *gw) {
 
 cJSON *rpc_mesh_health(const gateway *gw) {
     int reachable = 0;
-    for (int i = 0; i < gw->nodes.n; i++) reachable += atomic_load(&gw->nodes.nodes[i].reachable) != 0;
+    for (int i = 0; i < gw->nodes.n; i++) reachable += atomic_load(&gw->nodes.nodes[i].reachable) == 1;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", reachable == gw->nodes.n && reachable > 0 ? "ok"
                                          : reachable > 0                           ? "degraded"

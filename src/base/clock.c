@@ -11,4 +11,6 @@ uint64_t clock_now_ns(void) {
 
 double clock_now_ms(void) { return (double)clock_now_ns() / 1e6; }
 
+uint64_t clock_now_ms_u64(void) { return clock_now_ns() / 1000000u; }
+
 int64_t clock_unix_s(void) { return (int64_t)time(NULL); }

@@ -61,6 +61,9 @@ static const setting settings[] = {
     {"router.min_confidence", "MSOA_ROUTER_MIN_CONFIDENCE", "router-min-confidence", K_PRICE,
      AT(router_min_confidence), 0, 0},
     {"router.guard_action", "MSOA_GUARD_ACTION", "guard-action", K_STR, AT(guard_action), 0, 0},
+    {"hedging", "MSOA_HEDGING", "hedging", K_INT, AT(hedging), 0, 1},
+    {"max_attempts", "MSOA_MAX_ATTEMPTS", "max-attempts", K_INT, AT(max_attempts), 1, 8},
+    {"circuit_breaker", "MSOA_CIRCUIT_BREAKER", "circuit-breaker", K_INT, AT(circuit_breaker), 0, 1},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
@@ -398,6 +401,9 @@ void config_defaults(msoa_config *c) {
     c->baseline_price_out = 10;
     c->baseline_model = xstrdup("gpt-4.1");
     c->router_min_confidence = 0.5;
+    c->hedging = 1;
+    c->max_attempts = 3;
+    c->circuit_breaker = 1;
     c->guard_action = xstrdup("refuse");
 }
 

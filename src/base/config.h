@@ -60,6 +60,9 @@ typedef struct msoa_config {
     char *router_model;           /* router + guard model file; NULL: models/router.msoa if present */
     double router_min_confidence; /* below it, `auto` goes to the generalist pool (default 0.5) */
     char *guard_action;           /* refuse (default), flag, or route (to the "safety" pool) */
+    int hedging;                  /* 1 (default): a second node when the first is slower than its p95 */
+    int max_attempts;             /* nodes one request may try, hedges and failovers included (3) */
+    int circuit_breaker;          /* 1 (default): a failing node is left alone for a while; 0: never */
     node_spec *nodes;
     int n_nodes;
 } msoa_config;

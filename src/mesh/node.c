@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/xalloc.h"
 
 static char *join(const char *a, const char *b) {
@@ -53,7 +54,15 @@ int node_registry_init(node_registry *r, const msoa_config *cfg, char **err) {
         n->auth_header = s->api_key ? join("Authorization: Bearer ", s->api_key) : NULL;
         n->price.in = s->price_in;
         n->price.out = s->price_out;
-        atomic_init(&n->reachable, 0);
+        atomic_init(&n->reachable, -1);
+        breaker_config bc;
+        breaker_config_default(&bc);
+        if (!cfg->circuit_breaker) {
+            bc.consecutive_failures = 0;
+            bc.error_rate = 0;
+        }
+        breaker_init(&n->breaker, &bc);
+        latency_init(&n->latency, NULL, clock_now_ms_u64());
         atomic_init(&n->inflight, 0);
         atomic_init(&n->requests, 0);
         atomic_init(&n->failures, 0);
@@ -71,6 +80,7 @@ void node_registry_free(node_registry *r) {
         free(n->model);
         free(n->domain);
         free(n->auth_header);
+        breaker_destroy(&n->breaker);
     }
     free(r->nodes);
     r->nodes = NULL;
@@ -82,14 +92,16 @@ static int serves(const node *n, const char *model) {
 }
 
 node *node_registry_pick(const node_registry *r, const char *model) {
-    node *fallback = NULL;
+    node *unknown = NULL, *fallback = NULL;
     for (int i = 0; i < r->n; i++) {
         node *n = &r->nodes[i];
         if (!serves(n, model)) continue;
-        if (atomic_load(&n->reachable)) return n;
+        int reachable = atomic_load(&n->reachable);
+        if (reachable == 1) return n;
+        if (reachable < 0 && !unknown) unknown = n;
         if (!fallback) fallback = n;
     }
-    return fallback;
+    return unknown ? unknown : fallback;
 }
 
 int node_registry_has_model(const node_registry *r, const char *model) {
@@ -100,6 +112,6 @@ int node_registry_has_model(const node_registry *r, const char *model) {
 
 int node_registry_any_reachable(const node_registry *r) {
     for (int i = 0; i < r->n; i++)
-        if (atomic_load(&r->nodes[i].reachable)) return 1;
+        if (atomic_load(&r->nodes[i].reachable) == 1) return 1;
     return 0;
 }

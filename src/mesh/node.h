@@ -12,6 +12,8 @@
 #include "base/config.h"
 #include "ledger/cost.h"
 #include "mesh/backend.h"
+#include "mesh/breaker.h"
+#include "mesh/latency.h"
 
 typedef struct node {
     char *name;
@@ -25,7 +27,9 @@ typedef struct node {
     /* NULL for an HTTP node; else who serves it in-process (src/node/). */
     const node_backend *backend;
     void *backend_state;
-    atomic_int reachable;        /* last probe or request reached it */
+    atomic_int reachable;        /* 1: the last probe or request reached it; 0: not; -1: not known yet */
+    breaker breaker;             /* fed by real requests */
+    latency_tracker latency;     /* time to first token, total, tokens/s */
     atomic_long inflight;        /* requests outstanding now */
     atomic_long requests, failures;
 } node;
@@ -43,7 +47,8 @@ int node_registry_init(node_registry *r, const msoa_config *cfg, char **err);
 void node_registry_free(node_registry *r);
 
 /* First node serving `model` (by model name, else by node name) that is
- * reachable, else the first such node at all; NULL when none serves it. */
+ * reachable, else one not probed yet, else the first such node at all;
+ * NULL when none serves it. */
 node *node_registry_pick(const node_registry *r, const char *model);
 /* Whether some node serves this model name (or is named so). */
 int node_registry_has_model(const node_registry *r, const char *model);

@@ -19,8 +19,9 @@ static int start_all(void) {
     char *b_argv[] = {mock, "--port", "0", "--model", "mock-small", "--chunks", "5", "--name", "b", NULL};
     if (it_start(&mock_a, a_argv) < 0 || it_start(&mock_b, b_argv) < 0) return -1;
     snprintf(path, sizeof path, "%s", it_bin("msoa"));
+    /* b is far dearer, so the planner always tries a first while a is up */
     snprintf(node_a, sizeof node_a, "a=http://127.0.0.1:%d,model=mock-small,price_in=1,price_out=2", mock_a.port);
-    snprintf(node_b, sizeof node_b, "b=http://127.0.0.1:%d,model=mock-small,price_in=1,price_out=2", mock_b.port);
+    snprintf(node_b, sizeof node_b, "b=http://127.0.0.1:%d,model=mock-small,price_in=500,price_out=900", mock_b.port);
     char *argv[] = {path, "up", "--listen", "127.0.0.1:0", "--workers", "1", "--upstream-stall-ms", "300",
                     "--node", node_a, "--node", node_b, NULL};
     if (it_start(&msoa, argv) < 0) return -1;
