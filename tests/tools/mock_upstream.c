@@ -7,7 +7,8 @@
  * user message and the requested model so tests can see what arrived. One
  * process serves every test: the request header x-mock-fail, or the body's
  * "mock_fail" field, picks a failure (refuse, status:NNN, reset-after:K,
- * stall-after:K, slow:MS, bad-json, bad-sse, exit-after:K); with several
+ * stall-after:K, slow:MS (every chunk), late:MS (the first token), bad-json,
+ * bad-sse, exit-after:K); with several
  * mocks, "mock_fail_node" names the one (--name) that acts it out. A request
  * whose last message is the assistant's partial answer is continued from
  * the "tokN" it already holds, as a failover target must. GET /debug/last
@@ -78,10 +79,11 @@ typedef struct fail_spec {
     enum fail_kind kind;
     int arg;             /* status, or K chunks */
     unsigned slow_ms;    /* slow:MS, 0 if absent */
+    unsigned late_ms;    /* late:MS: the first token this late, 0 if absent */
 } fail_spec;
 
 static fail_spec parse_fail(const char *v) {
-    fail_spec f = {FAIL_NONE, 0, 0};
+    fail_spec f = {FAIL_NONE, 0, 0, 0};
     if (!v) return f;
     if (!strcmp(v, "refuse")) f.kind = FAIL_REFUSE;
     else if (!strcmp(v, "bad-json")) f.kind = FAIL_BAD_JSON;
@@ -91,6 +93,7 @@ static fail_spec parse_fail(const char *v) {
     else if (!strncmp(v, "stall-after:", 12)) { f.kind = FAIL_STALL; f.arg = atoi(v + 12); }
     else if (!strncmp(v, "exit-after:", 11)) { f.kind = FAIL_EXIT; f.arg = atoi(v + 11); }
     else if (!strncmp(v, "slow:", 5)) f.slow_ms = (unsigned)atoi(v + 5);
+    else if (!strncmp(v, "late:", 5)) f.late_ms = (unsigned)atoi(v + 5);
     return f;
 }
 
@@ -426,13 +429,15 @@ static void serve_chat(http_exchange *x, const http_request *req) {
     http_exchange_on(x, on_drain, on_abort, c);
     if (!c->stream) {
         /* the same total time a stream would take */
-        uint64_t total = opt.first_delay_ms + (uint64_t)c->delay_ms * (uint64_t)opt.chunks;
+        uint64_t first = f.late_ms ? f.late_ms : opt.first_delay_ms;
+        uint64_t total = first + (uint64_t)c->delay_ms * (uint64_t)opt.chunks;
         if (total) uv_timer_start(&c->timer, respond_whole, total, 0);
         else respond_whole(&c->timer);
         return;
     }
     http_stream_start(x, 200, "text/event-stream");
-    if (opt.first_delay_ms) uv_timer_start(&c->timer, on_tick, opt.first_delay_ms, 0);
+    unsigned first = f.late_ms ? f.late_ms : opt.first_delay_ms;
+    if (first) uv_timer_start(&c->timer, on_tick, first, 0);
     else pump(c);
 }
 
