@@ -499,6 +499,34 @@ static void test_reset_mid_body(void) {
     teardown();
 }
 
+/* A listener whose accept queue is full drops SYNs: the connect hangs
+ * until the connect timeout. */
+static void test_connect_timeout(void) {
+    setup();
+    int port, lfd = listen_any(&port);
+    if (listen(lfd, 0)) abort();
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&a, sizeof a); /* EINPROGRESS, or queued */
+    }
+    run_for(100);
+    char u[64];
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/x", port);
+    rec r = {0};
+    http_call_opts o = {.connect_timeout_ms = 200};
+    start(&r, "GET", u, NULL, &o);
+    CHECK(run_until(&r.finished, 5000));
+    CHECK_EQ_INT(r.err, HTTP_CALL_TIMEOUT);
+    CHECK_CONTAINS(r.msg, "connect"); /* the connect timeout, not another */
+    CHECK_EQ_INT(r.headers_calls, 0);
+    for (int i = 0; i < 4; i++) close(fill[i]);
+    close(lfd);
+    teardown();
+}
+
 static void test_garbage_reply(void) {
     setup();
     rec r = {0};
@@ -836,6 +864,7 @@ static void run_common(const char *impl) {
     COMMON(test_connect_refused);
     COMMON(test_reset_mid_body);
     COMMON(test_garbage_reply);
+    COMMON(test_connect_timeout);
     COMMON(test_stall_timeout);
     COMMON(test_cancel_mid_stream);
     COMMON(test_free_with_open_calls);
