@@ -5,7 +5,8 @@
  * - our own q4_0 quantisation of stories260K must be byte-identical to the
  *   reference file, and load and decode the same way;
  * - small random models written here (qwen2: NeoX RoPE, Q/K/V biases, tied
- *   output; llama: adjacent-pair RoPE, GQA) are compared with a plain double
+ *   output; llama: adjacent-pair RoPE, GQA; both with partial rotary
+ *   dimensions and linear RoPE scaling) are compared with a plain double
  *   precision forward pass written out below, then quantised (q8_0, q4_k,
  *   q6_k) and compared with their F32 originals. Tolerances: F32 weights
  *   1e-2 of the largest logit (the KV cache is F16, as in llama.cpp);
@@ -264,6 +265,8 @@ static void test_load_errors(void) {
 typedef struct synth {
     const char *arch;
     int dim, layers, heads, kv_heads, ffn, vocab, bias, tied;
+    int rope_dim;        /* 0: the whole head */
+    float rope_factor;   /* linear RoPE scaling factor; 0: none */
 } synth;
 
 static uint64_t rng_state;
@@ -340,6 +343,11 @@ static int write_synth(const synth *s, const char *path) {
     gguf_writer_set_u32(w, KEY("context_length"), 512);
     gguf_writer_set_f32(w, KEY("rope.freq_base"), 50000.0f);
     gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-6f);
+    if (s->rope_dim) gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)s->rope_dim);
+    if (s->rope_factor > 0) {
+        gguf_writer_set_str(w, KEY("rope.scaling.type"), "linear");
+        gguf_writer_set_f32(w, KEY("rope.scaling.factor"), s->rope_factor);
+    }
 #undef KEY
     tensors(w, s, add);
     FILE *f = fopen(path, "wb");
@@ -367,11 +375,14 @@ static void ref_rmsnorm(const char *name, const double *x, int n, double *y) {
     for (int i = 0; i < n; i++) y[i] = x[i] * k * weight(name, i, n);
 }
 
-static void ref_rope(double *v, int n_heads, int hd, int pos, int neox) {
+/* RoPE on the first rope_dim dimensions of each head; the rest pass. */
+static void ref_rope(const synth *s, double *v, int n_heads, int hd, int pos) {
+    int rd = s->rope_dim ? s->rope_dim : hd, neox = !strcmp(s->arch, "qwen2");
+    double scale = s->rope_factor > 0 ? 1.0 / s->rope_factor : 1.0;
     for (int h = 0; h < n_heads; h++)
-        for (int i = 0; i < hd / 2; i++) {
-            double th = pos * pow(50000.0, -2.0 * i / hd);
-            int a = neox ? i : 2 * i, b = neox ? i + hd / 2 : 2 * i + 1;
+        for (int i = 0; i < rd / 2; i++) {
+            double th = scale * pos * pow(50000.0, -2.0 * i / rd);
+            int a = neox ? i : 2 * i, b = neox ? i + rd / 2 : 2 * i + 1;
             double x0 = v[h * hd + a], x1 = v[h * hd + b];
             v[h * hd + a] = x0 * cos(th) - x1 * sin(th);
             v[h * hd + b] = x0 * sin(th) + x1 * cos(th);
@@ -381,7 +392,7 @@ static void ref_rope(double *v, int n_heads, int hd, int pos, int neox) {
 /* The logits after the last of n tokens: a direct transcription of the
  * model's equations, no cache tricks, no batching, no quantisation. */
 static void ref_forward(const synth *s, const int32_t *toks, int n, double *logits) {
-    int d = s->dim, hd = d / s->heads, kv = s->kv_heads * hd, neox = !strcmp(s->arch, "qwen2");
+    int d = s->dim, hd = d / s->heads, kv = s->kv_heads * hd;
     double *Ks = calloc((size_t)s->layers * n * kv, sizeof *Ks), *Vs = calloc((size_t)s->layers * n * kv, sizeof *Vs);
     double *x = calloc((size_t)d, sizeof *x), *xb = calloc((size_t)d, sizeof *x), *q = calloc((size_t)d, sizeof *x);
     double *att = calloc((size_t)d, sizeof *x), *o = calloc((size_t)d, sizeof *x), *w = calloc((size_t)n, sizeof *w);
@@ -401,8 +412,8 @@ static void ref_forward(const synth *s, const int32_t *toks, int n, double *logi
                 for (int i = 0; i < kv; i++) K[(size_t)t * kv + i] += weight(N("attn_k.bias"), i, kv);
                 for (int i = 0; i < kv; i++) V[(size_t)t * kv + i] += weight(N("attn_v.bias"), i, kv);
             }
-            ref_rope(q, s->heads, hd, t, neox);
-            ref_rope(K + (size_t)t * kv, s->kv_heads, hd, t, neox);
+            ref_rope(s, q, s->heads, hd, t);
+            ref_rope(s, K + (size_t)t * kv, s->kv_heads, hd, t);
             for (int h = 0; h < s->heads; h++) {
                 int kh = h / (s->heads / s->kv_heads);
                 double max = -1e300, sum = 0;
@@ -520,7 +531,7 @@ static void expect_reject(const synth *s, const char *drop, const char *why) {
 }
 
 static void test_load_rejects(void) {
-    synth ok = {"llama", 64, 1, 4, 2, 96, 50, 0, 0};
+    synth ok = {"llama", 64, 1, 4, 2, 96, 50, 0, 0, 0, 0};
     synth arch = ok, heads = ok;
     arch.arch = "gpt2";
     heads.kv_heads = 3;
@@ -540,13 +551,22 @@ static void test_load_rejects(void) {
 }
 
 static void test_synthetic_qwen2(void) {
-    synth s = {"qwen2", 256, 2, 4, 2, 512, 300, 1, 1};
+    synth s = {"qwen2", 256, 2, 4, 2, 512, 300, 1, 1, 0, 0};
     check_synth(&s, "qwen2.gguf");
 }
 
 static void test_synthetic_llama(void) {
-    synth s = {"llama", 256, 2, 8, 2, 768, 260, 0, 0};
+    synth s = {"llama", 256, 2, 8, 2, 768, 260, 0, 0, 0, 0};
     check_synth(&s, "llama.gguf");
+}
+
+/* Partial rotary dimensions, linear RoPE scaling, 4 query heads per KV head
+ * (the metadata paths the two models above leave at their defaults). */
+static void test_synthetic_rope_variants(void) {
+    synth a = {"llama", 256, 1, 8, 2, 512, 260, 0, 0, 16, 4.0f};
+    check_synth(&a, "llama-rope.gguf");
+    synth b = {"qwen2", 256, 1, 4, 1, 512, 300, 1, 0, 32, 2.0f};
+    check_synth(&b, "qwen2-rope.gguf");
 }
 
 int main(void) {
@@ -562,6 +582,7 @@ int main(void) {
     TEST(test_load_rejects);
     TEST(test_synthetic_qwen2);
     TEST(test_synthetic_llama);
+    TEST(test_synthetic_rope_variants);
     remove(tmp_path("q4_0.gguf"));
     remove(tmp_path("q8_0.gguf"));
     if (!getenv("KEEP")) rmdir(tmpdir);
