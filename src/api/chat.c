@@ -30,6 +30,7 @@
 #include "ledger/cost.h"
 #include "mesh/dispatch.h"
 #include "mesh/planner.h"
+#include "mesh/validate.h"
 
 /* Pause the node while the client has this much unsent. */
 #define BACKLOG_HIGH (256u << 10)
@@ -51,6 +52,7 @@ typedef struct attempt {
     int have_usage;
     int content_chunks;
     const cJSON *sent;     /* the request it was sent */
+    int stream;            /* asked for a stream (a cascade's cheap steps are not) */
 } attempt;
 
 struct chat {
@@ -85,6 +87,10 @@ struct chat {
     const char *domain;    /* the pool planned for */
     char degraded[320];    /* why the answer is not from the specialist pool, or "" */
     int flagged;
+    /* a cascade: the plan is its nodes, cheapest first; each answer but the
+     * last is checked before it is accepted */
+    int cascade;
+    buf cascade_log;       /* JSON objects, comma-separated */
     /* the answer, as streamed */
     buf content;
     char *role;
@@ -110,6 +116,7 @@ void api_error_json(buf *out, const char *message, const char *type, const char 
 static void free_after_close(uv_handle_t *h) {
     chat *c = h->data;
     buf_free(&c->route.json);
+    buf_free(&c->cascade_log);
     cJSON_Delete(c->request);
     cJSON_Delete(c->continuation);
     cJSON_Delete(c->held_finish);
@@ -165,6 +172,7 @@ static void fill_summary(chat *c, chat_summary *s) {
     s->guard_score = c->routed ? c->route.guard_score : -1;
     s->degraded = c->degraded[0] ? c->degraded : NULL;
     s->flagged = c->flagged;
+    s->cascade_json = c->cascade ? (c->cascade_log.data ? c->cascade_log.data : "") : NULL;
 }
 
 /* Written by hand and added raw: cJSON prints every non-integer number with
@@ -192,6 +200,7 @@ static cJSON *msoa_object(const chat_summary *s) {
         buf_puts(&o, s->route_json);
     }
     if (s->flagged) buf_puts(&o, ",\"guard_flagged\":true");
+    if (s->cascade_json) buf_printf(&o, ",\"cascade\":[%s]", s->cascade_json);
     buf_printf(&o, ",\"degraded\":%s", s->degraded ? "true" : "false");
     if (s->degraded) {
         buf_puts(&o, ",\"degraded_reason\":");
@@ -313,9 +322,11 @@ static int start_attempt(chat *c, node *n) {
     a->start_ns = clock_now_ns();
     cJSON *req = c->continuation ? c->continuation : c->request;
     a->sent = req;
+    /* a cascade's answers are checked whole; only the last step streams */
+    a->stream = c->stream && !(c->cascade && c->next_in_plan < c->n_plan);
     if (c->n_used < MAX_ATTEMPTS) c->used[c->n_used++] = n;
     c->live[c->live[0] ? 1 : 0] = a;
-    a->d = dispatch_start(c->w->client, &c->w->loop, n, req, c->stream, &t, &attempt_events, a);
+    a->d = dispatch_start(c->w->client, &c->w->loop, n, req, a->stream, &t, &attempt_events, a);
     if (!a->d) {
         unlink_attempt(c, a);
         breaker_release(&n->breaker, clock_now_ms_u64());
@@ -340,7 +351,7 @@ static void on_hedge_timer(uv_timer_t *t) {
 
 /* Hedge when the first node is slower to its first token than its p95. */
 static void arm_hedge(chat *c) {
-    if (!c->w->gw->cfg.hedging || c->next_in_plan >= c->n_plan) return;
+    if (!c->w->gw->cfg.hedging || c->cascade || c->next_in_plan >= c->n_plan) return;
     uint64_t after_us = latency_hedge_after_us(&c->live[0]->node->latency, HEDGE_MIN_SAMPLES, 0);
     if (!after_us) return;
     uv_timer_start(&c->hedge_timer, on_hedge_timer, (after_us + 999) / 1000, 0);
@@ -514,6 +525,122 @@ static void finish_stream(chat *c) {
     finish(c, completion, &s);
 }
 
+/* ---- cascades ---- */
+
+static const char *answer_text(const cJSON *response) {
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(response, "choices"), 0);
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "message"), "content");
+    return cJSON_IsString(content) ? content->valuestring : "";
+}
+
+/* The checks an answer must pass to be accepted without escalation: the
+ * arithmetic recomputed, fenced code syntax-checked, JSON against
+ * response_format, and the mean token log-probability. The first failure
+ * wins; checks that do not apply say so. */
+static validate_result check_answer(chat *c, const cJSON *response, const char **check) {
+    const char *answer = answer_text(response);
+    const char *sys, *user;
+    size_t sys_len, user_len;
+    chat_request_router_input(c->request, &sys, &sys_len, &user, &user_len);
+    validate_result results[4];
+    const char *names[4];
+    int n = 0;
+    results[n] = validate_math(user ? user : "", answer);
+    names[n++] = "math";
+    results[n] = validate_code(answer);
+    names[n++] = "code";
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(c->request, "response_format");
+    if (format) {
+        results[n] = validate_json(answer, strlen(answer), format);
+        names[n++] = "json";
+    }
+    double floor_lp = c->w->gw->cfg.cascade_logprob_floor;
+    if (floor_lp > 0) {
+        results[n] = validate_logprob(response, -floor_lp);
+        names[n++] = "logprob";
+    }
+    int pass = -1;
+    for (int i = 0; i < n; i++) {
+        if (results[i].verdict == VALIDATE_FAIL) {
+            *check = names[i];
+            return results[i];
+        }
+        if (results[i].verdict == VALIDATE_PASS && pass < 0) pass = i;
+    }
+    *check = pass < 0 ? "none" : names[pass];
+    return results[pass < 0 ? 0 : pass];
+}
+
+static void log_step(chat *c, const node *n, const char *check, const char *verdict, const char *message) {
+    buf *l = &c->cascade_log;
+    if (l->len) buf_putc(l, ',');
+    buf_puts(l, "{\"node\":");
+    json_put_string(l, n->name);
+    buf_puts(l, ",\"check\":");
+    json_put_string(l, check);
+    buf_puts(l, ",\"verdict\":");
+    json_put_string(l, verdict);
+    if (message && *message) {
+        buf_puts(l, ",\"message\":");
+        json_put_string(l, message);
+    }
+    buf_putc(l, '}');
+}
+
+/* A cheap step answered: 1 when it was escalated to the next node. */
+static int cascade_step(chat *c, attempt *a, const cJSON *response) {
+    const char *check = "none";
+    validate_result r = check_answer(c, response, &check);
+    if (r.verdict != VALIDATE_FAIL) {
+        log_step(c, a->node, check, r.verdict == VALIDATE_PASS ? "accepted" : "accepted (no check applies)", r.message);
+        return 0;
+    }
+    node *next = next_node(c);
+    if (!next) {
+        log_step(c, a->node, check, "accepted (no node to escalate to)", r.message);
+        return 0;
+    }
+    log_step(c, a->node, check, "escalated", r.message);
+    log_info("chat %s: cascade: %s's answer failed the %s check (%s); escalating to %s", c->id, a->node->name,
+             check, r.message, next->name);
+    take_usage(a, response);
+    c->winner = NULL;
+    end_attempt(c, a, 1);
+    if (start_attempt(c, next) < 0) {
+        report_error(c, 502, "the cascade could not escalate to the next node", "upstream_error", "cascade_failed",
+                     0, 0);
+        chat_free(c);
+    }
+    return 1;
+}
+
+/* A client that asked for a stream gets the checked answer as one. */
+static void stream_whole(chat *c, attempt *a, cJSON *response) {
+    take_usage(a, response);
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(response, "choices"), 0);
+    const cJSON *finish_reason = cJSON_GetObjectItemCaseSensitive(choice, "finish_reason");
+    cJSON *chunk = cJSON_CreateObject();
+    cJSON *choices = cJSON_AddArrayToObject(chunk, "choices");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *delta = cJSON_AddObjectToObject(ch, "delta");
+    cJSON_AddStringToObject(delta, "role", "assistant");
+    cJSON_AddStringToObject(delta, "content", answer_text(response));
+    cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToArray(choices, ch);
+    on_attempt_chunk(a, chunk);
+    cJSON *end = cJSON_CreateObject();
+    choices = cJSON_AddArrayToObject(end, "choices");
+    ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddObjectToObject(ch, "delta");
+    cJSON_AddStringToObject(ch, "finish_reason", cJSON_IsString(finish_reason) ? finish_reason->valuestring : "stop");
+    cJSON_AddItemToArray(choices, ch);
+    on_attempt_chunk(a, end);
+    cJSON_Delete(response);
+    finish_stream(c);
+}
+
 static void on_attempt_done(void *ud, cJSON *response) {
     attempt *a = ud;
     chat *c = a->c;
@@ -521,6 +648,16 @@ static void on_attempt_done(void *ud, cJSON *response) {
     if (!claim(c, a)) { /* cannot happen: a loser is cancelled */
         cJSON_Delete(response);
         return;
+    }
+    if (c->cascade && !a->stream) {
+        if (c->next_in_plan < c->n_plan && cascade_step(c, a, response)) {
+            cJSON_Delete(response);
+            return;
+        }
+        if (c->stream) {
+            stream_whole(c, a, response);
+            return;
+        }
     }
     if (c->stream) {
         finish_stream(c);
@@ -629,6 +766,21 @@ static int plan(chat *c, const char *model, const char **code, char *msg, size_t
         *code = "model_not_found";
         snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", model);
         return 404;
+    }
+    const cascade_policy *cp = is_auto ? gateway_cascade(gw, domain) : NULL;
+    if (cp) {
+        uint64_t now_ms = clock_now_ms_u64();
+        for (int i = 0; i < cp->n; i++)
+            if (atomic_load(&cp->nodes[i]->reachable) != 0 && breaker_state(&cp->nodes[i]->breaker, now_ms) != BREAKER_OPEN)
+                c->plan[c->n_plan++] = cp->nodes[i];
+        c->cascade = c->n_plan > 0;
+        if (c->cascade) {
+            if (c->w->gw->cfg.cascade_logprob_floor > 0) {
+                cJSON_DeleteItemFromObjectCaseSensitive(c->request, "logprobs");
+                cJSON_AddTrueToObject(c->request, "logprobs");
+            }
+            return 0;
+        }
     }
     plan_candidate cands[MAX_PLAN];
     node *of[MAX_PLAN];

@@ -33,6 +33,7 @@ typedef struct chat_summary {
     const char *degraded;    /* why the answer is not from the specialist pool, or NULL */
     int flagged;             /* the guard flagged the request (guard_action flag) */
     int hedged;              /* a second node was asked because the first was slow */
+    const char *cascade_json;/* the cascade's steps (JSON objects, comma-separated), or NULL */
 } chat_summary;
 
 typedef struct chat_options {

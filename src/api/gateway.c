@@ -291,6 +291,55 @@ int gateway_classify(gateway *gw, const char *system, size_t system_len, const c
     return rc;
 }
 
+/* ---- cascades ---- */
+
+static node *node_named(node_registry *r, const char *name, size_t len) {
+    for (int i = 0; i < r->n; i++)
+        if (strlen(r->nodes[i].name) == len && !strncmp(r->nodes[i].name, name, len)) return &r->nodes[i];
+    return NULL;
+}
+
+static int cascade_error(char **err, const char *what, const char *text, size_t len) {
+    buf e = BUF_INIT;
+    buf_printf(&e, "--cascades: %s: '%.*s'", what, (int)len, text);
+    *err = buf_detach(&e);
+    return -1;
+}
+
+/* "DOMAIN=NODE,NODE;DOMAIN=NODE,NODE" */
+static int parse_cascades(gateway *gw, char **err) {
+    const char *p = gw->cfg.cascades;
+    if (!p || !*p) return 0;
+    while (*p) {
+        size_t len = strcspn(p, ";");
+        const char *eq = memchr(p, '=', len);
+        if (!eq || eq == p) return cascade_error(err, "expected DOMAIN=NODE,NODE", p, len);
+        gw->cascades = xrealloc(gw->cascades, (size_t)(gw->n_cascades + 1) * sizeof *gw->cascades);
+        cascade_policy *cp = &gw->cascades[gw->n_cascades++];
+        memset(cp, 0, sizeof *cp);
+        snprintf(cp->domain, sizeof cp->domain, "%.*s", (int)(eq - p), p);
+        const char *q = eq + 1, *end = p + len;
+        while (q < end) {
+            size_t n = strcspn(q, ",;");
+            if (n > (size_t)(end - q)) n = (size_t)(end - q);
+            node *nd = node_named(&gw->nodes, q, n);
+            if (!nd) return cascade_error(err, "no node is named", q, n);
+            if (cp->n == CASCADE_MAX_NODES) return cascade_error(err, "too many nodes in", p, len);
+            cp->nodes[cp->n++] = nd;
+            q += n + (q + n < end);
+        }
+        if (cp->n < 2) return cascade_error(err, "a cascade needs two nodes or more", p, len);
+        p += len + (p[len] == ';');
+    }
+    return 0;
+}
+
+const cascade_policy *gateway_cascade(const gateway *gw, const char *domain) {
+    for (int i = 0; i < gw->n_cascades; i++)
+        if (!strcmp(gw->cascades[i].domain, domain)) return &gw->cascades[i];
+    return NULL;
+}
+
 int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
     memset(gw, 0, sizeof *gw);
     pthread_rwlock_init(&gw->router_lock, NULL);
@@ -301,6 +350,7 @@ int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
     if (node_registry_init(&gw->nodes, &gw->cfg, err) < 0) return -1;
     if (attach_engines(gw, err) < 0) return -1;
     if (load_router(gw, err) < 0) return -1;
+    if (parse_cascades(gw, err) < 0) return -1;
     budget_init(&gw->retries, NULL);
     metrics_init();
     gw->n_workers = gw->cfg.workers > 0 ? gw->cfg.workers : 1;
@@ -345,6 +395,7 @@ void gateway_free(gateway *gw) {
     free(gw->workers);
     for (int i = 0; i < gw->nodes.n; i++) engine_node_detach(&gw->nodes.nodes[i]);
     node_registry_free(&gw->nodes);
+    free(gw->cascades);
     route_model_free(gw->router);
     free(gw->router_path);
     pthread_rwlock_destroy(&gw->router_lock);

@@ -17,6 +17,14 @@
 
 typedef struct gateway gateway;
 
+/* A domain's cascade: its nodes, cheapest first. */
+#define CASCADE_MAX_NODES 8
+typedef struct cascade_policy {
+    char domain[32];
+    node *nodes[CASCADE_MAX_NODES];
+    int n;
+} cascade_policy;
+
 typedef struct worker {
     gateway *gw;
     int index;
@@ -44,6 +52,8 @@ struct gateway {
     pthread_rwlock_t router_lock;
     int guard_action;         /* GUARD_REFUSE, GUARD_FLAG, GUARD_ROUTE */
     budget retries;           /* retries and hedges spend it; each request adds a little */
+    cascade_policy *cascades;
+    int n_cascades;
 };
 
 enum { GUARD_REFUSE, GUARD_FLAG, GUARD_ROUTE };
@@ -58,6 +68,9 @@ void gateway_free(gateway *gw);
  * classifications finish on the old one. Returns 0, or -1 with *err (the
  * old model stays). */
 int gateway_reload_router(gateway *gw, char **err);
+/* The cascade for a domain, or NULL. */
+const cascade_policy *gateway_cascade(const gateway *gw, const char *domain);
+
 /* A router decision, copied out of the model so a reload cannot free it. */
 typedef struct route_result {
     char domain[32];

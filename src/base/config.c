@@ -64,6 +64,9 @@ static const setting settings[] = {
     {"hedging", "MSOA_HEDGING", "hedging", K_INT, AT(hedging), 0, 1},
     {"max_attempts", "MSOA_MAX_ATTEMPTS", "max-attempts", K_INT, AT(max_attempts), 1, 8},
     {"circuit_breaker", "MSOA_CIRCUIT_BREAKER", "circuit-breaker", K_INT, AT(circuit_breaker), 0, 1},
+    {"cascades", "MSOA_CASCADES", "cascades", K_STR, AT(cascades), 0, 0},
+    {"cascade_logprob_floor", "MSOA_CASCADE_LOGPROB_FLOOR", "cascade-logprob-floor", K_PRICE,
+     AT(cascade_logprob_floor), 0, 0},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
@@ -413,6 +416,7 @@ void config_free(msoa_config *c) {
     free(c->model_dir);
     free(c->router_model);
     free(c->guard_action);
+    free(c->cascades);
     node_list l = {c->nodes, c->n_nodes};
     list_free(&l);
     memset(c, 0, sizeof *c);

@@ -63,6 +63,8 @@ typedef struct msoa_config {
     int hedging;                  /* 1 (default): a second node when the first is slower than its p95 */
     int max_attempts;             /* nodes one request may try, hedges and failovers included (3) */
     int circuit_breaker;          /* 1 (default): a failing node is left alone for a while; 0: never */
+    char *cascades;               /* "DOMAIN=NODE,NODE,...;DOMAIN=..." cheapest first; NULL: none */
+    double cascade_logprob_floor; /* > 0: escalate when the mean token log-probability is below minus this */
     node_spec *nodes;
     int n_nodes;
 } msoa_config;

@@ -197,13 +197,16 @@ static void on_done(http_call *c, enum http_call_error err, const char *message,
 }
 
 /* The body sent upstream: the client's request with the node's model name,
- * and usage asked for in streams so every token is counted. The request is
+ * streamed or not as this call is, and usage asked for in streams so every
+ * token is counted. The request is
  * changed in place rather than copied: a copy costs more than the print. */
 static char *upstream_body(const node *n, cJSON *request, int stream) {
     cJSON_DeleteItemFromObjectCaseSensitive(request, "model");
     cJSON_AddStringToObject(request, "model", n->model);
+    cJSON_DeleteItemFromObjectCaseSensitive(request, "stream");
+    cJSON_DeleteItemFromObjectCaseSensitive(request, "stream_options");
     if (stream) {
-        cJSON_DeleteItemFromObjectCaseSensitive(request, "stream_options");
+        cJSON_AddTrueToObject(request, "stream");
         cJSON *so = cJSON_AddObjectToObject(request, "stream_options");
         cJSON_AddTrueToObject(so, "include_usage");
     }
