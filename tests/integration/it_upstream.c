@@ -117,7 +117,7 @@ static void test_client_leaves_mid_stream(void) {
     CHECK_EQ_INT(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
     char tmp[4096];
     CHECK(recv(fd, tmp, sizeof tmp, 0) > 0); /* the stream has begun */
-    CHECK_EQ_INT(node_inflight(), 1);
+    CHECK(node_inflight() >= 1);
     close(fd);
     double deadline = clock_now_ms() + 2000;
     long inflight = -1;
