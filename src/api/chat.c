@@ -28,6 +28,7 @@
 #include "base/log.h"
 #include "base/xalloc.h"
 #include "ledger/cost.h"
+#include "mesh/budget.h"
 #include "mesh/dispatch.h"
 #include "mesh/planner.h"
 #include "mesh/validate.h"
@@ -76,7 +77,8 @@ struct chat {
     attempt *winner;
     node *used[MAX_ATTEMPTS];
     int n_used, hedged;
-    uv_timer_t hedge_timer;
+    uv_timer_t hedge_timer;  /* hedging, then backing off before a retry */
+    node *retry_node;        /* the node the backoff waits for */
     /* attempts that ended, folded in */
     long sum_in, sum_out, first_in;
     double sum_cost;
@@ -340,7 +342,7 @@ static int start_attempt(chat *c, node *n) {
 
 static void on_hedge_timer(uv_timer_t *t) {
     chat *c = t->data;
-    if (c->winner || c->live[1] || !c->live[0]) return;
+    if (c->winner || c->live[1] || !c->live[0] || c->retry_node) return;
     if (c->n_used >= c->w->gw->cfg.max_attempts || !budget_try_withdraw(&c->w->gw->retries)) return;
     node *n = next_node(c);
     if (!n) return;
@@ -692,17 +694,39 @@ static void build_continuation(chat *c) {
     cJSON_AddFalseToObject(c->continuation, "add_generation_prompt");
 }
 
-/* Tries the next nodes of the plan; 0 when one was started. */
+static void on_retry_timer(uv_timer_t *t) {
+    chat *c = t->data;
+    node *n = c->retry_node;
+    c->retry_node = NULL;
+    if (start_attempt(c, n) == 0) return;
+    report_error(c, 502, "the retry could not be started", "upstream_error", "retry_failed", 0, 0);
+    chat_free(c);
+}
+
+/* Tries the next nodes of the plan; 0 when one was started (or will be).
+ * Before any chunk, the next try waits a jittered moment (full jitter, 5 ms
+ * doubling to 100 ms), so a burst of failures is not echoed as a burst of
+ * retries; a cut stream goes on at once, as its client waits mid-answer. */
 static int fail_over(chat *c, const char *from) {
     const msoa_config *cfg = &c->w->gw->cfg;
     while (c->n_used < cfg->max_attempts && remaining_ms(c) > 0) {
         node *n = next_node(c);
-        if (!n || !budget_try_withdraw(&c->w->gw->retries)) return -1;
+        if (!n) return -1;
+        if (!budget_try_withdraw(&c->w->gw->retries)) {
+            breaker_release(&n->breaker, clock_now_ms_u64());
+            return -1;
+        }
         log_info("chat %s: failing over from node %s to %s%s", c->id, from, n->name,
                  c->started ? " mid-stream" : "");
-        if (c->started) build_continuation(c);
         c->winner = NULL; /* the next node must win again */
         c->paused = 0;
+        if (!c->started) {
+            c->retry_node = n;
+            uint32_t rnd = (uint32_t)((clock_now_ns() >> 3) * 2654435761u);
+            uv_timer_start(&c->hedge_timer, on_retry_timer, backoff_ms((unsigned)c->n_used - 1, 5, 100, rnd), 0);
+            return 0;
+        }
+        build_continuation(c);
         if (start_attempt(c, n) == 0) return 0;
     }
     return -1;
@@ -886,6 +910,7 @@ chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_si
 void chat_cancel(chat *c) {
     for (int i = 0; i < 2; i++)
         if (c->live[i]) cancel_attempt(c, c->live[i]);
+    if (c->retry_node) breaker_release(&c->retry_node->breaker, clock_now_ms_u64());
     chat_free(c);
 }
 
