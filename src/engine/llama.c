@@ -294,8 +294,8 @@ struct llama_ctx {
     uint16_t *k_cache, *v_cache;
     /* per-chunk activations, [CHUNK][width] */
     float *x, *xb, *q, *k, *v, *att, *gate, *up, *logits;
-    float *scores;                   /* [thread][n_ctx] attention scores */
-    uint16_t *att_f16;               /* [thread][n_ctx + head_dim]: F16 weights, then F16 query */
+    float *scores;                   /* [thread][n_ctx + head_dim]: scores or weights, then the query */
+    uint16_t *att_f16;               /* [thread][n_ctx]: the same rounded to F16 */
     uint8_t *act[2];                 /* quantised activations: Q8_0, Q8_K */
     size_t act_stride;               /* bytes per token in act[] */
 };
@@ -323,8 +323,8 @@ llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp)
     c->gate = xmalloc(CHUNK * (size_t)hp->ffn_dim * sizeof(float));
     c->up = xmalloc(CHUNK * (size_t)hp->ffn_dim * sizeof(float));
     c->logits = xmalloc((size_t)hp->n_vocab * sizeof(float));
-    c->scores = xmalloc((size_t)tp_size(c->tp) * c->n_ctx * sizeof(float));
-    c->att_f16 = xmalloc((size_t)tp_size(c->tp) * (c->n_ctx + hp->head_dim) * sizeof(uint16_t));
+    c->scores = xmalloc((size_t)tp_size(c->tp) * (c->n_ctx + hp->head_dim) * sizeof(float));
+    c->att_f16 = xmalloc((size_t)tp_size(c->tp) * c->n_ctx * sizeof(uint16_t));
     /* Q8_0 and Q8_K both take at most 34/32 and 292/256 bytes per element */
     c->act_stride = qtype_row_bytes(QT_Q8_K, (wide + QK_K - 1) / QK_K * QK_K);
     for (int i = 0; i < 2; i++) c->act[i] = xmalloc(CHUNK * c->act_stride);
@@ -514,31 +514,42 @@ static void att_task(void *arg, int ith, int nth) {
     const att_job *j = arg;
     llama_ctx *c = j->c;
     const llama_hparams *hp = &c->m->hp;
+    const quant_kernels *k = c->kern;
     int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
     size_t kv_dim = (size_t)hp->n_kv_heads * hd, q_dim = (size_t)hp->n_heads * hd;
     const uint16_t *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     const uint16_t *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
-    float *s = c->scores + (size_t)ith * c->n_ctx, scale = 1.0f / sqrtf((float)hd);
-    uint16_t *w16 = c->att_f16 + (size_t)ith * (c->n_ctx + hd), *q16 = w16 + c->n_ctx;
-    float (*dot16)(const uint16_t *, const uint16_t *, size_t) = c->kern->dot_f16_f16;
+    float *s = c->scores + (size_t)ith * (c->n_ctx + hd), *qf = s + c->n_ctx, scale = 1.0f / sqrtf((float)hd);
+    uint16_t *h16 = c->att_f16 + (size_t)ith * c->n_ctx;
     long lo, hi;
     tp_split((long)j->n_tok * hp->n_heads, ith, nth, &lo, &hi);
     for (long th = lo; th < hi; th++) {
-        int t = (int)(th / hp->n_heads), h = (int)(th % hp->n_heads), n = j->pos0 + t + 1;
+        int t = (int)(th / hp->n_heads), h = (int)(th % hp->n_heads), n = j->pos0 + t + 1, p = 0;
         int n_pad = (n + ATT_PAD - 1) / ATT_PAD * ATT_PAD;
         size_t kvh = (size_t)(h / group) * hd;
-        quantize_row(QT_F16, c->q + t * q_dim + (size_t)h * hd, q16, (size_t)hd);
+        /* the query, rounded to F16 (held as floats: it meets every key) */
+        k->to_f16(c->q + t * q_dim + (size_t)h * hd, h16, (size_t)hd);
+        dequantize_row(QT_F16, h16, qf, (size_t)hd);
+        for (; p + 4 <= n; p += 4) k->dot_f16_f16_x4(kc + p * kv_dim + kvh, kv_dim, qf, (size_t)hd, s + p);
+        for (; p < n; p++) s[p] = k->dot_f16_f16(kc + p * kv_dim + kvh, qf, (size_t)hd);
         float max = -INFINITY;
-        for (int p = 0; p < n; p++) {
-            s[p] = dot16(kc + p * kv_dim + kvh, q16, (size_t)hd) * scale;
+        for (p = 0; p < n; p++) {
+            s[p] *= scale;
             if (s[p] > max) max = s[p];
         }
         double sum = 0;
-        for (int p = 0; p < n; p++) { s[p] = expf(s[p] - max); sum += s[p]; }
+        for (p = 0; p < n; p++) { s[p] = expf(s[p] - max); sum += s[p]; }
+        /* the weights, rounded to F16 likewise, zero up to n_pad */
         float inv = (float)(1.0 / sum);
-        for (int p = 0; p < n_pad; p++) w16[p] = p < n ? fp32_to_fp16(s[p] * inv) : 0;
+        for (p = 0; p < n; p++) s[p] *= inv;
+        k->to_f16(s, h16, (size_t)n);
+        dequantize_row(QT_F16, h16, s, (size_t)n);
+        memset(s + n, 0, (size_t)(n_pad - n) * sizeof *s);
         float *o = c->att + t * q_dim + (size_t)h * hd;
-        for (int i = 0; i < hd; i++) o[i] = dot16(vc + (kvh + i) * c->n_ctx, w16, (size_t)n_pad);
+        const uint16_t *v = vc + kvh * c->n_ctx;
+        int i = 0;
+        for (; i + 4 <= hd; i += 4) k->dot_f16_f16_x4(v + (size_t)i * c->n_ctx, c->n_ctx, s, (size_t)n_pad, o + i);
+        for (; i < hd; i++) o[i] = k->dot_f16_f16(v + (size_t)i * c->n_ctx, s, (size_t)n_pad);
     }
 }
 
@@ -559,7 +570,7 @@ static void attention_block(llama_ctx *c, int l, int n_tok) {
         int pos = c->pos + t;
         rope(c->m, c->q + (size_t)t * q_dim, hp->n_heads, pos);
         rope(c->m, c->k + (size_t)t * kv_dim, hp->n_kv_heads, pos);
-        quantize_row(QT_F16, c->k + (size_t)t * kv_dim, c->k_cache + ((size_t)l * c->n_ctx + pos) * kv_dim, (size_t)kv_dim);
+        c->kern->to_f16(c->k + (size_t)t * kv_dim, c->k_cache + ((size_t)l * c->n_ctx + pos) * kv_dim, (size_t)kv_dim);
         for (int i = 0; i < kv_dim; i++) vc[(size_t)i * c->n_ctx + pos] = fp32_to_fp16(c->v[(size_t)t * kv_dim + i]);
     }
     att_job aj = {c, l, n_tok, c->pos};

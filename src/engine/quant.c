@@ -602,19 +602,27 @@ static void gemm_q4_0_x8(const void *w, size_t row_bytes, const void *act, size_
 
 /* See quant.h: ggml's F16 dot order, lane by lane. Products of two halves
  * are exact in float, so only the order of the additions matters. */
-static float dot_f16_f16(const uint16_t *x, const uint16_t *y, size_t n) {
+static float dot_f16_f16(const uint16_t *x, const float *y, size_t n) {
     size_t np = n & ~(size_t)31;
     float acc[4][8] = {{0}};
     for (size_t i = 0; i < np; i += 32)
         for (int j = 0; j < 4; j++)
             for (int l = 0; l < 8; l++)
-                acc[j][l] = fmaf(fp16_to_fp32(x[i + 8 * j + l]), fp16_to_fp32(y[i + 8 * j + l]), acc[j][l]);
+                acc[j][l] = fmaf(fp16_to_fp32(x[i + 8 * j + l]), y[i + 8 * j + l], acc[j][l]);
     float t[4];
     for (int l = 0; l < 8; l++) acc[0][l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     for (int l = 0; l < 4; l++) t[l] = acc[0][l] + acc[0][l + 4];
     double s = (t[0] + t[1]) + (t[2] + t[3]);
-    for (size_t i = np; i < n; i++) s += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
+    for (size_t i = np; i < n; i++) s += (double)(fp16_to_fp32(x[i]) * y[i]);
     return (float)s;
+}
+
+static void dot_f16_f16_x4(const uint16_t *x, size_t stride, const float *y, size_t n, float out[4]) {
+    for (int r = 0; r < 4; r++) out[r] = dot_f16_f16(x + r * stride, y, n);
+}
+
+static void to_f16(const float *x, uint16_t *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = fp32_to_fp16(x[i]);
 }
 
 static const quant_kernels scalar_kernels = {
@@ -628,6 +636,8 @@ static const quant_kernels scalar_kernels = {
     .dot_q4_0_x8 = dot_q4_0_x8,
     .gemm_q4_0_x8 = gemm_q4_0_x8,
     .dot_f16_f16 = dot_f16_f16,
+    .dot_f16_f16_x4 = dot_f16_f16_x4,
+    .to_f16 = to_f16,
 };
 
 const quant_kernels *quant_kernels_scalar(void) { return &scalar_kernels; }

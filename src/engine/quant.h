@@ -104,7 +104,9 @@ typedef float (*vec_dot_fn)(const void *w, const void *act, size_t n);
  *    on AVX2 CPUs for matrices whose row count is a multiple of 8;
  *  - dot_f16_f16: two F16 vectors (attention over an F16 KV cache) summed
  *    as ggml's AVX2 build does: 4 x 8 fused accumulators over each 32
- *    elements, a fixed reduction tree, the remainder added in double.
+ *    elements, a fixed reduction tree, the remainder added in double. The
+ *    second vector is passed as floats holding F16 values (converted once,
+ *    as it meets many rows); products of two halves are exact in float.
  * Scalar and AVX2 versions of these two give identical results. */
 /* out[t * out_stride + r] = row r . activation t, for 8 rows (row_bytes
  * apart) and n_tok <= 4 activations (act_stride bytes apart). */
@@ -125,7 +127,12 @@ typedef struct quant_kernels {
     /* dot_q4_0_x8 of 8 consecutive rows and up to 4 activations at once,
      * same results; the rows' sums advance side by side in one vector. */
     gemm8_fn gemm_q4_0_x8;
-    float (*dot_f16_f16)(const uint16_t *x, const uint16_t *y, size_t n);
+    float (*dot_f16_f16)(const uint16_t *x, const float *y, size_t n);
+    /* dot_f16_f16 of 4 rows x (stride elements apart) with one y, each
+     * exactly as dot_f16_f16 computes it (4 positions, or 4 outputs) */
+    void (*dot_f16_f16_x4)(const uint16_t *x, size_t stride, const float *y, size_t n, float out[4]);
+    /* n floats to F16, rounding to nearest even (the F16 KV cache) */
+    void (*to_f16)(const float *x, uint16_t *y, size_t n);
 } quant_kernels;
 
 const quant_kernels *quant_kernels_scalar(void);

@@ -140,24 +140,59 @@ AVX2 static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
 #undef Q4X8_TARGET
 #undef Q4X8_DOT
 
-/* ggml's F16 order (see quant.h): four 8-lane accumulators, reduced as
- * (a0 + a2) + (a1 + a3), halves added, then two horizontal adds. */
-AVX2 static float dot_f16_f16(const uint16_t *x, const uint16_t *y, size_t n) {
+/* ggml's F16 order (see quant.h): four 8-lane accumulators over each 32
+ * elements, folded as (a0 + a2) + (a1 + a3), the two halves added, then
+ * two horizontal adds; the remainder in double. Written for R rows against
+ * one y (floats holding F16 values) at once (R = 1 or 4, inlined as
+ * constants): the rows share the loads of y and the final horizontal adds,
+ * each row's sum keeps its order. */
+AVX2 static INLINE void dot_f16_rows(int R, const uint16_t *x, size_t stride, const float *y, size_t n, float *out) {
     size_t np = n & ~(size_t)31;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) acc[r][j] = _mm256_setzero_ps();
     for (size_t i = 0; i < np; i += 32)
         for (int j = 0; j < 4; j++) {
-            __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8 * j)));
-            __m256 b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i + 8 * j)));
-            acc[j] = _mm256_fmadd_ps(a, b, acc[j]);
+            __m256 b = _mm256_loadu_ps(y + i + 8 * j);
+            for (int r = 0; r < R; r++) {
+                __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + r * stride + i + 8 * j)));
+                acc[r][j] = _mm256_fmadd_ps(a, b, acc[r][j]);
+            }
         }
-    __m256 r = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
-    t = _mm_hadd_ps(t, t);
-    t = _mm_hadd_ps(t, t);
-    double s = _mm_cvtss_f32(t);
-    for (size_t i = np; i < n; i++) s += (double)(h2f(x[i]) * h2f(y[i]));
-    return (float)s;
+    __m128 t[4];
+    for (int r = 0; r < R; r++) {
+        __m256 v = _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][2]), _mm256_add_ps(acc[r][1], acc[r][3]));
+        t[r] = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    }
+    float sums[4];
+    if (R == 4) {   /* [r0: t0+t1, t2+t3, r1: ...] then [r0, r1, r2, r3] */
+        _mm_storeu_ps(sums, _mm_hadd_ps(_mm_hadd_ps(t[0], t[1]), _mm_hadd_ps(t[2], t[3])));
+    } else {
+        __m128 h = _mm_hadd_ps(t[0], t[0]);
+        sums[0] = _mm_cvtss_f32(_mm_hadd_ps(h, h));
+    }
+    for (int r = 0; r < R; r++) {
+        double s = sums[r];
+        for (size_t i = np; i < n; i++) s += (double)(h2f(x[r * stride + i]) * y[i]);
+        out[r] = (float)s;
+    }
+}
+
+AVX2 static float dot_f16_f16(const uint16_t *x, const float *y, size_t n) {
+    float s;
+    dot_f16_rows(1, x, 0, y, n, &s);
+    return s;
+}
+
+AVX2 static void dot_f16_f16_x4(const uint16_t *x, size_t stride, const float *y, size_t n, float out[4]) {
+    dot_f16_rows(4, x, stride, y, n, out);
+}
+
+AVX2 static void to_f16(const float *x, uint16_t *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
 }
 
 /* The fifth bits of a Q5_0/Q5_1 block as bytes 0x10 or 0 (element j from
@@ -408,6 +443,8 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dot_q4_0_x8 = dot_q4_0_x8;
     k->gemm_q4_0_x8 = gemm_q4_0_x8;
     k->dot_f16_f16 = dot_f16_f16;
+    k->dot_f16_f16_x4 = dot_f16_f16_x4;
+    k->to_f16 = to_f16;
 }
 
 #else

@@ -312,10 +312,12 @@ static void test_exact_order_kernels(void) {
                 }
             }
     }
+    static float bf[1000];
     fill(w, 1000);
     quantize_row(QT_F16, w, a16, 1000);
     fill(w, 1000);
     quantize_row(QT_F16, w, b16, 1000);
+    dequantize_row(QT_F16, b16, bf, 1000);
     if (!v) return;
     v->gemm_q4_0_x8(wq, rb, xq, 0, 1, COLS, out_v, 8);
     CHECK(memcmp(out_s, out_v, sizeof out_s) == 0);
@@ -330,9 +332,26 @@ static void test_exact_order_kernels(void) {
         CHECK(memcmp(&a, &b, sizeof a) == 0);
     }
     for (size_t n = 1; n <= 1000; n += 37) {   /* with and without a remainder */
-        float a = s->dot_f16_f16(a16, b16, n), b = v->dot_f16_f16(a16, b16, n);
+        float a = s->dot_f16_f16(a16, bf, n), b = v->dot_f16_f16(a16, bf, n);
         if (memcmp(&a, &b, sizeof a)) { fprintf(stderr, "  f16 n=%zu: %.9g vs %.9g\n", n, a, b); CHECK(0); }
+        /* four rows at a stride, as attention scores are computed */
+        if (n > 200) continue;
+        float four_s[4], four_v[4];
+        s->dot_f16_f16_x4(a16, 200, bf, n, four_s);
+        v->dot_f16_f16_x4(a16, 200, bf, n, four_v);
+        for (int r = 0; r < 4; r++) {
+            float one = s->dot_f16_f16(a16 + 200 * r, bf, n);
+            CHECK(memcmp(&one, &four_s[r], sizeof one) == 0 && memcmp(&one, &four_v[r], sizeof one) == 0);
+        }
     }
+    /* F16 conversion: the SIMD version rounds like fp32_to_fp16, tails too */
+    static float big[1003];
+    static uint16_t h_s[1003], h_v[1003];
+    fill(big, 1003);
+    for (int i = 0; i < 1003; i += 7) big[i] *= (i % 2 ? 1e-6f : 3e4f);   /* subnormal halves, near-overflow */
+    s->to_f16(big, h_s, 1003);
+    v->to_f16(big, h_v, 1003);
+    CHECK(memcmp(h_s, h_v, sizeof h_s) == 0);
 }
 
 /* Multi-token kernels give each token exactly what the one-token kernel
