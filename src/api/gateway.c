@@ -16,7 +16,6 @@
 #include "base/xalloc.h"
 #include "node/engine_node.h"
 
-#define PROBE_INTERVAL_MS 5000
 #define PROBE_TIMEOUT_MS 2000
 
 /* ---- plain endpoints ---- */
@@ -364,7 +363,8 @@ int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
 
     uv_timer_init(&gw->workers[0].loop, &gw->probe_timer);
     gw->probe_timer.data = gw;
-    if (gw->nodes.n) uv_timer_start(&gw->probe_timer, probe_all, 0, PROBE_INTERVAL_MS);
+    unsigned every = gw->cfg.probe_interval_ms ? gw->cfg.probe_interval_ms : 5000;
+    if (gw->nodes.n) uv_timer_start(&gw->probe_timer, probe_all, 0, every);
     for (int i = 0; i < gw->n_workers; i++)
         uv_thread_create(&gw->workers[i].thread, worker_run, &gw->workers[i]);
     return 0;

@@ -64,6 +64,7 @@ static const setting settings[] = {
     {"hedging", "MSOA_HEDGING", "hedging", K_INT, AT(hedging), 0, 1},
     {"max_attempts", "MSOA_MAX_ATTEMPTS", "max-attempts", K_INT, AT(max_attempts), 1, 8},
     {"circuit_breaker", "MSOA_CIRCUIT_BREAKER", "circuit-breaker", K_INT, AT(circuit_breaker), 0, 1},
+    {"probe_interval_ms", "MSOA_PROBE_INTERVAL_MS", "probe-interval-ms", K_MS, AT(probe_interval_ms), 0, 0},
     {"cascades", "MSOA_CASCADES", "cascades", K_STR, AT(cascades), 0, 0},
     {"cascade_logprob_floor", "MSOA_CASCADE_LOGPROB_FLOOR", "cascade-logprob-floor", K_PRICE,
      AT(cascade_logprob_floor), 0, 0},
@@ -407,6 +408,7 @@ void config_defaults(msoa_config *c) {
     c->hedging = 1;
     c->max_attempts = 3;
     c->circuit_breaker = 1;
+    c->probe_interval_ms = 5000;
     c->guard_action = xstrdup("refuse");
 }
 
