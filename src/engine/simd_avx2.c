@@ -1,10 +1,14 @@
-/* simd_avx2: AVX2/FMA/F16C versions of the dot products in quant.c.
+/* simd_avx2: AVX2/FMA/F16C versions of the dot products in quant.c (and an
+ * AVX-VNNI variant of the 8-row Q4_0 kernel).
  *
  * Compiled for the baseline target like everything else; only these
- * functions carry target("avx2,fma,f16c"), and quant.c calls them only after
+ * functions carry target attributes, and quant.c calls them only after
  * __builtin_cpu_supports said yes. Integer kernels use the usual trick for
  * signed x signed bytes: maddubs(|x|, sign(y, x)) multiplies u8 by s8 and
- * sums pairs to s16 without overflow for these ranges. */
+ * sums pairs to s16 without overflow for these ranges. Kernels that take
+ * several prompt tokens at once compute each token's result exactly as the
+ * one-token kernel does; they only share the loading and unpacking of the
+ * weights. */
 #include "engine/quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
