@@ -15,7 +15,9 @@
  * With --late-every K, every K-th request (by sequence number) carries
  * "mock_fail": SPEC and "mock_fail_node": NAME, so the same requests are
  * slowed in every run. Latency is from sending the request to the end of
- * the stream. Prints key=value lines; the first failures go to --fail-log.
+ * the stream. A slot whose request failed waits 100 ms before its next one.
+ * Prints key=value lines; the first three failures of each kind (problem
+ * and status) go to --fail-log.
  *
  * Uses libcurl's multi interface; traffic to 127.0.0.1 only; bounded in
  * time (every transfer times out after 60 s, new ones stop after S s). */
@@ -30,7 +32,11 @@
 #include "base/xalloc.h"
 
 #define TRANSFER_TIMEOUT_MS 60000L
-#define MAX_FAIL_LOGGED 10
+#define LOGGED_PER_PROBLEM 3
+/* A slot whose request failed rests this long before the next: a failing
+ * gateway answers at once, and a client that retries in a tight loop would
+ * measure its own loop. */
+#define FAIL_PAUSE_NS 100000000ull
 #define BODY_LOG_BYTES 1500
 
 static struct {
@@ -51,32 +57,30 @@ typedef struct stream {
     buf body;
     long seq;
     uint64_t t0;
+    uint64_t resume_ns; /* after a failure, the slot rests until then; 0: busy */
 } stream;
 
 /* what the run saw */
 static struct {
     long started, completed, well_formed, failovers, hedged;
-    long by_reason[16];
+    long by_reason[16], status_of[16];
     const char *reason_name[16];
     int n_reasons;
     double *lat_ms;
     size_t n_lat, cap_lat;
     FILE *fail_log;
-    int logged;
 } run;
 
 static char *expected;
 
-static void count_reason(const char *why) {
+/* Counts a problem (by kind and status); returns how often it was seen. */
+static long count_reason(const char *why, long status) {
     for (int i = 0; i < run.n_reasons; i++)
-        if (!strcmp(run.reason_name[i], why)) {
-            run.by_reason[i]++;
-            return;
-        }
-    if (run.n_reasons < 16) {
-        run.reason_name[run.n_reasons] = why;
-        run.by_reason[run.n_reasons++] = 1;
-    }
+        if (!strcmp(run.reason_name[i], why) && run.status_of[i] == status) return ++run.by_reason[i];
+    if (run.n_reasons == 16) return LOGGED_PER_PROBLEM + 1;
+    run.reason_name[run.n_reasons] = why;
+    run.status_of[run.n_reasons] = status;
+    return run.by_reason[run.n_reasons++] = 1;
 }
 
 /* ---- checking one stream ---- */
@@ -151,8 +155,6 @@ static void check_events(const char *body, size_t len, verdict *v) {
 }
 
 static void log_failure(const stream *s, long status, const char *why, const char *curl_err) {
-    if (!run.fail_log || run.logged >= MAX_FAIL_LOGGED) return;
-    run.logged++;
     size_t n = s->body.len;
     fprintf(run.fail_log, "--- request %ld: %s (status %ld%s%s), %zu bytes:\n", s->seq, why, status,
             curl_err ? ", " : "", curl_err ? curl_err : "", n);
@@ -175,7 +177,8 @@ static void record_latency(double ms) {
     run.lat_ms[run.n_lat++] = ms;
 }
 
-static void judge_stream(stream *s, CURLcode result) {
+/* Returns 0 when the stream was well-formed. */
+static int judge_stream(stream *s, CURLcode result) {
     double ms = (double)(clock_now_ns() - s->t0) / 1e6;
     long status = 0;
     curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
@@ -190,11 +193,12 @@ static void judge_stream(stream *s, CURLcode result) {
     if (!v.problem) {
         run.well_formed++;
         record_latency(ms);
-        return;
+        return 0;
     }
     if (result != CURLE_OK && !v.done) v.problem = "connection failed";
-    count_reason(v.problem);
-    log_failure(s, status, v.problem, result != CURLE_OK ? curl_easy_strerror(result) : NULL);
+    if (count_reason(v.problem, status) <= LOGGED_PER_PROBLEM && run.fail_log)
+        log_failure(s, status, v.problem, result != CURLE_OK ? curl_easy_strerror(result) : NULL);
+    return -1;
 }
 
 /* ---- transfers ---- */
@@ -267,7 +271,8 @@ static void print_results(double elapsed_s) {
     printf("with_failover=%ld\nhedged=%ld\nseconds=%.1f\n", run.failovers, run.hedged, elapsed_s);
     printf("p50_ms=%.1f\np90_ms=%.1f\np99_ms=%.1f\nmax_ms=%.1f\n", pct(0.50), pct(0.90), pct(0.99),
            run.n_lat ? run.lat_ms[run.n_lat - 1] : 0.0);
-    for (int i = 0; i < run.n_reasons; i++) printf("problem=%s: %ld\n", run.reason_name[i], run.by_reason[i]);
+    for (int i = 0; i < run.n_reasons; i++)
+        printf("problem=%s (status %ld): %ld\n", run.reason_name[i], run.status_of[i], run.by_reason[i]);
 }
 
 static int parse_args(int argc, char **argv) {
@@ -332,12 +337,21 @@ int main(int argc, char **argv) {
             CURL *h = m->easy_handle;
             CURLcode result = m->data.result;
             curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&s);
-            judge_stream(s, result);
+            int failed = judge_stream(s, result);
             curl_multi_remove_handle(multi, h);
+            if (!more_to_start(t_end)) live--;
+            else if (failed) s->resume_ns = clock_now_ns() + FAIL_PAUSE_NS;
+            else start_stream(multi, s, url);
+        }
+        uint64_t now = clock_now_ns();
+        for (int i = 0; i < opt.concurrency; i++) {
+            stream *s = &streams[i];
+            if (!s->resume_ns || s->resume_ns > now) continue;
+            s->resume_ns = 0;
             if (more_to_start(t_end)) start_stream(multi, s, url);
             else live--;
         }
-        if (live > 0) curl_multi_poll(multi, NULL, 0, 100, NULL);
+        if (live > 0) curl_multi_poll(multi, NULL, 0, 10, NULL);
     }
     print_results((double)(clock_now_ns() - t_start) / 1e9);
     for (int i = 0; i < opt.concurrency; i++) {
