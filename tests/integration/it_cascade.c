@@ -75,14 +75,7 @@ static void test_streamed_cascade(void) {
 
 int main(void) {
     if (start_all() < 0) return 1;
-    for (int i = 0; i < 250; i++) { /* both nodes probed */
-        it_response r;
-        int ok = it_http(msoa.port, "GET", "/ready", NULL, NULL, 0, 2000, &r) == 0 &&
-                 strstr(r.body.data ? r.body.data : "", "\"nodes_reachable\":2");
-        it_response_free(&r);
-        if (ok) break;
-        usleep(20000);
-    }
+    if (it_wait_reachable(msoa.port, 2) < 0) return 1;
     TEST(test_wrong_sum_escalates);
     TEST(test_unchecked_answer_is_accepted);
     TEST(test_streamed_cascade);

@@ -25,15 +25,8 @@ static int start_all(void) {
     char *argv[] = {path, "up", "--listen", "127.0.0.1:0", "--workers", "1", "--upstream-stall-ms", "300",
                     "--node", node_a, "--node", node_b, NULL};
     if (it_start(&msoa, argv) < 0) return -1;
-    for (int i = 0; i < 250; i++) { /* both probed reachable, so a is tried first */
-        it_response r;
-        int ok = it_http(msoa.port, "GET", "/ready", NULL, NULL, 0, 2000, &r) == 0 &&
-                 strstr(r.body.data ? r.body.data : "", "\"nodes_reachable\":2");
-        it_response_free(&r);
-        if (ok) return 0;
-        usleep(20000);
-    }
-    return -1;
+    /* both probed reachable, so a is tried first */
+    return it_wait_reachable(msoa.port, 2);
 }
 
 static it_response post(const char *fail, int stream) {

@@ -31,15 +31,7 @@ static int start_gateway(it_proc *p, const char *extra1, const char *extra2) {
                     (char *)extra1, (char *)extra2, NULL};
     if (!extra1) argv[10] = NULL;
     if (it_start(p, argv) < 0) return -1;
-    for (int i = 0; i < 250; i++) {
-        it_response r;
-        int ok = it_http(p->port, "GET", "/ready", NULL, NULL, 0, 2000, &r) == 0 &&
-                 strstr(r.body.data ? r.body.data : "", "\"nodes_reachable\":2");
-        it_response_free(&r);
-        if (ok) return 0;
-        usleep(20000);
-    }
-    return -1;
+    return it_wait_reachable(p->port, 2);
 }
 
 static it_response post(it_proc *p, const char *extra_fields, int stream, const char *headers) {

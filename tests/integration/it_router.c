@@ -24,15 +24,7 @@ static int start_gateway(it_proc *p, const char *guard_action, const char *min_c
                     (char *)guard_action, "--router-min-confidence", (char *)min_conf, "--node", code,
                     "--node", math, "--node", general, NULL};
     if (it_start(p, argv) < 0) return -1;
-    for (int i = 0; i < 250; i++) {
-        it_response r;
-        int ok = it_http(p->port, "GET", "/ready", NULL, NULL, 0, 2000, &r) == 0 &&
-                 strstr(r.body.data ? r.body.data : "", "\"nodes_reachable\":3");
-        it_response_free(&r);
-        if (ok) return 0;
-        usleep(20000);
-    }
-    return -1;
+    return it_wait_reachable(p->port, 3);
 }
 
 static it_response ask(it_proc *p, const char *text) {

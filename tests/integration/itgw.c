@@ -34,17 +34,23 @@ int itgw_start(itgw *g, const char *const *extra_args) {
         it_stop(&g->mock, SIGKILL);
         return -1;
     }
-    double deadline = clock_now_ms() + 10000;
-    while (clock_now_ms() < deadline) {
-        it_response r;
-        int rc = it_http(g->msoa.port, "GET", "/ready", NULL, NULL, 0, 2000, &r);
-        int status = r.status;
-        it_response_free(&r);
-        if (rc == 0 && status == 200) return 0;
-        usleep(20000);
-    }
+    if (it_wait_reachable(g->msoa.port, 1) == 0) return 0;
     fprintf(stderr, "itgw: msoa never became ready\n");
     itgw_stop(g);
+    return -1;
+}
+
+int it_wait_reachable(int port, int reachable) {
+    char want[64];
+    snprintf(want, sizeof want, "\"nodes_reachable\":%d", reachable);
+    double deadline = clock_now_ms() + 5000;
+    while (clock_now_ms() < deadline) {
+        it_response r;
+        int ok = it_http(port, "GET", "/ready", NULL, NULL, 0, 2000, &r) == 0 && r.body.data && strstr(r.body.data, want);
+        it_response_free(&r);
+        if (ok) return 0;
+        usleep(20000);
+    }
     return -1;
 }
 

@@ -18,6 +18,9 @@ typedef struct itgw {
 int itgw_start(itgw *g, const char *const *extra_args);
 void itgw_stop(itgw *g);
 
+/* Waits up to 5 s until msoa on port says `reachable` nodes are reachable
+ * (its probes have run). Returns 0 or -1. */
+int it_wait_reachable(int port, int reachable);
 /* POSTs a JSON body to msoa; returns 0 or -1. */
 int itgw_post(itgw *g, const char *path, const char *json, it_response *r);
 /* The JSON body of a response (caller deletes), NULL if not JSON. */
