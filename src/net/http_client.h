@@ -1,6 +1,9 @@
-/* http_client: outgoing HTTP requests on a libuv loop, through libcurl's
- * multi interface (curl_multi_socket_action), so one loop serves the clients
- * of the gateway and its calls to upstream nodes.
+/* http_client: outgoing HTTP requests on a libuv loop, so one loop serves
+ * the clients of the gateway and its calls to upstream nodes. Plain http://
+ * goes through msoa's own HTTP/1.1 client (http_conn.c: pooled keep-alive
+ * connections, a fraction of libcurl's cost per request); https:// through
+ * libcurl's multi interface (http_client_curl.c). MSOA_HTTP_CLIENT=curl sends
+ * everything through libcurl.
  *
  * Contract: every started call ends exactly once, with on_done, unless it is
  * cancelled first with http_call_cancel (then no callback runs). The call is
