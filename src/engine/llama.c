@@ -295,7 +295,7 @@ struct llama_ctx {
     /* per-chunk activations, [CHUNK][width] */
     float *x, *xb, *q, *k, *v, *att, *gate, *up, *logits;
     float *scores;                   /* [thread][n_ctx + head_dim]: scores or weights, then the query */
-    uint16_t *att_f16;               /* [thread][n_ctx]: the same rounded to F16 */
+    uint16_t *att_f16;               /* [thread][n_ctx + head_dim]: the query or the weights in F16 */
     uint8_t *act[2];                 /* quantised activations: Q8_0, Q8_K */
     size_t act_stride;               /* bytes per token in act[] */
 };
@@ -324,7 +324,7 @@ llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp)
     c->up = xmalloc(CHUNK * (size_t)hp->ffn_dim * sizeof(float));
     c->logits = xmalloc((size_t)hp->n_vocab * sizeof(float));
     c->scores = xmalloc((size_t)tp_size(c->tp) * (c->n_ctx + hp->head_dim) * sizeof(float));
-    c->att_f16 = xmalloc((size_t)tp_size(c->tp) * c->n_ctx * sizeof(uint16_t));
+    c->att_f16 = xmalloc((size_t)tp_size(c->tp) * (c->n_ctx + hp->head_dim) * sizeof(uint16_t));
     /* Q8_0 and Q8_K both take at most 34/32 and 292/256 bytes per element */
     c->act_stride = qtype_row_bytes(QT_Q8_K, (wide + QK_K - 1) / QK_K * QK_K);
     for (int i = 0; i < 2; i++) c->act[i] = xmalloc(CHUNK * c->act_stride);
@@ -520,7 +520,7 @@ static void att_task(void *arg, int ith, int nth) {
     const uint16_t *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     const uint16_t *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     float *s = c->scores + (size_t)ith * (c->n_ctx + hd), *qf = s + c->n_ctx, scale = 1.0f / sqrtf((float)hd);
-    uint16_t *h16 = c->att_f16 + (size_t)ith * c->n_ctx;
+    uint16_t *h16 = c->att_f16 + (size_t)ith * (c->n_ctx + hd);
     long lo, hi;
     tp_split((long)j->n_tok * hp->n_heads, ith, nth, &lo, &hi);
     for (long th = lo; th < hi; th++) {
