@@ -372,9 +372,10 @@ static int claim(chat *c, attempt *a) {
 /* ---- streams ---- */
 
 static void emit_chunk(chat *c, cJSON *chunk) {
-    char *text = cJSON_PrintUnformatted(chunk);
-    c->sink->on_chunk(c->ud, text, strlen(text));
-    cJSON_free(text);
+    buf text = BUF_INIT;
+    json_write(&text, chunk);
+    c->sink->on_chunk(c->ud, text.data, text.len);
+    buf_free(&text);
     if (!c->paused && c->sink->backlog(c->ud) > BACKLOG_HIGH && c->winner && c->winner->d) {
         c->paused = 1;
         dispatch_pause(c->winner->d, 1);
@@ -484,10 +485,11 @@ static void finish(chat *c, cJSON *completion, const chat_summary *s) {
                         (now - a->start_ns) / 1000, (uint64_t)(s->tokens_out - c->sum_out));
     cJSON_DeleteItemFromObjectCaseSensitive(completion, "msoa");
     cJSON_AddItemToObject(completion, "msoa", msoa_object(s));
-    char *text = cJSON_PrintUnformatted(completion);
+    buf text = BUF_INIT;
+    json_write(&text, completion);
     account(c, s);
-    c->sink->on_finish(c->ud, s, text, strlen(text));
-    cJSON_free(text);
+    c->sink->on_finish(c->ud, s, text.data, text.len);
+    buf_free(&text);
     cJSON_Delete(completion);
     judge(a, 1);
     unlink_attempt(c, a);

@@ -1,6 +1,8 @@
 /* json: see json.h. */
 #include "base/json.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 void json_put_string(buf *out, const char *s) {
@@ -25,4 +27,51 @@ void json_put_string(buf *out, const char *s) {
     }
     buf_puts(out, run);
     buf_putc(out, '"');
+}
+
+static void put_number(buf *out, double d) {
+    if (!isfinite(d)) {
+        buf_puts(out, "null");
+        return;
+    }
+    if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+        char digits[24];
+        int n = 0;
+        uint64_t v = (uint64_t)(d < 0 ? -d : d);
+        do digits[n++] = (char)('0' + v % 10);
+        while ((v /= 10));
+        if (d < 0) buf_putc(out, '-');
+        buf_reserve(out, (size_t)n);
+        while (n) out->data[out->len++] = digits[--n];
+        out->data[out->len] = '\0';
+        return;
+    }
+    buf_printf(out, "%.17g", d);
+}
+
+void json_write(buf *out, const cJSON *item) {
+    switch (item->type & 0xff) {
+    case cJSON_False: buf_puts(out, "false"); return;
+    case cJSON_True: buf_puts(out, "true"); return;
+    case cJSON_NULL: buf_puts(out, "null"); return;
+    case cJSON_Number: put_number(out, item->valuedouble); return;
+    case cJSON_String: json_put_string(out, item->valuestring); return;
+    case cJSON_Raw: buf_puts(out, item->valuestring ? item->valuestring : "null"); return;
+    case cJSON_Array:
+    case cJSON_Object: {
+        int object = (item->type & 0xff) == cJSON_Object;
+        buf_putc(out, object ? '{' : '[');
+        for (const cJSON *c = item->child; c; c = c->next) {
+            if (c != item->child) buf_putc(out, ',');
+            if (object) {
+                json_put_string(out, c->string ? c->string : "");
+                buf_putc(out, ':');
+            }
+            json_write(out, c);
+        }
+        buf_putc(out, object ? '}' : ']');
+        return;
+    }
+    default: buf_puts(out, "null"); return;
+    }
 }

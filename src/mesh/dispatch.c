@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/xalloc.h"
 #include "net/sse.h"
@@ -200,7 +201,7 @@ static void on_done(http_call *c, enum http_call_error err, const char *message,
  * streamed or not as this call is, and usage asked for in streams so every
  * token is counted. The request is
  * changed in place rather than copied: a copy costs more than the print. */
-static char *upstream_body(const node *n, cJSON *request, int stream) {
+static void upstream_body(buf *out, const node *n, cJSON *request, int stream) {
     cJSON_DeleteItemFromObjectCaseSensitive(request, "model");
     cJSON_AddStringToObject(request, "model", n->model);
     cJSON_DeleteItemFromObjectCaseSensitive(request, "stream");
@@ -210,7 +211,7 @@ static char *upstream_body(const node *n, cJSON *request, int stream) {
         cJSON *so = cJSON_AddObjectToObject(request, "stream_options");
         cJSON_AddTrueToObject(so, "include_usage");
     }
-    return cJSON_PrintUnformatted(request);
+    json_write(out, request);
 }
 
 /* ---- nodes with a backend ---- */
@@ -266,14 +267,15 @@ dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *reque
     if (n->auth_header) headers[h++] = n->auth_header;
     headers[h] = NULL;
 
-    char *body = upstream_body(n, request, stream);
+    buf body = BUF_INIT;
+    upstream_body(&body, n, request, stream);
     http_call_opts o;
     memset(&o, 0, sizeof o);
     o.method = "POST";
     o.url = n->chat_url;
     o.headers = headers;
-    o.body = body;
-    o.body_len = strlen(body);
+    o.body = body.data;
+    o.body_len = body.len;
     o.connect_timeout_ms = t->connect_ms;
     o.total_timeout_ms = t->total_ms;
     o.stall_timeout_ms = t->stall_ms;
@@ -282,7 +284,7 @@ dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *reque
     o.on_done = on_done;
     o.ud = d;
     d->call = http_client_start(cl, &o);
-    cJSON_free(body);
+    buf_free(&body);
     if (!d->call) {
         dispatch_free(d);
         return NULL;

@@ -1,4 +1,6 @@
 /* Tests for json_put_string: escapes, control characters, UTF-8 passed on. */
+#include <math.h>
+
 #include "base/json.h"
 #include "testlib.h"
 
@@ -19,7 +21,38 @@ static void test_strings(void) {
     CHECK_STR(put("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
 }
 
+/* json_write prints what cJSON_PrintUnformatted prints. */
+static void test_write_matches_cjson(void) {
+    static const char *docs[] = {
+        "{\"id\":\"x\",\"n\":0,\"neg\":-12,\"big\":1795740755,\"f\":0.5,\"t\":true,\"f2\":false,\"z\":null}",
+        "[1,2,[3,[]],{},\"a\\\"b\\n\"]",
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"caf\u00e9 \\u0001\"},\"finish_reason\":null}]}",
+        "{\"x\":1e300,\"y\":-0.25,\"w\":123456789012}",
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) {
+        cJSON *j = cJSON_Parse(docs[i]);
+        CHECK(j != NULL);
+        char *want = cJSON_PrintUnformatted(j);
+        buf got = BUF_INIT;
+        json_write(&got, j);
+        cJSON *back = cJSON_Parse(got.data);
+        CHECK(cJSON_Compare(j, back, 1));
+        if (i != 3) CHECK_STR(got.data, want); /* cJSON writes 1e300 as 1e+300 */
+        cJSON_Delete(back);
+        cJSON_free(want);
+        buf_free(&got);
+        cJSON_Delete(j);
+    }
+    cJSON *nan = cJSON_CreateNumber(NAN);
+    buf b = BUF_INIT;
+    json_write(&b, nan);
+    CHECK_STR(b.data, "null");
+    buf_free(&b);
+    cJSON_Delete(nan);
+}
+
 int main(void) {
     TEST(test_strings);
+    TEST(test_write_matches_cjson);
     return test_done();
 }
