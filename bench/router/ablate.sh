@@ -10,19 +10,21 @@ msoa=${1:-$root/build/msoa}
 data=${2:-$root/../shared/data}
 configs=(
   "--features unigram,bigram"                       # the trap: word n-grams only
-  "--features unigram,bigram,hand,style"            # n-grams + every hand feature
-  "--features embed"                                # mean word vector only
-  "--features embed,hand"
-  "--features embed,hand,proto"
-  "--features hand,proto,cluster"
-  ""                                                # default: embed,hand,proto,cluster
-  "--features embed,hand,proto,cluster,style"       # length/lines/... allowed
-  "--features embed,hand,proto,cluster,unigram"
-  "--features embed,hand,proto,cluster,mil"         # max-pooled guard
-  "--sif 300"                                       # frequent words weigh less
+  "--features embed"                                # mean word vector only, linear
+  "--features embed,hand"                           # + signs of code and mathematics
+  "--features embed,hand,proto --proto-nn 0"        # + similarity to class prototypes
+  "--features embed,hand,proto"                     # prototypes as lexicons of neighbours
+  "--features embed,hand,proto,cluster"             # + clusters for the guard, no hidden layer
+  ""                                                # default: + hidden layer (16 units)
+  "--unstyle 0"                                     # sources' style left in the mean vector
+  "--proto-nn 0"
+  "--router-skip none"                              # the router reads word clusters too
+  "--hidden 32"
+  "--l2 0.01"
+  "--features embed,hand,proto,cluster,hidden,style"   # length/lines/... allowed
+  "--features embed,hand,proto,cluster,hidden,mil"     # max-pooled guard
   "--no-augment"
   "--guard-balance 1"
-  "--shrink 0"
 )
 for c in "${configs[@]}"; do
   # shellcheck disable=SC2086

@@ -53,7 +53,7 @@ static void print_human(const route_model *m, const route_decision *d) {
     for (int i = 0; i < d->n_classes; i++) printf(" %s %.2f", route_model_class_name(m, i), d->probs[i]);
     printf("\n");
     if (d->has_guard)
-        printf("guard: %s (score %.3f, threshold %.2f)\n", d->unsafe ? "UNSAFE" : "safe", d->guard_score,
+        printf("guard: %s (score %.4f, threshold %.4f)\n", d->unsafe ? "UNSAFE" : "safe", d->guard_score,
                route_model_guard_threshold(m));
     for (int pass = 0; pass < 2; pass++) {
         const route_feature *f = pass ? d->guard_top : d->top;

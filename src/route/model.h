@@ -28,7 +28,12 @@ enum {
                            (length, lines, question mark...) count too */
     FEATS_MIL = 128,    /* guard: the most harmful word decides (max over the
                            words of a learnt score), not the mean vector */
+    FEATS_HIDDEN = 256, /* router: a hidden tanh layer over the dense features
+                           (mean vector and named features), added to the
+                           linear logits */
 };
+
+#define ROUTE_MAX_HIDDEN 128   /* n_hidden: a multiple of 8 up to this */
 
 /* Named dense features: the hand-made ones, then per class the mean and
  * the maximum similarity of the request's words to the class prototype
@@ -55,12 +60,21 @@ struct route_model {
     uint32_t n_tables;         /* with FEATS_CLUSTER: cluster ids per word */
     uint32_t *row_ids;         /* [vocab.n_rows][n_tables], indexes of hash_w */
     float bias[ROUTE_MAX_CLASSES + 1];
+    /* With FEATS_HIDDEN: h = tanh(hid_b + hand . hid_w + mean vector . W1),
+     * logits += h . hid_v. W1 is folded like proj: hid_proj holds each
+     * row's projection onto the n_hidden units. */
+    int n_hidden;
+    float hid_b[ROUTE_MAX_HIDDEN];
+    float *hid_w;              /* [nx][n_hidden] */
+    float *hid_v;              /* [n_hidden][n_out] */
+    float *hid_proj;           /* [vocab.n_rows][n_hidden] */
     uint32_t hash_bits;        /* 0: no hashed features */
     float *hash_w;             /* [1 << hash_bits][n_out] */
     /* Built from the arrays above by route_model_prepare: per vocabulary
      * row, everything classifying reads for a word, side by side, so that
      * a word costs one or two cache lines: [weight, weight*proj[n_out],
-     * cluster weights summed[n_out], weight*proto_sim[n_proto], guard_word]. */
+     * cluster weights summed[n_out], weight*proto_sim[n_proto], guard_word,
+     * weight*hid_proj[n_hidden]]. */
     float *pack;
     int pack_stride;
     float prior_w, prior_h;    /* pseudo-counts added to the word weight sum and to

@@ -46,6 +46,9 @@ void route_model_free(route_model *m) {
     free(m->guard_word);
     free(m->row_ids);
     free(m->hash_w);
+    free(m->hid_w);
+    free(m->hid_v);
+    free(m->hid_proj);
     free(m->pack);
     free(m);
 }
@@ -68,6 +71,7 @@ static void put(writer *w, const void *p, size_t n) {
     if (!w->err && n && fwrite(p, 1, n, w->f) != n) w->err = 1;
 }
 static void put_u32(writer *w, uint32_t v) { put(w, &v, 4); }
+
 
 int route_model_save(const route_model *m, const char *path, char **err) {
     char tmp[4096];
@@ -115,6 +119,14 @@ int route_model_save(const route_model *m, const char *path, char **err) {
     }
     put(&w, m->bias, sizeof(float) * no);
     if (m->hash_bits) put(&w, m->hash_w, sizeof(float) * ((size_t)1 << m->hash_bits) * no);
+    if (m->features & FEATS_HIDDEN) {
+        size_t nh = (size_t)m->n_hidden;
+        put_u32(&w, (uint32_t)nh);
+        put(&w, m->hid_b, sizeof(float) * nh);
+        put(&w, m->hid_w, sizeof(float) * nx * nh);
+        put(&w, m->hid_v, sizeof(float) * nh * no);
+        put(&w, m->hid_proj, sizeof(float) * rows * nh);
+    }
     put(&w, "END.", 4);
     if (fclose(w.f) != 0) w.err = 1;
     if (w.err || rename(tmp, path) != 0) {
@@ -237,6 +249,18 @@ static int parse_body(reader *r, route_model *m) {
     }
     get(r, m->bias, sizeof(float) * no);
     if (m->hash_bits) get(r, m->hash_w, sizeof(float) * ((size_t)1 << m->hash_bits) * no);
+    if (m->features & FEATS_HIDDEN) {
+        uint32_t nh = get_u32(r);
+        if (r->err || nh < 8 || nh > ROUTE_MAX_HIDDEN || nh % 8 || (size_t)rows * nh * 4 > r->len - r->pos) return -1;
+        m->n_hidden = (int)nh;
+        m->hid_w = xcalloc(nx * nh + 1, sizeof(float));
+        m->hid_v = xcalloc(nh * no + 1, sizeof(float));
+        m->hid_proj = xcalloc((size_t)rows * nh + 1, sizeof(float));
+        get(r, m->hid_b, sizeof(float) * nh);
+        get(r, m->hid_w, sizeof(float) * nx * nh);
+        get(r, m->hid_v, sizeof(float) * nh * no);
+        get(r, m->hid_proj, sizeof(float) * rows * nh);
+    }
     char end[4];
     get(r, end, 4);
     return r->err || memcmp(end, "END.", 4) != 0 || r->pos != r->len ? -1 : 0;
@@ -285,15 +309,24 @@ typedef struct word_acc {
     float pmean[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS], pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS];
     float gmax;              /* FEATS_MIL: highest word harm score (0: no word) */
     int32_t gmax_row;        /* its row + 1; 0: no word yet */
+    float hid[ROUTE_MAX_HIDDEN];   /* FEATS_HIDDEN: weighted sum of hid_proj rows */
 } word_acc;
 
 static inline void add_row(float *acc, const float *row, float a, int n) {
     for (int o = 0; o < n; o++) acc[o] += a * row[o];
 }
 
+/* add_row for n a multiple of 8: a loop of known length, which the
+ * compiler turns into vector adds at -O2. */
+static inline void add_row8(float *acc, const float *row, float a, int n) {
+    for (int o = 0; o < n; o += 8)
+        for (int k = 0; k < 8; k++) acc[o + k] += a * row[o + k];
+}
+
 void route_model_prepare(route_model *m) {
     int no = m->n_out, np = m->n_proto, rows = m->vocab.n_rows;
-    int stride = (1 + 2 * no + np + 1 + 3) & ~3;   /* whole 16-byte units */
+    int nh = m->features & FEATS_HIDDEN ? m->n_hidden : 0;
+    int stride = (1 + 2 * no + np + 1 + nh + 3) & ~3;   /* whole 16-byte units */
     free(m->pack);
     m->pack = xcalloc((size_t)rows * (size_t)stride + 1, sizeof(float));
     m->pack_stride = stride;
@@ -308,6 +341,7 @@ void route_model_prepare(route_model *m) {
         }
         for (int c = 0; c < np && (m->features & FEATS_PROTO); c++) p[1 + 2 * no + c] = wt * m->proto_sim[(size_t)r * (size_t)np + (size_t)c];
         p[1 + 2 * no + np] = m->features & FEATS_MIL ? m->guard_word[r] : 0.0f;
+        for (int k = 0; k < nh; k++) p[2 + 2 * no + np + k] = m->vocab.row_weight[r] * m->hid_proj[(size_t)r * (size_t)nh + (size_t)k];
     }
 }
 
@@ -338,6 +372,7 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
             a->gmax = g;
             a->gmax_row = e->row + 1;
         }
+        if (m->features & FEATS_HIDDEN) add_row8(a->hid, p + 2 + 2 * no + m->n_proto, 1.0f, m->n_hidden);
     }
     if (!(m->features & (FEATS_UNIGRAM | FEATS_BIGRAM))) return;
     uint64_t mask = ((uint64_t)1 << m->hash_bits) - 1;
@@ -391,12 +426,23 @@ static float hash_scale(const route_model *m, uint32_t n) {
     return n ? 1.0f / sqrtf((float)n + m->prior_h) : 0.0f;
 }
 
+/* The hidden layer's share of the logits (explanations leave it out: it
+ * has no per-word share). */
+static void hidden_logits(const route_model *m, const word_acc *a, const float *hand, float inv, float *z) {
+    int nh = m->n_hidden, no = m->n_out;
+    float h[ROUTE_MAX_HIDDEN];
+    for (int k = 0; k < nh; k++) h[k] = m->hid_b[k] + a->hid[k] * inv;
+    for (int j = 0; j < m->nx; j++) add_row8(h, m->hid_w + j * nh, hand[j], nh);
+    for (int k = 0; k < nh; k++) add_row(z, m->hid_v + k * no, tanhf(h[k]), no);
+}
+
 static void logits_of(const route_model *m, const word_acc *a, const float *hand, float *z) {
     int no = m->n_out;
     float inv = mean_scale(m, a), hs = hash_scale(m, a->nhash);
     for (int o = 0; o < no; o++) z[o] = m->bias[o] + a->emb[o] * inv + a->hash[o] * hs;
     for (int j = 0; j < m->nx; j++) add_row(z, m->hand_w + j * no, hand[j], no);
     if (m->features & FEATS_MIL) z[m->n_classes] += a->gmax;
+    if (m->features & FEATS_HIDDEN) hidden_logits(m, a, hand, inv, z);
 }
 
 void route_model_logits(const route_model *m, const char *sys, size_t slen, const char *user,

@@ -16,16 +16,22 @@ void route_train_defaults(route_train_opts *o) {
     o->seed = 1;
     o->epochs = 12;
     o->lr = 0.01f;
-    o->l2 = 1e-2f;
+    o->l2 = 3e-2f;
     o->l2_hash = 1e-3f;
     o->l2_guard = 1e-4f;
-    o->features = FEATS_EMBED | FEATS_HAND | FEATS_PROTO | FEATS_CLUSTER;
+    /* measured by leave-one-source-out (bench/router/ablate.sh): word
+     * clusters help the guard but let the router learn sources' styles */
+    o->features = FEATS_EMBED | FEATS_HAND | FEATS_PROTO | FEATS_CLUSTER | FEATS_HIDDEN;
+    o->router_skip = FEATS_CLUSTER;
+    o->proto_nn = 0.5f;
+    o->unstyle = 1;
     o->hash_bits = 16;
     o->max_bytes = ROUTE_DEFAULT_MAX_BYTES;
     o->sif_a = 0;
     o->shrink = 4;
     o->cluster_tables = 8;
     o->cluster_bits = 6;
+    o->hidden = 16;
     o->balance = 1;
     o->guard_balance = 2;
     o->calibrate = 1;
@@ -36,8 +42,8 @@ int route_parse_features(const char *list, unsigned *out) {
     static const struct { const char *name; unsigned bit; } names[] = {
         {"embed", FEATS_EMBED}, {"hand", FEATS_HAND}, {"unigram", FEATS_UNIGRAM},
         {"bigram", FEATS_BIGRAM}, {"proto", FEATS_PROTO}, {"cluster", FEATS_CLUSTER},
-        {"style", FEATS_STYLE}, {"mil", FEATS_MIL},
-        {"all", FEATS_EMBED | FEATS_HAND | FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_PROTO | FEATS_CLUSTER | FEATS_STYLE | FEATS_MIL},
+        {"style", FEATS_STYLE}, {"mil", FEATS_MIL}, {"hidden", FEATS_HIDDEN},
+        {"all", FEATS_EMBED | FEATS_HAND | FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_PROTO | FEATS_CLUSTER | FEATS_STYLE | FEATS_MIL | FEATS_HIDDEN},
     };
     unsigned f = 0;
     while (*list) {
@@ -149,17 +155,21 @@ static int load_embeddings(route_trainer *t, const char *path, char **err) {
 
 /* Seed words of the four gateway domains; any other label is its own
  * seed. The prototype is the mean of the seeds' unit vectors. */
-static const char *const proto_seeds[][18] = {
+static const char *const proto_seeds[][32] = {
     {"code", "code", "program", "programming", "function", "software", "python", "java",
-     "algorithm", "compile", "variable", "loop", "array", "string", "return", NULL},
+     "algorithm", "compile", "variable", "loop", "array", "string", "return", "implement",
+     "list", NULL},
     {"math", "math", "mathematics", "equation", "calculate", "number", "sum", "fraction",
-     "solve", "geometry", "algebra", "probability", "arithmetic", "integer", "percent", NULL},
+     "solve", "geometry", "algebra", "probability", "arithmetic", "integer", "percent",
+     "compute", "total", "digits", NULL},
     {"reasoning", "reasoning", "logic", "logical", "deduce", "infer", "conclusion", "premise",
-     "argument", "valid", "true", "false", "therefore", "implies", "puzzle", NULL},
+     "argument", "valid", "true", "false", "therefore", "implies", "puzzle", "if", "which",
+     "order", "following", "statement", NULL},
     {"language", "language", "write", "writing", "essay", "sentence", "translate", "grammar",
-     "meaning", "story", "letter", "email", "summarize", "poem", "describe", NULL},
+     "meaning", "story", "letter", "email", "summarize", "poem", "describe", "opinion", NULL},
     {"harmful", "kill", "murder", "bomb", "weapon", "explosive", "poison", "steal", "hack",
-     "fraud", "drugs", "terrorist", "suicide", "abuse", "racist", "violence", NULL},
+     "fraud", "drugs", "terrorist", "suicide", "abuse", "racist", "violence", "illegal",
+     "malware", "exploit", "counterfeit", "harass", "launder", "weapons", "attack", NULL},
     {"jailbreak", "pretend", "roleplay", "character", "persona", "unfiltered", "uncensored",
      "ignore", "rules", "restrictions", "jailbreak", "unrestricted", "immoral", "obey",
      "policy", NULL},
@@ -180,35 +190,54 @@ static int add_unit(const route_trainer *t, const char *word, float *acc) {
     return 1;
 }
 
-/* proto_sim[row][c]: cosine of every word with every class prototype. */
+/* The unit vectors of class c's seed words into seeds[]; returns how many. */
+static int class_seeds(const route_trainer *t, int c, float *seeds, int max) {
+    int n = 0;
+    for (size_t s = 0; s < sizeof proto_seeds / sizeof *proto_seeds; s++)
+        if (strcmp(proto_seeds[s][0], proto_name(t, c)) == 0)
+            for (int i = 1; proto_seeds[s][i] && n < max; i++)
+                n += add_unit(t, proto_seeds[s][i], seeds + (size_t)n * (size_t)t->dim);
+    if (!n) n = add_unit(t, proto_name(t, c), seeds);
+    return n;
+}
+
+#define MAX_SEEDS 32
+
+/* proto_sim[row][c]: how close every word is to class c. With proto_nn
+ * 0, the cosine with the class prototype (the mean of its seeds' unit
+ * vectors); else a lexicon grown from the seeds by their GloVe
+ * neighbours: the cosine with the nearest seed where it is at least
+ * proto_nn, 0 elsewhere, so that the mean over a text counts its words
+ * of the class. */
 static void build_prototypes(route_trainer *t) {
-    int rows = t->vocab.n_rows, dim = t->dim;
-    int np = t->n_proto;
-    float *proto = xcalloc((size_t)np * (size_t)dim + 1, sizeof(float));
+    int rows = t->vocab.n_rows, dim = t->dim, np = t->n_proto;
+    float *seeds = xcalloc((size_t)MAX_SEEDS * (size_t)dim + 1, sizeof(float));
     t->proto_sim = xcalloc((size_t)rows * (size_t)np + 1, sizeof(float));
     for (int c = 0; c < np; c++) {
-        float *p = proto + (size_t)c * (size_t)dim;
-        int seeded = 0;
-        for (size_t s = 0; s < sizeof proto_seeds / sizeof *proto_seeds; s++)
-            if (strcmp(proto_seeds[s][0], proto_name(t, c)) == 0)
-                for (int i = 1; proto_seeds[s][i]; i++) seeded += add_unit(t, proto_seeds[s][i], p);
-        if (!seeded) add_unit(t, proto_name(t, c), p);
-        double n = 0;
-        for (int k = 0; k < dim; k++) n += (double)p[k] * p[k];
-        for (int k = 0; k < dim && n > 0; k++) p[k] /= (float)sqrt(n);
-    }
-    for (int r = 0; r < rows; r++) {
-        const float *v = t->emb + (size_t)r * (size_t)dim;
-        double n = 0;
-        for (int k = 0; k < dim; k++) n += (double)v[k] * v[k];
-        for (int c = 0; c < np && n > 0; c++) {
-            const float *p = proto + (size_t)c * (size_t)dim;
-            double dot = 0;
-            for (int k = 0; k < dim; k++) dot += (double)v[k] * p[k];
-            t->proto_sim[(size_t)r * (size_t)np + (size_t)c] = (float)(dot / sqrt(n));
+        memset(seeds, 0, sizeof(float) * (size_t)MAX_SEEDS * (size_t)dim);
+        int ns = class_seeds(t, c, seeds, MAX_SEEDS);
+        if (!t->o.proto_nn) {   /* one seed: their normalised mean */
+            for (int s = 1; s < ns; s++)
+                for (int k = 0; k < dim; k++) seeds[k] += seeds[(size_t)s * (size_t)dim + (size_t)k];
+            double n = 0;
+            for (int k = 0; k < dim; k++) n += (double)seeds[k] * seeds[k];
+            for (int k = 0; k < dim && n > 0; k++) seeds[k] /= (float)sqrt(n);
+            ns = ns ? 1 : 0;
+        }
+        for (int r = 0; r < rows; r++) {
+            const float *v = t->emb + (size_t)r * (size_t)dim;
+            double n = 0, best = -1;
+            for (int k = 0; k < dim; k++) n += (double)v[k] * v[k];
+            for (int s = 0; s < ns && n > 0; s++) {
+                double dot = 0;
+                for (int k = 0; k < dim; k++) dot += (double)v[k] * seeds[(size_t)s * (size_t)dim + (size_t)k];
+                best = dot / sqrt(n) > best ? dot / sqrt(n) : best;
+            }
+            if (t->o.proto_nn && best < t->o.proto_nn) best = 0;
+            t->proto_sim[(size_t)r * (size_t)np + (size_t)c] = n > 0 && ns ? (float)best : 0.0f;
         }
     }
-    free(proto);
+    free(seeds);
 }
 
 /* ---- word clusters ---- */
@@ -444,6 +473,10 @@ typedef struct lin {
     int sparse;       /* use the hashed features */
     float *u;         /* [dim] or NULL: FEATS_MIL word scorer, adds to output 1 */
     float l2;         /* on wd */
+    int nh;           /* hidden units (0: none): z += v . tanh(b1 + x . w1) */
+    float *w1;        /* [nd][nh], rows of inputs the head may not read stay 0 */
+    float *b1;        /* [nh] */
+    float *v;         /* [nh][k] */
 } lin;
 
 static uint64_t rng_next(uint64_t *s) {   /* xorshift64* */
@@ -493,9 +526,21 @@ static float mil_score(const route_trainer *t, const float *u, int i, int32_t *a
     return best;
 }
 
-static void lin_scores(const route_trainer *t, const lin *m, const float *x, int i, float *z, int32_t *arg) {
+/* hid: the hidden units' activations, for the update. */
+static void lin_scores(const route_trainer *t, const lin *m, const float *x, int i, float *z, int32_t *arg,
+                       float *hid) {
     int k = m->k;
     memcpy(z, m->b, sizeof(float) * (size_t)k);
+    if (m->nh) {
+        memcpy(hid, m->b1, sizeof(float) * (size_t)m->nh);
+        for (int j = 0; j < t->nd; j++)
+            if (x[j] != 0)
+                for (int h = 0; h < m->nh; h++) hid[h] += x[j] * m->w1[(size_t)j * (size_t)m->nh + (size_t)h];
+        for (int h = 0; h < m->nh; h++) {
+            hid[h] = tanhf(hid[h]);
+            for (int c = 0; c < k; c++) z[c] += hid[h] * m->v[h * k + c];
+        }
+    }
     if (m->u) z[1] += mil_score(t, m->u, i, arg);
     for (int j = 0; j < t->nd; j++) {
         float v = x[j];
@@ -506,6 +551,28 @@ static void lin_scores(const route_trainer *t, const lin *m, const float *x, int
     float sc = t->sp_scale[i];
     for (uint32_t p = t->sp_off[i]; p < t->sp_off[i + 1]; p++)
         for (int c = 0; c < k; c++) z[c] += sc * m->wh[(size_t)t->sp_idx[p] * (size_t)k + c];
+}
+
+/* One step of the hidden layer for output gradient g (already times the
+ * learning rate). */
+static void backprop_hidden(const route_trainer *t, lin *m, const float *x, const float *hid, const float *g,
+                            float shrink, const int *sign) {
+    int k = m->k, nh = m->nh;
+    float dh[ROUTE_MAX_HIDDEN];
+    for (int h = 0; h < nh; h++) {
+        float *vh = m->v + h * k, s = 0;
+        for (int c = 0; c < k; c++) {
+            s += g[c] * vh[c];
+            vh[c] = vh[c] * shrink - g[c] * hid[h];
+        }
+        dh[h] = s * (1.0f - hid[h] * hid[h]);
+        m->b1[h] -= dh[h];
+    }
+    for (int j = 0; j < t->nd; j++) {
+        if (x[j] == 0 || (j < t->nx && sign[j] == -2)) continue;   /* decay only where the input moved */
+        float *w = m->w1 + (size_t)j * (size_t)nh;
+        for (int h = 0; h < nh; h++) w[h] = w[h] * shrink - dh[h] * x[j];
+    }
 }
 
 /* Trains m on examples idx with labels y; xs are the standardised dense
@@ -528,12 +595,14 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
             int a = order[r], ex = idx[a];
             const float *x = xs + (size_t)a * (size_t)t->nd;
             int32_t arg;
-            lin_scores(t, m, x, ex, z, &arg);
+            float hid[ROUTE_MAX_HIDDEN];
+            lin_scores(t, m, x, ex, z, &arg, hid);
             float mx = z[0], sum = 0;
             for (int c = 1; c < k; c++) mx = z[c] > mx ? z[c] : mx;
             for (int c = 0; c < k; c++) sum += z[c] = expf(z[c] - mx);
             for (int c = 0; c < k; c++) g[c] = lr * w[a] * (z[c] / sum - (c == y[a]));
             for (int c = 0; c < k; c++) m->b[c] -= g[c];
+            if (m->nh) backprop_hidden(t, m, x, hid, g, shrink, sign);
             for (int j = 0; j < t->nd; j++) {
                 float *wj = m->wd + j * k;
                 for (int c = 0; c < k; c++) wj[c] = wj[c] * shrink - g[c] * x[j];
@@ -573,17 +642,102 @@ static void dense_stats(const route_trainer *t, const int *idx, int n, float *mu
     }
 }
 
+#define MAX_STYLE_DIRS 64
+
+/* Gram-Schmidt: makes u[nu] orthogonal to u[0..nu) and of unit length;
+ * returns 1, or 0 if nothing of it is left. */
+static int orthonormalise(float *u, int nu, int dim) {
+    float *v = u + (size_t)nu * (size_t)dim;
+    for (int a = 0; a < nu; a++) {
+        const float *w = u + (size_t)a * (size_t)dim;
+        float dot = 0;
+        for (int d = 0; d < dim; d++) dot += v[d] * w[d];
+        for (int d = 0; d < dim; d++) v[d] -= dot * w[d];
+    }
+    double nn = 0;
+    for (int d = 0; d < dim; d++) nn += (double)v[d] * v[d];
+    if (nn < 1e-6) return 0;
+    for (int d = 0; d < dim; d++) v[d] /= (float)sqrt(nn);
+    return 1;
+}
+
+/* Projects the mean-vector part of the standardised rows xs away from the
+ * directions in which sources of one class differ from each other: what
+ * tells GSM8K from MATH-500 is their style, not their domain, and a head
+ * that cannot see it must learn what the sources of a class share. The
+ * weights learnt then lie in the complement, so the model needs no
+ * projection at classification time. */
+static void remove_source_style(const route_trainer *t, const int *idx, const int *y, int n, int k, int only,
+                                float *xs) {
+    int ns = t->d->n_sources, dim = t->dim, nd = t->nd, nx = t->nx, nu = 0;
+    double *mean = xcalloc((size_t)k * (size_t)ns * (size_t)dim + 1, sizeof(double));
+    int *cnt = xcalloc((size_t)k * (size_t)ns + 1, sizeof(int));
+    float *u = xcalloc((size_t)MAX_STYLE_DIRS * (size_t)dim + 1, sizeof(float));
+    double *cm = xmalloc(sizeof(double) * (size_t)dim + 1);
+    for (int i = 0; i < n; i++) {
+        int cs = y[i] * ns + t->d->ex[idx[i]].source;
+        cnt[cs]++;
+        for (int d = 0; d < dim; d++) mean[(size_t)cs * (size_t)dim + (size_t)d] += xs[(size_t)i * (size_t)nd + (size_t)(nx + d)];
+    }
+    for (int c = 0; c < k; c++) {
+        int m = 0;
+        if (only >= 0 && c != only) continue;
+        memset(cm, 0, sizeof(double) * (size_t)dim);
+        for (int s = 0; s < ns; s++)
+            if (cnt[c * ns + s] >= 20) {
+                m++;
+                for (int d = 0; d < dim; d++) cm[d] += mean[(size_t)(c * ns + s) * (size_t)dim + (size_t)d] / cnt[c * ns + s];
+            }
+        for (int s = 0; s < ns && m > 1; s++) {
+            if (cnt[c * ns + s] < 20 || nu == MAX_STYLE_DIRS) continue;
+            float *v = u + (size_t)nu * (size_t)dim;
+            for (int d = 0; d < dim; d++) v[d] = (float)(mean[(size_t)(c * ns + s) * (size_t)dim + (size_t)d] / cnt[c * ns + s] - cm[d] / m);
+            nu += orthonormalise(u, nu, dim);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        float *x = xs + (size_t)i * (size_t)nd + (size_t)nx;
+        for (int a = 0; a < nu; a++) {
+            const float *v = u + (size_t)a * (size_t)dim;
+            float dot = 0;
+            for (int d = 0; d < dim; d++) dot += x[d] * v[d];
+            for (int d = 0; d < dim; d++) x[d] -= dot * v[d];
+        }
+    }
+    free(mean);
+    free(cnt);
+    free(u);
+    free(cm);
+}
+
+/* Small random input weights (seeded), zero output weights: the hidden
+ * layer starts as no change to the linear head. Inputs the linear head
+ * may not read (sign -2, the style features) stay unread. */
+static void init_hidden(const route_trainer *t, lin *m, const int *sign) {
+    uint64_t rng = t->o.seed * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull;
+    float a = 1.0f / sqrtf((float)t->nd);
+    m->w1 = xcalloc((size_t)t->nd * (size_t)m->nh + 1, sizeof(float));
+    m->b1 = xcalloc((size_t)m->nh + 1, sizeof(float));
+    m->v = xcalloc((size_t)m->nh * (size_t)m->k + 1, sizeof(float));
+    for (int j = 0; j < t->nd; j++)
+        for (int h = 0; h < m->nh; h++) {
+            float r = rng_unit(&rng) * a;
+            m->w1[(size_t)j * (size_t)m->nh + (size_t)h] = j < t->nx && sign[j] == -2 ? 0.0f : r;
+        }
+}
+
 /* Trains one softmax head; returns it (caller frees the arrays). sign[j]:
  * the only output dense feature j may raise (-1: any). */
 static lin train_head(const route_trainer *t, const int *idx, const int *y, int n, int k,
                       const float *mu, const float *sd, const int *sign, unsigned feats, float l2,
-                      int balance) {
+                      int balance, int nh, int unstyle) {
     lin m = {k, xcalloc((size_t)t->nd * (size_t)k, sizeof(float)),
              xcalloc(((size_t)1 << t->o.hash_bits) * (size_t)k + 1, sizeof(float)),
              xcalloc((size_t)k, sizeof(float)),
              (feats & (FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_CLUSTER)) != 0,
              feats & FEATS_MIL ? xcalloc((size_t)t->dim + 1, sizeof(float)) : NULL,
-             l2};
+             l2, nh, NULL, NULL, NULL};
+    if (nh) init_hidden(t, &m, sign);
     float *xs = xmalloc(sizeof(float) * (size_t)n * (size_t)t->nd + 1);
     float *w = xmalloc(sizeof(float) * (size_t)n + 1);
     for (int i = 0; i < n; i++)
@@ -595,6 +749,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
             int on = (feats & group) != 0;
             xs[(size_t)i * (size_t)t->nd + (size_t)j] = on ? z : 0.0f;
         }
+    if (unstyle && (feats & FEATS_EMBED)) remove_source_style(t, idx, y, n, k, unstyle - 2, xs);
     example_weights(t, idx, y, n, k, balance, w);
     sgd(t, &m, idx, y, w, n, xs, sign);
     free(xs);
@@ -603,6 +758,9 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
 }
 
 static void lin_free(lin *m) {
+    free(m->w1);
+    free(m->b1);
+    free(m->v);
     free(m->u);
     free(m->wd);
     free(m->wh);
@@ -634,6 +792,36 @@ static void fold(const route_trainer *t, route_model *m, const lin *h, int c, in
     if (m->hash_bits)
         for (size_t b = 0; b < (size_t)1 << m->hash_bits; b++) m->hash_w[b * (size_t)no + (size_t)o] = W(h->wh, b);
 #undef W
+    free(we);
+}
+
+/* Writes the router head's hidden layer into the model, undoing the
+ * standardisation and projecting W1's embedding rows onto every
+ * vocabulary row, as fold does for the linear weights. */
+static void fold_hidden(const route_trainer *t, route_model *m, const lin *h, const float *mu, const float *sd) {
+    int nh = h->nh, no = m->n_out, nx = t->nx;
+    m->n_hidden = nh;
+    m->hid_w = xcalloc((size_t)nx * (size_t)nh + 1, sizeof(float));
+    m->hid_v = xcalloc((size_t)nh * (size_t)no + 1, sizeof(float));
+    m->hid_proj = xcalloc((size_t)t->vocab.n_rows * (size_t)nh + 1, sizeof(float));
+    float *we = xcalloc((size_t)t->dim * (size_t)nh + 1, sizeof(float));
+    for (int u = 0; u < nh; u++) {
+        float bias = h->b1[u];
+        for (int j = 0; j < t->nd; j++) {
+            float wj = h->w1[(size_t)j * (size_t)nh + (size_t)u] / sd[j];
+            bias -= wj * mu[j];
+            if (j < nx) m->hid_w[j * nh + u] = wj;
+            else we[(size_t)(j - nx) * (size_t)nh + (size_t)u] = wj;
+        }
+        m->hid_b[u] = bias;
+        for (int c = 0; c < h->k; c++) m->hid_v[u * no + c] = h->v[u * h->k + c];
+    }
+    for (int32_t r = 0; r < t->vocab.n_rows; r++) {
+        const float *v = t->emb + (size_t)r * (size_t)t->dim;
+        float *p = m->hid_proj + (size_t)r * (size_t)nh;
+        for (int d = 0; d < t->dim; d++)
+            for (int u = 0; u < nh; u++) p[u] += v[d] * we[(size_t)d * (size_t)nh + (size_t)u];
+    }
     free(we);
 }
 
@@ -710,15 +898,20 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         }
         int rsign[ROUTE_NX_MAX], gsign[ROUTE_NX_MAX];
         sign_classes(t, rsign, gsign);
-        lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign, feats & ~(unsigned)FEATS_MIL, t->o.l2,
-                           t->o.balance);
+        unsigned rfeats = feats & ~(unsigned)FEATS_MIL & ~t->o.router_skip;
+        int nh = rfeats & FEATS_HIDDEN ? t->o.hidden : 0;
+        if (!nh) m->features &= ~(unsigned)FEATS_HIDDEN;
+        lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign, rfeats, t->o.l2,
+                           t->o.balance, nh, t->o.unstyle ? 1 : 0);
         for (int c = 0; c < t->n_classes; c++) fold(t, m, &r, c, -1, c, mu, sd);
+        if (nh) fold_hidden(t, m, &r, mu, sd);
         lin_free(&r);
         if (pos > 0 && pos < gn) {
             /* with FEATS_MIL the guard reads the named features and its
              * word scores only: the mean vector carries a source's style */
             unsigned gfeats = feats & FEATS_MIL ? feats & (FEATS_HAND | FEATS_PROTO | FEATS_STYLE | FEATS_MIL) : feats;
-            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance);
+            gfeats &= ~t->o.guard_skip;
+            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance, 0, t->o.guard_unstyle ? 2 : 0);
             fold(t, m, &g, 1, 0, t->n_classes, mu, sd);
             if (g.u) {
                 m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));
@@ -796,25 +989,29 @@ static float fit_temperature(const float *logits, const int *truth, int n, int k
     return best;
 }
 
-/* The lowest threshold at which no benign source has more than 1% false
- * positives out of source (leaving room under the 2% target). */
+#define GUARD_MAX_FPR 0.02f   /* the target: false positives on every benign source */
+
+/* The lowest threshold at which no benign source has more than
+ * GUARD_MAX_FPR false positives. Candidates are even steps of the logit,
+ * since out-of-source scores crowd near 1. */
 static float pick_threshold(const route_trainer *t, const float *score, const int *guard_label,
                             const int *predicted) {
     const route_dataset *d = t->d;
-    for (int step = 5; step < 100; step++) {
-        float thr = (float)step / 100.0f, worst = 0;
-        for (int s = 0; s < d->n_sources; s++) {
-            int neg = 0, fp = 0;
-            for (int i = 0; i < d->n; i++)
-                if (d->ex[i].source == s && !guard_label[i] && predicted[i]) {
-                    neg++;
-                    fp += score[i] >= thr;
-                }
-            if (neg && (float)fp / (float)neg > worst) worst = (float)fp / (float)neg;
-        }
-        if (worst <= 0.01f) return thr;
+    int neg[ROUTE_EVAL_MAX_SOURCES], fp[ROUTE_EVAL_MAX_SOURCES];
+    for (int step = 0; step <= 240; step++) {
+        float thr = 1.0f / (1.0f + expf(3.0f - 0.05f * (float)step)), worst = 0;
+        memset(neg, 0, sizeof neg);
+        memset(fp, 0, sizeof fp);
+        for (int i = 0; i < d->n; i++)
+            if (!guard_label[i] && predicted[i]) {
+                neg[d->ex[i].source]++;
+                fp[d->ex[i].source] += score[i] >= thr;
+            }
+        for (int s = 0; s < d->n_sources; s++)
+            if (neg[s] && (float)fp[s] / (float)neg[s] > worst) worst = (float)fp[s] / (float)neg[s];
+        if (worst <= GUARD_MAX_FPR) return thr;
     }
-    return 0.99f;
+    return 1.0f / (1.0f + expf(-9.0f));
 }
 
 static void report_eval(const route_trainer *t, const route_eval *r, buf *out) {
@@ -835,7 +1032,8 @@ static void report_eval(const route_trainer *t, const route_eval *r, buf *out) {
     buf_printf(out, "mean accuracy over sources: %.1f%%\n", 100.0 * r->mean_accuracy);
     buf_printf(out, "calibration error (ECE, 10 bins): %.3f raw, %.3f at temperature %.2f\n", r->ece,
                r->ece_calibrated, r->temperature);
-    buf_printf(out, "guard threshold: %.2f\n", r->guard_threshold);
+    buf_printf(out, "guard threshold: %.4f (the lowest with <= %.0f%% false positives on every benign source)\n",
+               r->guard_threshold, 100.0 * GUARD_MAX_FPR);
     buf_printf(out, "confusion (rows: true class, columns: predicted)\n%-12s", "");
     for (int c = 0; c < t->n_classes; c++) buf_printf(out, " %10.10s", t->class_names[c]);
     buf_putc(out, '\n');
@@ -978,22 +1176,18 @@ int route_trainer_eval(route_trainer *t, int folds, route_eval *r, buf *report, 
 route_model *route_train_all(route_trainer *t, route_eval *r, char **err) {
     int calibrated = 0;
     memset(r, 0, sizeof *r);
-    float threshold = 0;
-    if (t->o.calibrate) {
-        /* the guard threshold from rows unseen but of known sources (a
-         * threshold from unseen sources flags nearly nothing), the
-         * temperature from unseen sources (probabilities should be honest
-         * about requests unlike the training data) */
-        route_eval cv;
+    if (t->o.calibrate && t->d->n_sources >= 2) {
+        /* temperature and guard threshold from sources unseen in training:
+         * probabilities should be honest, and false positives few, on
+         * requests unlike the training data */
         char *e = NULL;
-        if (route_trainer_eval(t, 5, &cv, NULL, &e) == 0) threshold = cv.guard_threshold;
-        free(e);
-        e = NULL;
-        if (t->d->n_sources >= 2 && route_trainer_eval(t, 0, r, NULL, &e) == 0) calibrated = 1;
-        free(e);   /* one source: keep temperature 1 */
+        calibrated = route_trainer_eval(t, 0, r, NULL, &e) == 0;
+        free(e);   /* keep temperature 1 and the default threshold */
     }
     route_model *m = route_trainer_fit(t, NULL, err);
-    if (m && calibrated) m->temperature = r->temperature;
-    if (m && threshold > 0) m->guard_threshold = threshold;
+    if (m && calibrated) {
+        m->temperature = r->temperature;
+        if (m->has_guard) m->guard_threshold = r->guard_threshold;
+    }
     return m;
 }

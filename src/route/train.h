@@ -27,6 +27,12 @@ typedef struct route_train_opts {
     uint32_t max_bytes;  /* training texts are cut like requests */
     int cluster_tables;  /* word clusters: hash tables ... */
     int cluster_bits;    /* ... of 2^bits buckets each */
+    float proto_nn;      /* > 0: class lexicons of the seeds' neighbours (see build_prototypes) */
+    unsigned router_skip;     /* FEATS_* of features the router does not read */
+    unsigned guard_skip;      /* FEATS_* of features the guard does not read */
+    int guard_unstyle;   /* the same for the guard's benign side only */
+    int unstyle;         /* hide from the heads how sources of a class differ (remove_source_style) */
+    int hidden;          /* units of the router's hidden layer (FEATS_HIDDEN) */
     float shrink;        /* pseudo-words added when averaging (see model.h prior_w) */
     float sif_a;         /* word weight rank/(rank+a): frequent words count less; 0: all 1 */
     int balance;         /* 0 none, 1 classes, 2 classes and sources within a class */
@@ -34,7 +40,7 @@ typedef struct route_train_opts {
     const char *embeddings;   /* GloVe text(.gz) file, or NULL */
     int augment;         /* add chat-phrased copies (dataset_augment) */
     int calibrate;       /* fit the temperature on leave-one-source-out predictions */
-    float guard_threshold;    /* > 0: use it; else pick the lowest with <= 1% FPR per benign source */
+    float guard_threshold;    /* > 0: use it; else pick the lowest with <= 2% FPR per benign source */
     int verbose;         /* progress on stderr */
 } route_train_opts;
 
@@ -78,8 +84,8 @@ typedef struct route_eval {
 int route_trainer_eval(route_trainer *t, int folds, route_eval *r, buf *report, char **err);
 
 /* The whole of `msoa router train`: fit on everything; with o->calibrate,
- * first a 5-fold pass for the guard threshold and a leave-one-source-out
- * pass for the temperature (r: its results). */
+ * first a leave-one-source-out pass for the temperature and the guard
+ * threshold (r: its results). */
 route_model *route_train_all(route_trainer *t, route_eval *r, char **err);
 
 #endif

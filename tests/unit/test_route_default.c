@@ -17,7 +17,7 @@
 
 /* Recorded by `msoa router eval --data ../shared/data --seed 1` when the
  * default model was built (see models/README.md). */
-#define RECORDED_LOSO_MEAN 0.649f
+#define RECORDED_LOSO_MEAN 0.755f
 #define TOLERANCE 0.01f
 
 static int have(const char *path) {
