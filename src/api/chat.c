@@ -54,6 +54,7 @@ typedef struct attempt {
     int content_chunks;
     const cJSON *sent;     /* the request it was sent */
     int stream;            /* asked for a stream (a cascade's cheap steps are not) */
+    int judged;            /* its success went to the breaker at the first chunk */
 } attempt;
 
 struct chat {
@@ -268,6 +269,7 @@ static void unlink_attempt(chat *c, attempt *a) {
  * 0 failure, -1 neither (cancelled: a hedge that lost, a client gone). */
 static void judge(attempt *a, int verdict) {
     uint64_t now = clock_now_ms_u64();
+    if (verdict > 0 && a->judged) return;
     if (verdict > 0) breaker_success(&a->node->breaker, now);
     else if (verdict == 0) breaker_failure(&a->node->breaker, now);
     else breaker_release(&a->node->breaker, now);
@@ -401,6 +403,10 @@ static void remember_delta(chat *c, attempt *a, const cJSON *choice) {
 static void first_chunk(chat *c, attempt *a) {
     uint64_t now = clock_now_ns();
     a->first_ns = now;
+    /* A node that answers is healthy: a half-open circuit closes now, not
+     * when a long stream ends, so others need not wait for it. */
+    judge(a, 1);
+    a->judged = 1;
     latency_record_ttft(&a->node->latency, now / 1000000u, (now - a->start_ns) / 1000);
     if (c->started) return;
     c->started = 1;
@@ -714,7 +720,9 @@ static int fail_over(chat *c, const char *from) {
     while (c->n_used < cfg->max_attempts && remaining_ms(c) > 0) {
         node *n = next_node(c);
         if (!n) return -1;
-        if (!budget_try_withdraw(&c->w->gw->retries)) {
+        /* Continuing a cut stream adds no load (the text is owed anyway);
+         * a retry does, so it draws on the budget. */
+        if (!c->started && !budget_try_withdraw(&c->w->gw->retries)) {
             breaker_release(&n->breaker, clock_now_ms_u64());
             return -1;
         }
@@ -838,6 +846,11 @@ static int plan(chat *c, const char *model, const char **code, char *msg, size_t
     plan_summary sum;
     plan_nodes(cands, n, &pr, entries, &sum);
     for (int i = 0; i < sum.n; i++) c->plan[c->n_plan++] = of[entries[i].index];
+    /* Nothing healthy: nodes only thought unreachable (a probe may be stale)
+     * are still tried before giving up; open circuits are not. */
+    for (int i = 0; i < n && !sum.n; i++)
+        if (cands[i].breaker_allows && !cands[i].reachable) c->plan[c->n_plan++] = of[i];
+    if (c->n_plan && !sum.n) snprintf(c->degraded, sizeof c->degraded, "%.250s; trying nodes not seen reachable", sum.reason);
     if (c->n_plan == 0) {
         *code = "no_healthy_node";
         snprintf(msg, cap, "no healthy node can serve this request: %s", sum.reason[0] ? sum.reason : "all are down");

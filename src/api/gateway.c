@@ -133,6 +133,7 @@ static void probe_done(http_call *c, enum http_call_error err, const char *messa
     (void)c;
     probe *p = ud;
     int ok = err == HTTP_CALL_OK && p->status >= 200 && p->status < 500;
+    if (ok) breaker_node_alive(&p->node->breaker, clock_now_ms_u64());
     if (atomic_exchange(&p->node->reachable, ok) != ok)
         log_info("node %s is %s%s%s", p->node->name, ok ? "reachable" : "unreachable", ok ? "" : ": ",
                  ok ? "" : (err == HTTP_CALL_OK ? "bad status" : message));

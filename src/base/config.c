@@ -408,7 +408,7 @@ void config_defaults(msoa_config *c) {
     c->hedging = 1;
     c->max_attempts = 3;
     c->circuit_breaker = 1;
-    c->probe_interval_ms = 5000;
+    c->probe_interval_ms = 2000;
     c->guard_action = xstrdup("refuse");
 }
 

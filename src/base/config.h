@@ -63,7 +63,7 @@ typedef struct msoa_config {
     int hedging;                  /* 1 (default): a second node when the first is slower than its p95 */
     int max_attempts;             /* nodes one request may try, hedges and failovers included (3) */
     int circuit_breaker;          /* 1 (default): a failing node is left alone for a while; 0: never */
-    unsigned probe_interval_ms;   /* health probes of HTTP nodes (default 5000) */
+    unsigned probe_interval_ms;   /* health probes of HTTP nodes (default 2000) */
     char *cascades;               /* "DOMAIN=NODE,NODE,...;DOMAIN=..." cheapest first; NULL: none */
     double cascade_logprob_floor; /* > 0: escalate when the mean token log-probability is below minus this */
     node_spec *nodes;

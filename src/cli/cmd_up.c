@@ -46,7 +46,7 @@ static const char up_help[] =
     "  --hedging 0|1                 ask a second node when the first is slow (MSOA_HEDGING, 1)\n"
     "  --max-attempts N              nodes one request may try    (MSOA_MAX_ATTEMPTS, 3)\n"
     "  --circuit-breaker 0|1         leave failing nodes alone a while (MSOA_CIRCUIT_BREAKER, 1)\n"
-    "  --probe-interval-ms MS        health probes of HTTP nodes  (MSOA_PROBE_INTERVAL_MS, 5000)\n"
+    "  --probe-interval-ms MS        health probes of HTTP nodes  (MSOA_PROBE_INTERVAL_MS, 2000)\n"
     "  --cascades 'D=N1,N2;D=...'    per-domain cascades, cheapest node first (MSOA_CASCADES)\n"
     "  --cascade-logprob-floor X     escalate when mean token logprob < -X (MSOA_CASCADE_LOGPROB_FLOOR, off)\n"
     "\n"

@@ -145,6 +145,13 @@ void breaker_failure(breaker *b, uint64_t now_ms) {
     pthread_mutex_unlock(&b->mu);
 }
 
+void breaker_node_alive(breaker *b, uint64_t now_ms) {
+    pthread_mutex_lock(&b->mu);
+    if (b->state == BREAKER_OPEN) b->open_until_ms = now_ms;
+    advance(b, now_ms);
+    pthread_mutex_unlock(&b->mu);
+}
+
 void breaker_release(breaker *b, uint64_t now_ms) {
     pthread_mutex_lock(&b->mu);
     advance(b, now_ms);

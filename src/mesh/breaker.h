@@ -90,6 +90,9 @@ void breaker_failure(breaker *b, uint64_t now_ms);
 /* The request admitted by breaker_allow ended without saying anything
  * about the node. Harmless when it was not a probe. */
 void breaker_release(breaker *b, uint64_t now_ms);
+/* A health probe reached the node: an open circuit turns half-open now, so
+ * a restarted node gets its trial request without waiting out the period. */
+void breaker_node_alive(breaker *b, uint64_t now_ms);
 
 /* State at now_ms (OPEN whose period has elapsed reads HALF_OPEN). */
 breaker_state_t breaker_state(breaker *b, uint64_t now_ms);

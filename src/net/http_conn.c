@@ -109,6 +109,7 @@ struct hc_call {
     uv_timer_t timer;
     uint64_t start_ms, last_byte_ms;
     unsigned connect_ms, total_ms, stall_ms;
+    int grace;                  /* a deadline passed; one more I/O poll before it counts */
     int next_addr;              /* host address to try */
     enum http_call_error due_err;
     char *due_msg;              /* a failure the timer reports */
@@ -536,10 +537,25 @@ static void arm_timer(hc_call *c) {
     else uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
+static int deadline_passed(const hc_call *c, uint64_t now) {
+    return (c->connect_ms && !(c->conn && c->conn->connected) && now - c->start_ms >= c->connect_ms) ||
+           (c->total_ms && now - c->start_ms >= c->total_ms) ||
+           (c->stall_ms && now - c->last_byte_ms >= c->stall_ms);
+}
+
 static void check_deadlines(hc_call *c) {
     uint64_t now = uv_now(c->cl->loop);
     hc_host *h = c->host;
     if (c->paused) c->last_byte_ms = now; /* our own pause is not the server's stall */
+    /* libuv runs due timers before it polls sockets: after a lag of the
+     * process (a busy machine), bytes that did arrive in time are still
+     * unread. So a passed deadline is looked at again after one more poll. */
+    if (deadline_passed(c, now) && !c->grace) {
+        c->grace = 1;
+        uv_timer_start(&c->timer, on_timer, 1, 0);
+        return;
+    }
+    c->grace = 0;
     if (c->connect_ms && !(c->conn && c->conn->connected) && now - c->start_ms >= c->connect_ms)
         call_fail(c, HTTP_CALL_TIMEOUT, "connecting to %s:%d timed out after %u ms", h->name, h->port, c->connect_ms);
     else if (c->total_ms && now - c->start_ms >= c->total_ms)
