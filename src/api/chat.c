@@ -715,10 +715,26 @@ static void on_retry_timer(uv_timer_t *t) {
  * Before any chunk, the next try waits a jittered moment (full jitter, 5 ms
  * doubling to 100 ms), so a burst of failures is not echoed as a burst of
  * retries; a cut stream goes on at once, as its client waits mid-answer. */
-static int fail_over(chat *c, const char *from) {
+/* A cut stream's text is owed: when the plan is used up, any other node
+ * serving the same model (or, for `auto`, in the same pool) that answers
+ * probes takes it, whatever its circuit says; the least busy first. */
+static node *rescue_node(chat *c, const node *failed) {
+    node_registry *reg = &c->w->gw->nodes;
+    node *best = NULL;
+    for (int i = 0; i < reg->n; i++) {
+        node *n = &reg->nodes[i];
+        int same = !strcmp(n->model, failed->model) || (c->routed && !strcmp(n->domain, failed->domain));
+        if (n == failed || !same || atomic_load(&n->reachable) == 0) continue;
+        if (!best || atomic_load(&n->inflight) < atomic_load(&best->inflight)) best = n;
+    }
+    return best;
+}
+
+static int fail_over(chat *c, node *from) {
     const msoa_config *cfg = &c->w->gw->cfg;
     while (c->n_used < cfg->max_attempts && remaining_ms(c) > 0) {
         node *n = next_node(c);
+        if (!n && c->started && (n = rescue_node(c, from))) breaker_allow(&n->breaker, clock_now_ms_u64());
         if (!n) return -1;
         /* Continuing a cut stream adds no load (the text is owed anyway);
          * a retry does, so it draws on the budget. */
@@ -726,7 +742,7 @@ static int fail_over(chat *c, const char *from) {
             breaker_release(&n->breaker, clock_now_ms_u64());
             return -1;
         }
-        log_info("chat %s: failing over from node %s to %s%s", c->id, from, n->name,
+        log_info("chat %s: failing over from node %s to %s%s", c->id, from->name, n->name,
                  c->started ? " mid-stream" : "");
         c->winner = NULL; /* the next node must win again */
         c->paused = 0;
@@ -753,7 +769,7 @@ static void on_attempt_error(void *ud, const dispatch_error *e) {
     end_attempt(c, a, worth ? 0 : 1);
     /* while hedging, the other attempt may still answer */
     if (c->live[0] || c->live[1]) return;
-    if (worth && fail_over(c, failed->name) == 0) return;
+    if (worth && fail_over(c, failed) == 0) return;
     if (e->status == 504 && remaining_ms(c) == 0)
         report_error(c, 504, "the request's deadline passed before a node answered", "upstream_error",
                      "deadline_exceeded", 0, c->started);
