@@ -667,8 +667,7 @@ static int orthonormalise(float *u, int nu, int dim) {
  * that cannot see it must learn what the sources of a class share. The
  * weights learnt then lie in the complement, so the model needs no
  * projection at classification time. */
-static void remove_source_style(const route_trainer *t, const int *idx, const int *y, int n, int k, int only,
-                                float *xs) {
+static void remove_source_style(const route_trainer *t, const int *idx, const int *y, int n, int k, float *xs) {
     int ns = t->d->n_sources, dim = t->dim, nd = t->nd, nx = t->nx, nu = 0;
     double *mean = xcalloc((size_t)k * (size_t)ns * (size_t)dim + 1, sizeof(double));
     int *cnt = xcalloc((size_t)k * (size_t)ns + 1, sizeof(int));
@@ -681,7 +680,6 @@ static void remove_source_style(const route_trainer *t, const int *idx, const in
     }
     for (int c = 0; c < k; c++) {
         int m = 0;
-        if (only >= 0 && c != only) continue;
         memset(cm, 0, sizeof(double) * (size_t)dim);
         for (int s = 0; s < ns; s++)
             if (cnt[c * ns + s] >= 20) {
@@ -727,7 +725,8 @@ static void init_hidden(const route_trainer *t, lin *m, const int *sign) {
 }
 
 /* Trains one softmax head; returns it (caller frees the arrays). sign[j]:
- * the only output dense feature j may raise (-1: any). */
+ * the only output dense feature j may raise (-1: any). nh: hidden units
+ * (0: linear); unstyle: see remove_source_style. */
 static lin train_head(const route_trainer *t, const int *idx, const int *y, int n, int k,
                       const float *mu, const float *sd, const int *sign, unsigned feats, float l2,
                       int balance, int nh, int unstyle) {
@@ -749,7 +748,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
             int on = (feats & group) != 0;
             xs[(size_t)i * (size_t)t->nd + (size_t)j] = on ? z : 0.0f;
         }
-    if (unstyle && (feats & FEATS_EMBED)) remove_source_style(t, idx, y, n, k, unstyle - 2, xs);
+    if (unstyle && (feats & FEATS_EMBED)) remove_source_style(t, idx, y, n, k, xs);
     example_weights(t, idx, y, n, k, balance, w);
     sgd(t, &m, idx, y, w, n, xs, sign);
     free(xs);
@@ -795,15 +794,19 @@ static void fold(const route_trainer *t, route_model *m, const lin *h, int c, in
     free(we);
 }
 
+/* The model's hidden-layer arrays, zeroed, for nh units. */
+static void alloc_hidden(const route_trainer *t, route_model *m, int nh) {
+    m->n_hidden = nh;
+    m->hid_w = xcalloc((size_t)t->nx * (size_t)nh + 1, sizeof(float));
+    m->hid_v = xcalloc((size_t)nh * (size_t)m->n_out + 1, sizeof(float));
+    m->hid_proj = xcalloc((size_t)t->vocab.n_rows * (size_t)nh + 1, sizeof(float));
+}
+
 /* Writes the router head's hidden layer into the model, undoing the
  * standardisation and projecting W1's embedding rows onto every
  * vocabulary row, as fold does for the linear weights. */
 static void fold_hidden(const route_trainer *t, route_model *m, const lin *h, const float *mu, const float *sd) {
     int nh = h->nh, no = m->n_out, nx = t->nx;
-    m->n_hidden = nh;
-    m->hid_w = xcalloc((size_t)nx * (size_t)nh + 1, sizeof(float));
-    m->hid_v = xcalloc((size_t)nh * (size_t)no + 1, sizeof(float));
-    m->hid_proj = xcalloc((size_t)t->vocab.n_rows * (size_t)nh + 1, sizeof(float));
     float *we = xcalloc((size_t)t->dim * (size_t)nh + 1, sizeof(float));
     for (int u = 0; u < nh; u++) {
         float bias = h->b1[u];
@@ -900,9 +903,10 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         sign_classes(t, rsign, gsign);
         unsigned rfeats = feats & ~(unsigned)FEATS_MIL & ~t->o.router_skip;
         int nh = rfeats & FEATS_HIDDEN ? t->o.hidden : 0;
-        if (!nh) m->features &= ~(unsigned)FEATS_HIDDEN;
+        if (nh) alloc_hidden(t, m, nh);
+        else m->features &= ~(unsigned)FEATS_HIDDEN;
         lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign, rfeats, t->o.l2,
-                           t->o.balance, nh, t->o.unstyle ? 1 : 0);
+                           t->o.balance, nh, t->o.unstyle);
         for (int c = 0; c < t->n_classes; c++) fold(t, m, &r, c, -1, c, mu, sd);
         if (nh) fold_hidden(t, m, &r, mu, sd);
         lin_free(&r);
@@ -911,7 +915,7 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
              * word scores only: the mean vector carries a source's style */
             unsigned gfeats = feats & FEATS_MIL ? feats & (FEATS_HAND | FEATS_PROTO | FEATS_STYLE | FEATS_MIL) : feats;
             gfeats &= ~t->o.guard_skip;
-            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance, 0, t->o.guard_unstyle ? 2 : 0);
+            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance, 0, 0);
             fold(t, m, &g, 1, 0, t->n_classes, mu, sd);
             if (g.u) {
                 m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));

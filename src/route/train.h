@@ -30,7 +30,6 @@ typedef struct route_train_opts {
     float proto_nn;      /* > 0: class lexicons of the seeds' neighbours (see build_prototypes) */
     unsigned router_skip;     /* FEATS_* of features the router does not read */
     unsigned guard_skip;      /* FEATS_* of features the guard does not read */
-    int guard_unstyle;   /* the same for the guard's benign side only */
     int unstyle;         /* hide from the heads how sources of a class differ (remove_source_style) */
     int hidden;          /* units of the router's hidden layer (FEATS_HIDDEN) */
     float shrink;        /* pseudo-words added when averaging (see model.h prior_w) */

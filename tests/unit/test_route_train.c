@@ -197,6 +197,8 @@ static void test_roundtrip_and_accuracy(void) {
         CHECK_EQ_INT(route_model_n_classes(l), 3);   /* harmful goes to the guard */
         CHECK_STR(route_model_class_name(l, 2), "language");
         CHECK(route_model_has_guard(l));
+        /* the default hidden layer went through the file unchanged (probs equal above) */
+        CHECK((l->features & FEATS_HIDDEN) && l->n_hidden >= 8 && l->n_hidden % 8 == 0);
     }
     /* a truncated file is refused with the path in the message */
     buf whole = BUF_INIT;
