@@ -209,8 +209,15 @@ static cJSON *msoa_object(const chat_summary *s) {
         buf_puts(&o, ",\"degraded_reason\":");
         json_put_string(&o, s->degraded);
     }
-    buf_printf(&o, ",\"cost_usd\":%.9g,\"baseline_cost_usd\":%.9g,\"saved_usd\":%.9g,\"latency_ms\":%.3f}",
-               s->cost_usd, s->baseline_cost_usd, s->saved_usd, s->latency_ms);
+    buf_puts(&o, ",\"cost_usd\":");
+    json_put_fixed(&o, s->cost_usd, 12);
+    buf_puts(&o, ",\"baseline_cost_usd\":");
+    json_put_fixed(&o, s->baseline_cost_usd, 12);
+    buf_puts(&o, ",\"saved_usd\":");
+    json_put_fixed(&o, s->saved_usd, 12);
+    buf_puts(&o, ",\"latency_ms\":");
+    json_put_fixed(&o, s->latency_ms, 3);
+    buf_putc(&o, '}');
     cJSON *raw = cJSON_CreateRaw(o.data);
     buf_free(&o);
     return raw;
@@ -857,6 +864,7 @@ static int plan(chat *c, const char *model, const char **code, char *msg, size_t
     memset(&pr, 0, sizeof pr);
     pr.domain = domain;
     pr.ms_per_usd = PLAN_MS_PER_USD;
+    pr.terse = 1;
     pr.tokens_in = (double)chat_request_estimate_tokens(c->request);
     plan_entry entries[MAX_PLAN];
     plan_summary sum;

@@ -29,21 +29,50 @@ void json_put_string(buf *out, const char *s) {
     buf_putc(out, '"');
 }
 
+static void put_uint(buf *out, uint64_t v, int min_digits) {
+    char digits[24];
+    int n = 0;
+    do digits[n++] = (char)('0' + v % 10);
+    while ((v /= 10) || n < min_digits);
+    buf_reserve(out, (size_t)n);
+    while (n) out->data[out->len++] = digits[--n];
+    out->data[out->len] = '\0';
+}
+
+void json_put_fixed(buf *out, double d, int decimals) {
+    if (!isfinite(d)) {
+        buf_puts(out, "null");
+        return;
+    }
+    if (decimals > 15) decimals = 15;
+    double scale = 1;
+    for (int i = 0; i < decimals; i++) scale *= 10;
+    double mag = fabs(d);
+    if (mag * scale >= 9007199254740992.0) {
+        buf_printf(out, "%.17g", d);
+        return;
+    }
+    uint64_t scaled = (uint64_t)llround(mag * scale);
+    uint64_t whole = scaled / (uint64_t)scale, frac = scaled % (uint64_t)scale;
+    if (d < 0 && scaled) buf_putc(out, '-');
+    put_uint(out, whole, 1);
+    if (!frac) return;
+    while (frac % 10 == 0) {
+        frac /= 10;
+        decimals--;
+    }
+    buf_putc(out, '.');
+    put_uint(out, frac, decimals);
+}
+
 static void put_number(buf *out, double d) {
     if (!isfinite(d)) {
         buf_puts(out, "null");
         return;
     }
     if (d == floor(d) && fabs(d) < 9007199254740992.0) {
-        char digits[24];
-        int n = 0;
-        uint64_t v = (uint64_t)(d < 0 ? -d : d);
-        do digits[n++] = (char)('0' + v % 10);
-        while ((v /= 10));
         if (d < 0) buf_putc(out, '-');
-        buf_reserve(out, (size_t)n);
-        while (n) out->data[out->len++] = digits[--n];
-        out->data[out->len] = '\0';
+        put_uint(out, (uint64_t)fabs(d), 1);
         return;
     }
     buf_printf(out, "%.17g", d);

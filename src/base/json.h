@@ -13,6 +13,11 @@
 
 /* Appends s as a JSON string literal (quotes included); NULL as null. */
 void json_put_string(buf *out, const char *s);
+/* Appends d as a JSON number with at most `decimals` (<= 15) digits after
+ * the point, trailing zeros dropped: exact to that precision and far cheaper
+ * than printf. Beyond 1e15 in magnitude it falls back to %.17g; non-finite
+ * values are written as null. */
+void json_put_fixed(buf *out, double d, int decimals);
 /* Appends item as compact JSON, as cJSON_PrintUnformatted would (numbers that
  * are whole and below 2^53 as integers, others with 17 significant digits,
  * non-finite ones as null). */

@@ -126,7 +126,7 @@ int plan_nodes(const plan_candidate *cands, int n, const plan_request *req, plan
         score(c, req, e);
     }
     qsort(out, (size_t)n_out, sizeof *out, by_tier_score_index);
-    for (int i = 0; i < n_out; i++) {
+    for (int i = 0; i < n_out && !req->terse; i++) {
         plan_entry *e = &out[i];
         snprintf(e->why, sizeof e->why, "%s pool '%s', score %.1f (est %.0f ms, $%.6f)", plan_tier_name(e->tier), e->pool,
                  e->score, e->est_ms, e->cost_usd);

@@ -49,6 +49,7 @@ typedef struct plan_request {
     double tokens_in;          /* estimated prompt tokens */
     double tokens_out;         /* estimated completion tokens; 0 = 256 */
     double ms_per_usd;         /* price weight; 0 = price ignored */
+    int terse;                 /* 1: leave plan_entry.why empty (its formatting costs on a hot path) */
     double default_speed_tps;  /* for unmeasured nodes; 0 = 50 */
     double default_ttft_ms;    /* for unmeasured nodes; 0 = 500 */
 } plan_request;

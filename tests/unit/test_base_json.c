@@ -51,8 +51,35 @@ static void test_write_matches_cjson(void) {
     cJSON_Delete(nan);
 }
 
+static const char *fixed(double d, int decimals) {
+    static buf b;
+    buf_clear(&b);
+    json_put_fixed(&b, d, decimals);
+    return b.data;
+}
+
+static void test_fixed(void) {
+    CHECK_STR(fixed(0, 12), "0");
+    CHECK_STR(fixed(3, 12), "3");
+    CHECK_STR(fixed(0.00000068, 12), "0.00000068");
+    CHECK_STR(fixed(0.000122, 12), "0.000122");
+    CHECK_STR(fixed(-0.0001213, 12), "-0.0001213");
+    CHECK_STR(fixed(41.2345678, 3), "41.235");
+    CHECK_STR(fixed(1e-15, 12), "0");
+    CHECK_STR(fixed(-1e-15, 12), "0");
+    CHECK_STR(fixed(12.5, 0), "13");
+    CHECK_STR(fixed(1e20, 3), "1e+20");
+    CHECK_STR(fixed(NAN, 3), "null");
+    /* what it writes parses back to the value at that precision */
+    double v = 0.000123456789012;
+    cJSON *j = cJSON_Parse(fixed(v, 12));
+    CHECK(j && fabs(j->valuedouble - v) < 1e-12);
+    cJSON_Delete(j);
+}
+
 int main(void) {
     TEST(test_strings);
+    TEST(test_fixed);
     TEST(test_write_matches_cjson);
     return test_done();
 }
