@@ -351,7 +351,13 @@ int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
     if (attach_engines(gw, err) < 0) return -1;
     if (load_router(gw, err) < 0) return -1;
     if (parse_cascades(gw, err) < 0) return -1;
-    budget_init(&gw->retries, NULL);
+    /* 10% extra load over time, as the budget's default; bursts of up to
+     * 100 retries, since one node dying cuts every request it was serving. */
+    budget_config bc;
+    budget_config_default(&bc);
+    bc.cap = 100;
+    bc.initial = -1;
+    budget_init(&gw->retries, &bc);
     metrics_init();
     gw->n_workers = gw->cfg.workers > 0 ? gw->cfg.workers : 1;
     gw->workers = xcalloc((size_t)gw->n_workers, sizeof(worker));
