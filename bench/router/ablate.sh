@@ -32,6 +32,6 @@ for c in "${configs[@]}"; do
   mean=$(awk '/^mean accuracy/ {print $NF}' <<<"$out")
   per=$(awk 'NR>2 && $3 ~ /%$/ {printf "%s=%s ", $1, $3}' <<<"$out")
   guard=$(awk 'NR>2 && /recall|false positives/ {printf "%s=%s ", $1, $NF}' <<<"$out")
-  thr=$(awk '/^guard threshold/ {print $NF}' <<<"$out")
+  thr=$(awk '/^guard threshold/ {print $3}' <<<"$out")
   printf '%-46s mean %s | %s| guard@%s %s\n' "${c:-default}" "$mean" "$per" "$thr" "$guard"
 done
