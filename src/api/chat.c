@@ -739,7 +739,9 @@ static node *rescue_node(chat *c, const node *failed) {
 
 static int fail_over(chat *c, node *from) {
     const msoa_config *cfg = &c->w->gw->cfg;
-    while (c->n_used < cfg->max_attempts && remaining_ms(c) > 0) {
+    /* a cut stream may go on longer: its text is owed and it adds no load */
+    int attempts = c->started ? MAX_ATTEMPTS : cfg->max_attempts;
+    while (c->n_used < attempts && remaining_ms(c) > 0) {
         node *n = next_node(c);
         if (!n && c->started && (n = rescue_node(c, from))) breaker_allow(&n->breaker, clock_now_ms_u64());
         if (!n) return -1;
