@@ -91,19 +91,6 @@ static int serves(const node *n, const char *model) {
     return !strcmp(n->model, model) || !strcmp(n->name, model);
 }
 
-node *node_registry_pick(const node_registry *r, const char *model) {
-    node *unknown = NULL, *fallback = NULL;
-    for (int i = 0; i < r->n; i++) {
-        node *n = &r->nodes[i];
-        if (!serves(n, model)) continue;
-        int reachable = atomic_load(&n->reachable);
-        if (reachable == 1) return n;
-        if (reachable < 0 && !unknown) unknown = n;
-        if (!fallback) fallback = n;
-    }
-    return unknown ? unknown : fallback;
-}
-
 int node_registry_has_model(const node_registry *r, const char *model) {
     for (int i = 0; i < r->n; i++)
         if (serves(&r->nodes[i], model)) return 1;

@@ -46,10 +46,6 @@ int node_is_gguf(const char *url);
 int node_registry_init(node_registry *r, const msoa_config *cfg, char **err);
 void node_registry_free(node_registry *r);
 
-/* First node serving `model` (by model name, else by node name) that is
- * reachable, else one not probed yet, else the first such node at all;
- * NULL when none serves it. */
-node *node_registry_pick(const node_registry *r, const char *model);
 /* Whether some node serves this model name (or is named so). */
 int node_registry_has_model(const node_registry *r, const char *model);
 int node_registry_any_reachable(const node_registry *r);

@@ -1,5 +1,5 @@
-/* Tests for the node registry: URL normalisation, picking by model or
- * name, preferring reachable nodes. */
+/* Tests for the node registry: URL normalisation, defaults, lookup by model
+ * or node name, reachability. */
 #include <stdlib.h>
 
 #include "mesh/node.h"
@@ -35,7 +35,7 @@ static void test_urls_and_defaults(void) {
     node_registry_free(&r);
 }
 
-static void test_pick(void) {
+static void test_lookup(void) {
     node_spec specs[] = {spec("n1", "http://h:1", "shared"), spec("n2", "http://h:2", "shared"),
                          spec("n3", "http://h:3", "solo")};
     msoa_config cfg = {0};
@@ -44,14 +44,12 @@ static void test_pick(void) {
     node_registry r;
     char *err = NULL;
     CHECK_EQ_INT(node_registry_init(&r, &cfg, &err), 0);
-    /* none reachable: the first that serves it */
-    CHECK(node_registry_pick(&r, "shared") == &r.nodes[0]);
+    /* not probed yet is not reachable */
     CHECK(!node_registry_any_reachable(&r));
     atomic_store(&r.nodes[1].reachable, 1);
-    CHECK(node_registry_pick(&r, "shared") == &r.nodes[1]);
     CHECK(node_registry_any_reachable(&r));
-    CHECK(node_registry_pick(&r, "n3") == &r.nodes[2]);   /* by node name */
-    CHECK(node_registry_pick(&r, "missing") == NULL);
+    CHECK(node_registry_has_model(&r, "shared"));
+    CHECK(node_registry_has_model(&r, "n3"));   /* by node name */
     CHECK(node_registry_has_model(&r, "solo"));
     CHECK(!node_registry_has_model(&r, "nope"));
     node_registry_free(&r);
@@ -59,6 +57,6 @@ static void test_pick(void) {
 
 int main(void) {
     TEST(test_urls_and_defaults);
-    TEST(test_pick);
+    TEST(test_lookup);
     return test_done();
 }
