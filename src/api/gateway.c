@@ -122,13 +122,6 @@ static void probe_headers(http_call *c, int status, void *ud) {
     p->status = status;
 }
 
-static void probe_data(http_call *c, const char *data, size_t len, void *ud) {
-    (void)c;
-    (void)data;
-    (void)len;
-    (void)ud;
-}
-
 static void probe_done(http_call *c, enum http_call_error err, const char *message, void *ud) {
     (void)c;
     probe *p = ud;
@@ -160,7 +153,6 @@ static void probe_all(uv_timer_t *t) {
         o.connect_timeout_ms = PROBE_TIMEOUT_MS;
         o.total_timeout_ms = PROBE_TIMEOUT_MS;
         o.on_headers = probe_headers;
-        o.on_data = probe_data;
         o.on_done = probe_done;
         o.ud = p;
         if (http_client_start(cl, &o)) gw->probes_pending++;

@@ -38,7 +38,7 @@ typedef struct http_call_opts {
     unsigned stall_timeout_ms;   /* no body byte for this long: HTTP_CALL_TIMEOUT; 0: none */
     /* Once, when the response head has arrived. */
     void (*on_headers)(http_call *c, int status, void *ud);
-    /* Body bytes as they arrive (de-chunked). */
+    /* Body bytes as they arrive (de-chunked); may be NULL to drop them. */
     void (*on_data)(http_call *c, const char *data, size_t len, void *ud);
     /* err 0 when the whole response arrived; message says what went wrong. */
     void (*on_done)(http_call *c, enum http_call_error err, const char *message, void *ud);
