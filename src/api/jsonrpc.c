@@ -58,6 +58,7 @@ struct jsonrpc_session {
     void *transport_ud;
     size_t max_batch;
     size_t pending;
+    size_t awaiting;        /* pending calls with an id: answers owed */
     size_t refs;
     int closed;
     rpc_batch *batches;
@@ -336,6 +337,8 @@ void jsonrpc_session_set_max_batch(jsonrpc_session *s, size_t max_batch) { s->ma
 
 size_t jsonrpc_session_pending(const jsonrpc_session *s) { return s->pending; }
 
+size_t jsonrpc_session_awaiting(const jsonrpc_session *s) { return s->awaiting; }
+
 static void session_unref(jsonrpc_session *s) {
     if (--s->refs == 0) free(s);
 }
@@ -432,6 +435,7 @@ static void dispatch(rpc_batch *b, const cJSON *m, char *raw_id) {
     if (id) c->slot = b->n_slots++;
     b->refs++;
     s->pending++;
+    if (id) s->awaiting++;
     const char *name = cJSON_GetObjectItemCaseSensitive(m, "method")->valuestring;
     const jsonrpc_method *method = find_method(s, name);
     if (!method) {
@@ -538,6 +542,7 @@ static void answer(jsonrpc_call *c, cJSON *resp) {
     rpc_batch *b = c->batch;
     c->answered = 1;
     b->s->pending--;
+    if (c->id) b->s->awaiting--;
     if (c->id && !b->s->closed) b->slots[c->slot] = resp;
     else cJSON_Delete(resp);
     batch_unref(b);

@@ -66,6 +66,8 @@ void jsonrpc_session_set_max_batch(jsonrpc_session *s, size_t max_batch);
 void jsonrpc_handle(jsonrpc_session *s, const char *text, size_t len);
 /* Calls not yet answered. */
 size_t jsonrpc_session_pending(const jsonrpc_session *s);
+/* Pending calls that owe an answer (not notifications). */
+size_t jsonrpc_session_awaiting(const jsonrpc_session *s);
 /* The transport is gone: see above. The session must not be used after. */
 void jsonrpc_session_close(jsonrpc_session *s);
 

@@ -26,6 +26,7 @@ typedef struct rpc_transport {
     ws_conn *ws;       /* GET /rpc */
     jsonrpc_session *session;
     int answered;      /* POST: the HTTP response has been written */
+    int handling;      /* POST: inside rpc_http's jsonrpc_handle */
     rpc_chat *chats;   /* in flight, to resume when the socket drains */
 } rpc_transport;
 
@@ -70,9 +71,11 @@ static size_t rpc_chat_backlog(void *ud) {
 
 static void rpc_chat_on_finish(void *ud, const chat_summary *s, const char *json, size_t len) {
     rpc_chat *rc = ud;
+    jsonrpc_call *call = rc->call;
     metrics_request(CHAT_ROUTE, 200, s->node, s->latency_ms / 1e3);
-    jsonrpc_result(rc->call, cJSON_ParseWithLength(json, len));
+    /* freed first: the answer may end the transport (POST /rpc) */
     rpc_chat_free(rc);
+    jsonrpc_result(call, cJSON_ParseWithLength(json, len));
 }
 
 static void rpc_chat_on_error(void *ud, const chat_summary *s, int status, const char *error_json, size_t len,
@@ -89,8 +92,9 @@ static void rpc_chat_on_error(void *ud, const chat_summary *s, int status, const
     if (retry_after_s > 0) cJSON_AddNumberToObject(inner, "retry_after", retry_after_s);
     if (mid_stream) cJSON_AddTrueToObject(inner, "mid_stream");
     int code = status == 400 || status == 404 ? JSONRPC_INVALID_PARAMS : RPC_UPSTREAM_ERROR;
-    jsonrpc_error(rc->call, code, message, inner);
+    jsonrpc_call *call = rc->call;
     rpc_chat_free(rc);
+    jsonrpc_error(call, code, message, inner);
 }
 
 static const chat_sink rpc_sink = {NULL, rpc_chat_on_chunk, rpc_chat_backlog, rpc_chat_on_finish,
@@ -98,9 +102,10 @@ static const chat_sink rpc_sink = {NULL, rpc_chat_on_chunk, rpc_chat_backlog, rp
 
 static void rpc_chat_cancel(void *ud) {
     rpc_chat *rc = ud;
+    jsonrpc_call *call = rc->call;
     chat_cancel(rc->chat);
-    jsonrpc_error(rc->call, JSONRPC_INTERNAL_ERROR, "cancelled: the client went away", NULL);
     rpc_chat_free(rc);
+    jsonrpc_error(call, JSONRPC_INTERNAL_ERROR, "cancelled: the client went away", NULL);
 }
 
 static void method_chat_complete(jsonrpc_call *call, const cJSON *params, void *ud) {
@@ -213,11 +218,20 @@ static const jsonrpc_method methods[] = {
 
 /* ---- POST /rpc ---- */
 
+static void http_transport_free(rpc_transport *t) {
+    jsonrpc_session_close(t->session);
+    free(t);
+}
+
+/* The one answer an HTTP request gets. Once it is out, the session is over
+ * (calls still running, notifications only, are cancelled): freed here, or
+ * by rpc_http when the answer came before jsonrpc_handle returned. */
 static void http_send(const char *json, size_t len, void *ud) {
     rpc_transport *t = ud;
     if (t->answered) return;
     t->answered = 1;
     http_respond(t->x, 200, "application/json", json, len);
+    if (!t->handling) http_transport_free(t);
 }
 
 static void http_abort(void *ud) {
@@ -226,8 +240,7 @@ static void http_abort(void *ud) {
         t->answered = 1;
         http_respond(t->x, 499, "application/json", "", 0);
     }
-    jsonrpc_session_close(t->session);
-    free(t);
+    http_transport_free(t);
 }
 
 static void http_drain(void *ud) { (void)ud; }
@@ -237,12 +250,14 @@ void rpc_http(worker *w, http_exchange *x, const http_request *req) {
     t->w = w;
     t->x = x;
     t->session = jsonrpc_session_new(methods, sizeof methods / sizeof *methods, NULL, http_send, t);
+    t->handling = 1;
     jsonrpc_handle(t->session, req->body, req->body_len);
-    if (jsonrpc_session_pending(t->session) == 0) {
-        /* Only notifications: nothing to say, but HTTP must answer. */
+    t->handling = 0;
+    if (t->answered || jsonrpc_session_awaiting(t->session) == 0) {
+        /* Only notifications: nothing to say, but HTTP must answer (and the
+         * notifications still running are cancelled with the session). */
         if (!t->answered) http_respond(x, 204, NULL, "", 0);
-        jsonrpc_session_close(t->session);
-        free(t);
+        http_transport_free(t);
         return;
     }
     http_exchange_on(x, http_drain, http_abort, t);
