@@ -99,6 +99,27 @@ struct chat {
     char *role;
     char *finish_reason;
     cJSON *held_finish;    /* the finish_reason chunk, held until usage is known */
+    /* a multi-part request: one child chat per part, answered in parallel */
+    struct parts *parts;
+};
+
+typedef struct part {
+    struct chat *parent;
+    chat *child;           /* NULL once it has answered */
+    int index;
+    char *question;
+    buf answer;            /* the answer, or why it failed */
+    int ok;
+    char *node, *domain;
+    long tokens_in, tokens_out;
+    double cost, baseline;
+    buf route;             /* the router's decision, JSON */
+} part;
+
+struct parts {
+    part *p;
+    int n, done;
+    int starting;          /* inside chat_start: a finished set is merged there */
 };
 
 void api_error_json(buf *out, const char *message, const char *type, const char *code) {
@@ -116,6 +137,21 @@ void api_error_json(buf *out, const char *message, const char *type, const char 
 
 /* ---- freeing ---- */
 
+static void parts_free(struct parts *ps) {
+    if (!ps) return;
+    for (int i = 0; i < ps->n; i++) {
+        part *pt = &ps->p[i];
+        if (pt->child) chat_cancel(pt->child);
+        free(pt->question);
+        free(pt->node);
+        free(pt->domain);
+        buf_free(&pt->answer);
+        buf_free(&pt->route);
+    }
+    free(ps->p);
+    free(ps);
+}
+
 static void free_after_close(uv_handle_t *h) {
     chat *c = h->data;
     buf_free(&c->route.json);
@@ -130,7 +166,11 @@ static void free_after_close(uv_handle_t *h) {
 }
 
 /* The hedge timer closes asynchronously; the chat goes with it. */
-static void chat_free(chat *c) { uv_close((uv_handle_t *)&c->hedge_timer, free_after_close); }
+static void chat_free(chat *c) {
+    parts_free(c->parts);
+    c->parts = NULL;
+    uv_close((uv_handle_t *)&c->hedge_timer, free_after_close);
+}
 
 /* ---- usage and the report ---- */
 
@@ -886,6 +926,193 @@ static int plan(chat *c, const char *model, const char **code, char *msg, size_t
     return 0;
 }
 
+/* ---- multi-part requests ---- */
+
+/* The merged answer: each part's answer under its number; usage, cost and
+ * savings summed; every part's route and node in msoa.parts. */
+static void merge_parts(chat *c) {
+    struct parts *ps = c->parts;
+    int ok = 0;
+    long in = 0, out = 0;
+    double cost = 0, baseline = 0;
+    buf content = BUF_INIT, report = BUF_INIT;
+    buf_puts(&report, "{\"node\":\"multiple\",\"domain\":\"multiple\",\"parts\":[");
+    for (int i = 0; i < ps->n; i++) {
+        part *pt = &ps->p[i];
+        ok += pt->ok;
+        in += pt->tokens_in;
+        out += pt->tokens_out;
+        cost += pt->cost;
+        baseline += pt->baseline;
+        buf_printf(&content, "%s%d. %s", i ? "\n\n" : "", i + 1, pt->ok ? pt->answer.data : "(this part failed)");
+        if (i) buf_putc(&report, ',');
+        buf_puts(&report, "{\"part\":");
+        json_put_string(&report, pt->question);
+        buf_puts(&report, ",\"ok\":");
+        buf_puts(&report, pt->ok ? "true" : "false");
+        buf_puts(&report, ",\"node\":");
+        json_put_string(&report, pt->node);
+        buf_puts(&report, ",\"domain\":");
+        json_put_string(&report, pt->domain);
+        buf_printf(&report, ",\"tokens_in\":%ld,\"tokens_out\":%ld,\"cost_usd\":", pt->tokens_in, pt->tokens_out);
+        json_put_fixed(&report, pt->cost, 12);
+        if (pt->route.len) {
+            buf_puts(&report, ",\"route\":");
+            buf_puts(&report, pt->route.data);
+        }
+        if (!pt->ok) {
+            buf_puts(&report, ",\"error\":");
+            json_put_string(&report, pt->answer.data ? pt->answer.data : "");
+        }
+        buf_putc(&report, '}');
+    }
+    buf_printf(&report, "],\"tokens_in\":%ld,\"tokens_out\":%ld,\"cost_usd\":", in, out);
+    json_put_fixed(&report, cost, 12);
+    buf_puts(&report, ",\"baseline_cost_usd\":");
+    json_put_fixed(&report, baseline, 12);
+    buf_puts(&report, ",\"saved_usd\":");
+    json_put_fixed(&report, baseline - cost, 12);
+    buf_puts(&report, ",\"latency_ms\":");
+    json_put_fixed(&report, (double)(clock_now_ns() - c->start_ns) / 1e6, 3);
+    buf_putc(&report, '}');
+
+    chat_summary s;
+    memset(&s, 0, sizeof s);
+    s.id = c->id;
+    s.node = "multiple";
+    s.model = "multiple";
+    s.domain = "multiple";
+    s.tokens_in = in;
+    s.tokens_out = out;
+    s.cost_usd = cost;
+    s.baseline_cost_usd = baseline;
+    s.saved_usd = baseline - cost;
+    s.latency_ms = (double)(clock_now_ns() - c->start_ns) / 1e6;
+    s.guard_score = -1;
+    if (!ok) {
+        report_error(c, 502, ps->p[0].answer.data ? ps->p[0].answer.data : "every part failed", "upstream_error",
+                     "all_parts_failed", 0, 0);
+    } else {
+        cJSON *completion = cJSON_CreateObject();
+        cJSON_AddStringToObject(completion, "id", c->id);
+        cJSON_AddStringToObject(completion, "object", c->stream ? "chat.completion.chunk" : "chat.completion");
+        cJSON_AddNumberToObject(completion, "created", (double)c->created);
+        cJSON_AddStringToObject(completion, "model", "multiple");
+        cJSON *choices = cJSON_AddArrayToObject(completion, "choices");
+        cJSON *choice = cJSON_CreateObject();
+        cJSON_AddNumberToObject(choice, "index", 0);
+        cJSON *msg = cJSON_AddObjectToObject(choice, c->stream ? "delta" : "message");
+        cJSON_AddStringToObject(msg, "role", "assistant");
+        cJSON_AddStringToObject(msg, "content", content.data ? content.data : "");
+        cJSON_AddStringToObject(choice, "finish_reason", "stop");
+        cJSON_AddItemToArray(choices, choice);
+        add_usage(completion, &s);
+        cJSON_AddItemToObject(completion, "msoa", cJSON_CreateRaw(report.data));
+        buf text = BUF_INIT;
+        json_write(&text, completion);
+        if (c->stream) { /* the merged answer as one chunk */
+            if (c->sink->on_stream_start) c->sink->on_stream_start(c->ud, &s);
+            c->sink->on_chunk(c->ud, text.data, text.len);
+        }
+        c->sink->on_finish(c->ud, &s, text.data, text.len);
+        buf_free(&text);
+        cJSON_Delete(completion);
+    }
+    buf_free(&content);
+    buf_free(&report);
+    chat_free(c);
+}
+
+static void part_done(part *pt) {
+    chat *c = pt->parent;
+    pt->child = NULL;
+    if (++c->parts->done == c->parts->n && !c->parts->starting) merge_parts(c);
+}
+
+static void keep(char **dst, const char *s) {
+    free(*dst);
+    *dst = s ? xstrdup(s) : NULL;
+}
+
+static void part_finish(void *ud, const chat_summary *s, const char *json, size_t len) {
+    part *pt = ud;
+    cJSON *j = cJSON_ParseWithLength(json, len);
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "message"), "content");
+    buf_puts(&pt->answer, cJSON_IsString(content) ? content->valuestring : "");
+    cJSON_Delete(j);
+    pt->ok = 1;
+    keep(&pt->node, s->node);
+    keep(&pt->domain, s->domain);
+    pt->tokens_in = s->tokens_in;
+    pt->tokens_out = s->tokens_out;
+    pt->cost = s->cost_usd;
+    pt->baseline = s->baseline_cost_usd;
+    if (s->route_json) buf_puts(&pt->route, s->route_json);
+    part_done(pt);
+}
+
+static void part_error(void *ud, const chat_summary *s, int status, const char *error_json, size_t len,
+                       int retry_after_s, int mid_stream) {
+    (void)status;
+    (void)retry_after_s;
+    (void)mid_stream;
+    part *pt = ud;
+    cJSON *j = cJSON_ParseWithLength(error_json, len);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "message");
+    buf_puts(&pt->answer, cJSON_IsString(m) ? m->valuestring : "failed");
+    cJSON_Delete(j);
+    keep(&pt->node, s->node);
+    keep(&pt->domain, s->domain);
+    part_done(pt);
+}
+
+static const chat_sink part_sink = {NULL, NULL, NULL, part_finish, part_error};
+
+/* One child request per part: the system messages and the part as the
+ * user's message, with the parent's other fields; each routed on its own. */
+static cJSON *part_request(const cJSON *request, const char *question) {
+    cJSON *req = cJSON_Duplicate(request, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(req, "msoa");
+    cJSON_DeleteItemFromObjectCaseSensitive(req, "stream");
+    cJSON_DeleteItemFromObjectCaseSensitive(req, "stream_options");
+    cJSON *messages = cJSON_DetachItemFromObjectCaseSensitive(req, "messages");
+    cJSON *kept = cJSON_AddArrayToObject(req, "messages");
+    cJSON *m;
+    cJSON_ArrayForEach(m, messages) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (cJSON_IsString(role) && (!strcmp(role->valuestring, "system") || !strcmp(role->valuestring, "developer")))
+            cJSON_AddItemToArray(kept, cJSON_Duplicate(m, 1));
+    }
+    cJSON_Delete(messages);
+    cJSON *user = cJSON_CreateObject();
+    cJSON_AddStringToObject(user, "role", "user");
+    cJSON_AddStringToObject(user, "content", question);
+    cJSON_AddItemToArray(kept, user);
+    return req;
+}
+
+/* Starts the parts; 1 when they all ended already (c is then gone). */
+static int start_parts(chat *c, char **questions, int n, const chat_options *opts) {
+    struct parts *ps = xcalloc(1, sizeof *ps);
+    ps->p = xcalloc((size_t)n, sizeof *ps->p);
+    ps->n = n;
+    ps->starting = 1;
+    c->parts = ps;
+    for (int i = 0; i < n; i++) {
+        part *pt = &ps->p[i];
+        pt->parent = c;
+        pt->index = i;
+        pt->question = questions[i];
+        pt->child = chat_start(c->w, part_request(c->request, questions[i]), opts, &part_sink, pt);
+    }
+    free(questions);
+    ps->starting = 0;
+    if (ps->done < ps->n) return 0;
+    merge_parts(c);
+    return 1;
+}
+
 /* ---- start ---- */
 
 static void new_id(worker *w, char *out, size_t cap) {
@@ -926,6 +1153,12 @@ chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_si
         chat_free(c);
         return NULL;
     }
+    c->stream = wants(body, "stream");
+    c->include_usage = wants(cJSON_GetObjectItemCaseSensitive(body, "stream_options"), "include_usage");
+    char **questions;
+    int n_parts = chat_request_split(body, &questions);
+    if (n_parts) return start_parts(c, questions, n_parts, opts) ? NULL : c;
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "msoa"); /* ours, not the node's */
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
     const char *code = NULL;
     int status = plan(c, cJSON_IsString(model) ? model->valuestring : NULL, &code, msg, sizeof msg);
@@ -935,8 +1168,6 @@ chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_si
         chat_free(c);
         return NULL;
     }
-    c->stream = wants(body, "stream");
-    c->include_usage = wants(cJSON_GetObjectItemCaseSensitive(body, "stream_options"), "include_usage");
     node *first = next_node(c);
     if (!first || start_attempt(c, first) < 0) {
         report_error(c, 503, "no node will take the request now: every circuit is open", "service_unavailable",
@@ -956,6 +1187,7 @@ void chat_cancel(chat *c) {
 }
 
 void chat_resume(chat *c) {
+    /* parts are answered whole: nothing is streamed from a node */
     if (!c->paused || !c->winner || !c->winner->d) return;
     c->paused = 0;
     dispatch_pause(c->winner->d, 0);

@@ -3,7 +3,10 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "base/xalloc.h"
 
 
 static const char *valid_roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
@@ -55,6 +58,10 @@ const char *chat_request_check(const cJSON *body, char *msg, size_t cap) {
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
     if (mt && !cJSON_IsNull(mt) && (!cJSON_IsNumber(mt) || mt->valuedouble < 1 || mt->valuedouble != floor(mt->valuedouble)))
         return "'max_tokens' must be an integer >= 1";
+    const cJSON *ours = cJSON_GetObjectItemCaseSensitive(body, "msoa");
+    if (ours && !cJSON_IsObject(ours)) return "'msoa' must be an object (e.g. {\"split\": true})";
+    const cJSON *split = cJSON_GetObjectItemCaseSensitive(ours, "split");
+    if (split && !cJSON_IsBool(split)) return "'msoa.split' must be a boolean";
     const cJSON *temp = cJSON_GetObjectItemCaseSensitive(body, "temperature");
     if (temp && !cJSON_IsNull(temp) && (!cJSON_IsNumber(temp) || temp->valuedouble < 0 || temp->valuedouble > 2))
         return "'temperature' must be a number between 0 and 2";
@@ -100,6 +107,53 @@ void chat_request_router_input(const cJSON *request, const char **sys, size_t *s
             *user_len = len;
         }
     }
+}
+
+/* Length of a list marker at the start of a line ("12. ", "3) ", "- "),
+ * leading blanks included, or 0. */
+static size_t list_marker(const char *line) {
+    const char *p = line;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == '-' || *p == '*') return p[1] == ' ' ? (size_t)(p + 2 - line) : 0;
+    const char *d = p;
+    while (*p >= '0' && *p <= '9') p++;
+    if (p == d || p - d > 3 || (*p != '.' && *p != ')') || p[1] != ' ') return 0;
+    return (size_t)(p + 2 - line);
+}
+
+int chat_request_split(const cJSON *request, char ***parts) {
+    *parts = NULL;
+    const cJSON *ours = cJSON_GetObjectItemCaseSensitive(request, "msoa");
+    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ours, "split"))) return 0;
+    const char *sys, *user;
+    size_t sys_len, user_len;
+    chat_request_router_input(request, &sys, &sys_len, &user, &user_len);
+    if (!user) return 0;
+    /* each marked line starts a part; unmarked lines continue the last one */
+    int n = 0, cap = 0;
+    char **out = NULL;
+    for (const char *line = user; *line;) {
+        size_t len = strcspn(line, "\n");
+        size_t mark = list_marker(line);
+        if (mark && len > mark) {
+            if (n == cap) out = xrealloc(out, (size_t)(cap = cap ? cap * 2 : 8) * sizeof *out);
+            out[n++] = xstrndup(line + mark, len - mark);
+        } else if (n && len) {
+            size_t had = strlen(out[n - 1]);
+            out[n - 1] = xrealloc(out[n - 1], had + len + 2);
+            out[n - 1][had] = '\n';
+            memcpy(out[n - 1] + had + 1, line, len);
+            out[n - 1][had + 1 + len] = '\0';
+        }
+        line += len + (line[len] == '\n');
+    }
+    if (n >= 2) {
+        *parts = out;
+        return n;
+    }
+    for (int i = 0; i < n; i++) free(out[i]);
+    free(out);
+    return 0;
 }
 
 long chat_request_estimate_tokens(const cJSON *request) {

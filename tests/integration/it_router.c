@@ -109,6 +109,49 @@ static void test_low_confidence_goes_to_the_generalist(void) {
     it_stop(&strict, SIGTERM);
 }
 
+/* "msoa": {"split": true}: each list item is routed and answered on its
+ * own, in parallel, and the answers are merged in order. */
+static void test_multi_part(void) {
+    const char *body = "{\"model\":\"auto\",\"msoa\":{\"split\":true},\"messages\":[{\"role\":\"user\",\"content\":"
+                       "\"1. Write a Python function that reverses a linked list and returns the new head\\n"
+                       "2. Write a haiku about the sea\"}]}";
+    it_response r;
+    CHECK_EQ_INT(it_http(msoa_refuse.port, "POST", "/v1/chat/completions", NULL, body, strlen(body), 10000, &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    cJSON *j = it_json(&r);
+    const cJSON *report = field(j, "msoa");
+    const cJSON *parts = field(report, "parts");
+    CHECK_EQ_INT(cJSON_GetArraySize(parts), 2);
+    const cJSON *p0 = cJSON_GetArrayItem(parts, 0), *p1 = cJSON_GetArrayItem(parts, 1);
+    CHECK_STR(field(p0, "node") ? field(p0, "node")->valuestring : NULL, "coder");
+    CHECK(cJSON_IsTrue(field(p0, "ok")) && cJSON_IsTrue(field(p1, "ok")));
+    CHECK_CONTAINS(field(p1, "part") ? field(p1, "part")->valuestring : NULL, "haiku");
+    const cJSON *msg = field(cJSON_GetArrayItem(field(j, "choices"), 0), "message");
+    const char *content = field(msg, "content") ? field(msg, "content")->valuestring : "";
+    /* each mock answer echoes the start of its own question */
+    CHECK_CONTAINS(content, "1. echo(Write a Python funct) ");
+    CHECK_CONTAINS(content, "2. echo(Write a haiku about ) ");
+    double in = field(report, "tokens_in")->valuedouble;
+    CHECK(in == field(p0, "tokens_in")->valuedouble + field(p1, "tokens_in")->valuedouble);
+    cJSON_Delete(j);
+    it_response_free(&r);
+    /* streamed: the merged answer as one chunk, then [DONE] */
+    const char *streamed = "{\"model\":\"auto\",\"stream\":true,\"msoa\":{\"split\":true},\"messages\":"
+                           "[{\"role\":\"user\",\"content\":\"- Write a haiku about rain\\n- Write a limerick\"}]}";
+    CHECK_EQ_INT(it_http(msoa_refuse.port, "POST", "/v1/chat/completions", NULL, streamed, strlen(streamed), 10000, &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_CONTAINS(r.body.data, "chat.completion.chunk");
+    CHECK_CONTAINS(r.body.data, "\"parts\":[");
+    CHECK_CONTAINS(r.body.data, "data: [DONE]");
+    it_response_free(&r);
+    /* without the opt-in, the same text is one request */
+    const char *plain = "{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"1. a\\n2. b\"}]}";
+    CHECK_EQ_INT(it_http(msoa_refuse.port, "POST", "/v1/chat/completions", NULL, plain, strlen(plain), 10000, &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(!strstr(r.body.data, "\"parts\""));
+    it_response_free(&r);
+}
+
 static void test_reload(void) {
     it_response r;
     const char *q = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"admin.reload_router\"}";
@@ -137,6 +180,7 @@ int main(void) {
     TEST(test_harmful_is_refused);
     TEST(test_harmful_is_flagged);
     TEST(test_low_confidence_goes_to_the_generalist);
+    TEST(test_multi_part);
     TEST(test_reload);
     it_stop(&msoa_refuse, SIGTERM);
     it_stop(&msoa_flag, SIGTERM);
