@@ -229,14 +229,18 @@ static cJSON *msoa_object(const chat_summary *s) {
     json_put_string(&o, s->model);
     buf_puts(&o, ",\"domain\":");
     json_put_string(&o, s->domain);
-    buf_printf(&o, ",\"tokens_in\":%ld,\"tokens_out\":%ld", s->tokens_in, s->tokens_out);
+    buf_puts(&o, ",\"tokens_in\":");
+    json_put_long(&o, s->tokens_in);
+    buf_puts(&o, ",\"tokens_out\":");
+    json_put_long(&o, s->tokens_out);
     if (s->usage_estimated) buf_puts(&o, ",\"usage_estimated\":true");
     buf_puts(&o, ",\"nodes\":[");
     for (int i = 0; i < s->n_nodes; i++) {
         if (i) buf_putc(&o, ',');
         json_put_string(&o, s->nodes[i]->name);
     }
-    buf_printf(&o, "],\"failovers\":%d", s->n_nodes - 1 - s->hedged > 0 ? s->n_nodes - 1 - s->hedged : 0);
+    buf_puts(&o, "],\"failovers\":");
+    json_put_long(&o, s->n_nodes - 1 - s->hedged > 0 ? s->n_nodes - 1 - s->hedged : 0);
     if (s->hedged) buf_puts(&o, ",\"hedged\":true");
     if (s->route_json) {
         buf_puts(&o, ",\"route\":");

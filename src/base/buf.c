@@ -16,7 +16,7 @@ void buf_reserve(buf *b, size_t extra) {
     b->cap = cap;
 }
 
-void buf_append(buf *b, const void *data, size_t len) {
+void buf_append_slow(buf *b, const void *data, size_t len) {
     buf_reserve(b, len);
     if (len) memcpy(b->data + b->len, data, len);
     b->len += len;
@@ -25,7 +25,6 @@ void buf_append(buf *b, const void *data, size_t len) {
 
 void buf_puts(buf *b, const char *s) { buf_append(b, s, strlen(s)); }
 
-void buf_putc(buf *b, char c) { buf_append(b, &c, 1); }
 
 void buf_vprintf(buf *b, const char *fmt, va_list ap) {
     va_list ap2;

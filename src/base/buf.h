@@ -17,10 +17,31 @@ typedef struct buf {
 
 #define BUF_INIT {NULL, 0, 0}
 
+#include <string.h>
+
 void buf_reserve(buf *b, size_t extra);           /* room for len+extra+1 */
-void buf_append(buf *b, const void *data, size_t len);
+void buf_append_slow(buf *b, const void *data, size_t len);
 void buf_puts(buf *b, const char *s);
-void buf_putc(buf *b, char c);
+
+/* Inline: JSON writers call these once per token of output. */
+static inline void buf_append(buf *b, const void *data, size_t len) {
+    if (b->len + len < b->cap) {
+        if (len) memcpy(b->data + b->len, data, len);
+        b->len += len;
+        b->data[b->len] = '\0';
+        return;
+    }
+    buf_append_slow(b, data, len);
+}
+
+static inline void buf_putc(buf *b, char c) {
+    if (b->len + 1 < b->cap) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+        return;
+    }
+    buf_append_slow(b, &c, 1);
+}
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(buf *b, const char *fmt, va_list ap);
 void buf_consume(buf *b, size_t n);               /* drop the first n bytes */

@@ -39,6 +39,11 @@ static void put_uint(buf *out, uint64_t v, int min_digits) {
     out->data[out->len] = '\0';
 }
 
+void json_put_long(buf *out, long v) {
+    if (v < 0) buf_putc(out, '-');
+    put_uint(out, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, 1);
+}
+
 void json_put_fixed(buf *out, double d, int decimals) {
     if (!isfinite(d)) {
         buf_puts(out, "null");

@@ -13,6 +13,8 @@
 
 /* Appends s as a JSON string literal (quotes included); NULL as null. */
 void json_put_string(buf *out, const char *s);
+/* Appends v in decimal. */
+void json_put_long(buf *out, long v);
 /* Appends d as a JSON number with at most `decimals` (<= 15) digits after
  * the point, trailing zeros dropped: exact to that precision and far cheaper
  * than printf. Beyond 1e15 in magnitude it falls back to %.17g; non-finite
