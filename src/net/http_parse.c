@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "net/http_fields.h"
+
 enum { HP_HEAD, HP_BODY, HP_CHUNKED, HP_DONE };
 
 enum {
@@ -216,27 +218,17 @@ static int parse_request_line(http_parser *p, char *data, size_t start, size_t e
     return parse_target(p, data, (size_t)(target - data), (size_t)(sp2 - target));
 }
 
-/* Comma-separated Connection tokens. */
 static void parse_connection(http_parser *p, const char *v) {
-    while (*v) {
-        while (*v == ' ' || *v == '\t' || *v == ',') v++;
-        const char *t = v;
-        while (*v && *v != ',' && *v != ' ' && *v != '\t') v++;
-        size_t n = (size_t)(v - t);
-        if (n == 5 && strncasecmp(t, "close", 5) == 0) p->conn_close = 1;
-        else if (n == 10 && strncasecmp(t, "keep-alive", 10) == 0) p->conn_keep_alive = 1;
-        else if (n == 7 && strncasecmp(t, "upgrade", 7) == 0) p->upgrade = 1;
-    }
+    unsigned bits = http_connection_tokens(v);
+    if (bits & HTTP_CONN_CLOSE) p->conn_close = 1;
+    if (bits & HTTP_CONN_KEEP_ALIVE) p->conn_keep_alive = 1;
+    if (bits & HTTP_CONN_UPGRADE) p->upgrade = 1;
 }
 
 static int parse_content_length(http_parser *p, const char *v) {
-    if (!*v) return fail(p, 400, "empty Content-Length");
-    uint64_t n = 0;
-    for (; *v; v++) {
-        if (*v < '0' || *v > '9') return fail(p, 400, "Content-Length is not a non-negative integer");
-        if (n > (UINT64_MAX - 9) / 10) return fail(p, 400, "Content-Length overflows");
-        n = n * 10 + (uint64_t)(*v - '0');
-    }
+    uint64_t n;
+    const char *bad = http_content_length(v, &n);
+    if (bad) return fail(p, 400, bad);
     if (p->has_length && n != p->content_length)
         return fail(p, 400, "conflicting Content-Length headers");
     p->has_length = 1;

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "net/http_fields.h"
+
 enum { RS_HEAD, RS_LENGTH, RS_CHUNKED, RS_CLOSE, RS_DONE, RS_ERROR };
 
 void http_resp_init(http_resp_parser *p, int head_request) {
@@ -63,31 +65,16 @@ static int parse_status_line(http_resp_parser *p, const char *line, size_t n) {
 }
 
 static void parse_connection(http_resp_parser *p, const char *v) {
-    while (*v) {
-        while (*v == ' ' || *v == '\t' || *v == ',') v++;
-        const char *t = v;
-        while (*v && *v != ',' && *v != ' ' && *v != '\t') v++;
-        size_t n = (size_t)(v - t);
-        if (n == 5 && strncasecmp(t, "close", 5) == 0) p->conn_close = 1;
-        else if (n == 10 && strncasecmp(t, "keep-alive", 10) == 0) p->conn_keep_alive = 1;
-    }
+    unsigned bits = http_connection_tokens(v);
+    if (bits & HTTP_CONN_CLOSE) p->conn_close = 1;
+    if (bits & HTTP_CONN_KEEP_ALIVE) p->conn_keep_alive = 1;
 }
 
 static int parse_content_length(http_resp_parser *p, const char *v) {
-    uint64_t n = 0;
-    if (!*v) {
-        fail(p, "empty Content-Length");
-        return -1;
-    }
-    for (; *v; v++) {
-        if (!is_digit(*v) || n > (UINT64_MAX >> 1) / 10) {
-            fail(p, "invalid Content-Length");
-            return -1;
-        }
-        n = n * 10 + (uint64_t)(*v - '0');
-    }
-    if (p->has_length && n != p->content_length) {
-        fail(p, "conflicting Content-Length headers");
+    uint64_t n;
+    const char *bad = http_content_length(v, &n);
+    if (bad || (p->has_length && n != p->content_length)) {
+        fail(p, bad ? bad : "conflicting Content-Length headers");
         return -1;
     }
     p->has_length = 1;
