@@ -11,6 +11,10 @@
  *   on_attempt_error: the next node of the plan (continuing a cut stream
  *     from the text already sent), while attempts, the retry budget and the
  *     deadline allow; else the error.
+ * Two variants of the same path live here too: a cascade (the plan is the
+ * domain's nodes, cheapest first, and each answer but the last is checked
+ * before it is accepted), and a multi-part request (one child chat per
+ * part, each on this same path, merged when all have answered).
  */
 #include "api/chat.h"
 
