@@ -496,7 +496,15 @@ int dataset_load_user_file(route_dataset *d, const char *path, char **err) {
     return 0;
 }
 
+static int load_path(route_dataset *d, const char *path, char **err);
+
 int dataset_load(route_dataset *d, const char *path, char **err) {
+    int rc = load_path(d, path, err);
+    d->n_main_sources = d->n_sources;
+    return rc;
+}
+
+static int load_path(route_dataset *d, const char *path, char **err) {
     struct stat st;
     if (stat(path, &st) != 0) {
         buf m = BUF_INIT;

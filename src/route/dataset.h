@@ -27,6 +27,8 @@ typedef struct route_dataset {
     int n_labels;
     char **sources;
     int n_sources;
+    int n_main_sources; /* sources 0..n-1 came from dataset_load (the --data folder);
+                           later ones are extra files, reported apart */
     uint64_t *seen;     /* hashes of (text, source) added, to drop duplicates */
     size_t seen_cap, seen_n;
 } route_dataset;

@@ -16,7 +16,8 @@ const char *const feat_hand_names[FEAT_HAND_N] = {
     "brackets",        "latex",           "code-punctuation", "indented-lines",
     "lines",           "question-mark",   "code-words",      "math-words",
     "role-play-words", "numbers",         "identifiers",     "upper-case",
-    "word-length",     "number-count",
+    "word-length",     "number-count",    "request",         "harmful-words",
+    "harmful-request", "harmful-acts",    "options",
 };
 
 const char *const feat_hand_sign[FEAT_HAND_N] = {
@@ -24,7 +25,8 @@ const char *const feat_hand_sign[FEAT_HAND_N] = {
     NULL,   "math",   "code",   "code",
     NULL,   NULL,     "code",   "math",
     "unsafe", "math", "code",   NULL,
-    NULL,   "math",
+    NULL,   "math",   "unsafe", "unsafe",
+    "unsafe", "unsafe", "safe",
 };
 
 uint64_t feat_hash_word(const char *w, size_t len) {
@@ -120,13 +122,49 @@ static const char *const lex_math[] = {
     "greatest", "least", "positive", "negative", "distinct", "function",
 };
 static const char *const lex_role[] = {
-    "ignore", "previous", "instructions", "pretend", "roleplay", "role", "act", "character",
-    "persona", "jailbreak", "jailbroken", "unfiltered", "uncensored", "unrestricted",
-    "restrictions", "rules", "policy", "policies", "dan", "developer", "mode", "chatgpt",
-    "openai", "filter", "filters", "guidelines", "ethics", "ethical", "moral", "morals",
-    "amoral", "immoral", "simulate", "hypothetical", "fictional", "forget", "override",
-    "bypass", "censorship", "censored", "obey", "comply", "limitations", "boundaries",
-    "explicit", "offensive", "illegal", "harmful", "immoral", "unethical", "respond", "responses",
+    "ignore", "pretend", "roleplay", "persona", "jailbreak", "jailbroken", "unfiltered",
+    "uncensored", "unrestricted", "restrictions", "dan", "chatgpt", "openai", "filter",
+    "filters", "guidelines", "amoral", "immoral", "simulate", "hypothetical", "fictional",
+    "forget", "override", "bypass", "censorship", "censored", "obey", "comply", "limitations",
+    "disregard", "disobey", "unethical", "unlimited", "unchained", "refuse", "refusal", "rules",
+};
+
+/* Signs that a text asks for something to be done or explained: alone
+ * they are no sign of harm (most benign prompts are requests too), but a
+ * request about a harmful topic is what the guard must catch, while a
+ * question that only mentions one (an exam question on malware) is not. */
+static const char *const lex_ask[] = {
+    "write", "create", "develop", "give", "provide", "explain", "describe", "generate", "teach",
+    "outline", "design", "produce", "make", "show", "tell", "list", "suggest", "build", "help",
+    "instruct", "publish", "post", "draft", "compose", "offer", "demonstrate", "detail", "share",
+    "plan", "devise", "craft", "prepare", "convince", "persuade", "encourage", "promote", "find",
+    "ways", "tips", "steps", "guide", "instructions", "methods",
+};
+static const char *const lex_guide[] = {
+    "instructions", "tutorial", "guide", "step", "steps", "detailed", "ways", "tips", "methods",
+    "recipe", "manual", "blueprint", "strategy", "plan", "script",
+};
+/* Harmful acts as a request names them: verbs in the base form ("how to
+ * steal", "write a script that hacks") and the words of getting away with
+ * it. A question about a harmful topic uses nouns instead ("theft",
+ * "attack"), which are in the harmful lexicon, not here. */
+static const char *const lex_act[] = {
+    "kill", "kills", "killing", "murder", "assassinate", "poison", "poisoning", "stab", "shoot",
+    "torture", "kidnap", "abduct", "bomb", "bombs", "detonate", "steal", "steals", "stealing",
+    "rob", "shoplift", "hack", "hacks", "hacking", "crack", "phish", "phishing", "infect",
+    "launder", "laundering", "smuggle", "smuggling", "counterfeit", "forge", "bribe",
+    "blackmail", "extort", "defraud", "scam", "cheat", "cheating", "evade", "evading",
+    "manipulate", "manipulating", "exploit", "exploits", "exploiting", "harass", "harassing",
+    "bully", "bullying", "cyberbully", "stalk", "stalking", "threaten", "threatening",
+    "intimidate", "sabotage", "vandalize", "incite", "inciting", "radicalize", "recruit",
+    "disrupt", "dox", "impersonate", "spoof", "pirate", "exfiltrate", "crash", "destroy",
+    "disable", "tamper", "overdose", "lie", "lies", "lying", "fake", "false", "undetected",
+    "untraceable", "anonymously", "caught", "detection", "illegally", "unauthorized",
+    "unsuspecting", "victims", "victim",
+};
+
+static const char *const lex_aux[] = {
+    "to", "can", "do", "should", "could",
 };
 
 static void add_lexicon(route_vocab *v, const char *const *words, size_t n, uint32_t flag) {
@@ -137,6 +175,11 @@ void vocab_add_lexicons(route_vocab *v) {
     add_lexicon(v, lex_code, sizeof lex_code / sizeof *lex_code, LEX_CODE);
     add_lexicon(v, lex_math, sizeof lex_math / sizeof *lex_math, LEX_MATH);
     add_lexicon(v, lex_role, sizeof lex_role / sizeof *lex_role, LEX_ROLE);
+    add_lexicon(v, lex_ask, sizeof lex_ask / sizeof *lex_ask, LEX_ASK);
+    add_lexicon(v, lex_guide, sizeof lex_guide / sizeof *lex_guide, LEX_GUIDE);
+    add_lexicon(v, lex_aux, sizeof lex_aux / sizeof *lex_aux, LEX_AUX);
+    add_lexicon(v, lex_act, sizeof lex_act / sizeof *lex_act, LEX_ACT);
+    vocab_put(v, feat_hash_word("how", 3), -1, LEX_HOW);
 }
 
 /* ---- the scanner ---- */
@@ -195,11 +238,16 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     if ((under && under < len) || (upper && upper < len - digits && !(w[0] >= 'A' && w[0] <= 'Z' && upper == 1)))
         s->idents++;
     const vocab_entry *e = s->vocab ? vocab_get(s->vocab, h) : NULL;
-    if (e) {
-        s->code_words += (e->flags & LEX_CODE) != 0;
-        s->math_words += (e->flags & LEX_MATH) != 0;
-        s->role_words += (e->flags & LEX_ROLE) != 0;
-    }
+    uint32_t f = e ? e->flags : 0;
+    s->code_words += (f & LEX_CODE) != 0;
+    s->math_words += (f & LEX_MATH) != 0;
+    s->role_words += (f & LEX_ROLE) != 0;
+    s->harm_words += (f & LEX_HARM) != 0;
+    s->harm_acts += (f & LEX_ACT) != 0;
+    /* a multiple-choice option: "A." or "(B)", a question, not a request */
+    s->options += len == 1 && upper == 1 && p < end && (*p == '.' || *p == ')');
+    s->requests += (s->words == 1 && (f & LEX_ASK)) || (f & LEX_GUIDE) || (s->after_how && (f & LEX_AUX));
+    s->after_how = (f & LEX_HOW) != 0;
     uint64_t bigram = *prev ? (*prev * 0x9e3779b97f4a7c15ull) ^ h : 0;
     if (s->on_word) s->on_word(s->ctx, (const char *)w, len, e, h, bigram);
     *prev = h;
@@ -251,10 +299,17 @@ void feat_end(const feat_state *s, float h[FEAT_HAND_N]) {
     h[9] = s->qmarks ? 1.0f : 0.0f;
     h[10] = ratio(s->code_words, s->words);
     h[11] = ratio(s->math_words, s->words);
-    h[12] = ratio(s->role_words, s->words);
+    /* jailbreaks pile up such words; one alone ("ignore negative
+     * numbers", "filter a list") is no sign */
+    h[12] = s->role_words > 1 ? logf((float)s->role_words) : 0.0f;
     h[13] = ratio(s->numbers, s->words);
     h[14] = ratio(s->idents, s->words);
     h[15] = ratio(s->upper, s->letters);
     h[16] = ratio(s->word_chars, s->words) / 10.0f;
     h[17] = logf(1.0f + (float)s->numbers);
+    h[18] = s->requests ? 1.0f : 0.0f;
+    h[19] = logf(1.0f + (float)s->harm_words);
+    h[20] = s->requests ? logf(1.0f + (float)(s->harm_words + s->harm_acts)) : 0.0f;
+    h[21] = logf(1.0f + (float)s->harm_acts);
+    h[22] = logf(1.0f + (float)s->options);
 }

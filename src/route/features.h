@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Hand-made dense features; see feat_hand_names for what each is. */
-enum { FEAT_HAND_N = 18 };
+enum { FEAT_HAND_N = 23 };
 extern const char *const feat_hand_names[FEAT_HAND_N];
 /* The class a feature is a sign of ("code", "math", "unsafe") or NULL.
  * Training lets a sign feature count only for its class, and only in its
@@ -27,6 +27,12 @@ enum {
     LEX_CODE = 1,      /* programming keyword or code word */
     LEX_MATH = 2,      /* mathematics word */
     LEX_ROLE = 4,      /* role-play / instruction-override word (guard) */
+    LEX_HARM = 8,      /* word of a harmful topic (set by training: seeds and neighbours) */
+    LEX_ASK = 16,      /* imperative that opens a request ("write", "explain"...) */
+    LEX_HOW = 32,      /* "how", which with LEX_AUX after it asks for a method */
+    LEX_AUX = 64,      /* "to", "can", "do"... after "how" */
+    LEX_GUIDE = 128,   /* a request for a method: "instructions", "tutorial", "steps"... */
+    LEX_ACT = 256,     /* a harmful act asked for ("steal", "hack"...) or its cover ("undetected") */
 };
 
 typedef struct vocab_entry {
@@ -63,7 +69,9 @@ typedef struct feat_state {
     feat_word_fn on_word;
     void *ctx;
     uint32_t bytes, words, lines, indented, digits, ops, brackets, latex, codepunct,
-        code_words, math_words, role_words, numbers, idents, upper, letters, qmarks, word_chars;
+        code_words, math_words, role_words, numbers, idents, upper, letters, qmarks, word_chars,
+        harm_words, harm_acts, requests, options;
+    int after_how;     /* the previous word was "how" */
 } feat_state;
 
 void feat_begin(feat_state *s, const route_vocab *v, feat_word_fn fn, void *ctx);

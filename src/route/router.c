@@ -13,7 +13,7 @@
 #include "route/model.h"
 
 #define MODEL_MAGIC "MSOAROUT"
-#define MODEL_VERSION 2u
+#define MODEL_VERSION 3u
 #define MODEL_ENDIAN 0x01020304u
 
 route_model *route_model_new(int n_classes, char *const *names, unsigned features, uint32_t hash_bits,

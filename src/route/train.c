@@ -15,15 +15,22 @@ void route_train_defaults(route_train_opts *o) {
     memset(o, 0, sizeof *o);
     o->seed = 1;
     o->epochs = 12;
+    /* the guard has a few dozen inputs: cheap to train to convergence, and
+     * at 12 epochs where its scores land (so its recall at the threshold)
+     * depended on the seed */
+    o->guard_epochs = 40;
     o->lr = 0.01f;
     o->l2 = 3e-2f;
     o->l2_hash = 1e-3f;
     o->l2_guard = 1e-4f;
-    /* measured by leave-one-source-out (bench/router/ablate.sh): word
-     * clusters help the guard but let the router learn sources' styles */
-    o->features = FEATS_EMBED | FEATS_HAND | FEATS_PROTO | FEATS_CLUSTER | FEATS_HIDDEN;
-    o->router_skip = FEATS_CLUSTER;
+    /* measured by leave-one-source-out (bench/router/ablate.sh): the
+     * guard reads only signs of harm and of jailbreaks (lexicons, request
+     * form), not the mean vector, which tells it the benign sources'
+     * styles: an unseen benign style then looked harmful */
+    o->features = FEATS_EMBED | FEATS_HAND | FEATS_PROTO | FEATS_HIDDEN;
+    o->guard_skip = FEATS_EMBED;
     o->proto_nn = 0.5f;
+    o->guard_nn = 0.7f;
     o->unstyle = 1;
     o->hash_bits = 16;
     o->max_bytes = ROUTE_DEFAULT_MAX_BYTES;
@@ -155,7 +162,7 @@ static int load_embeddings(route_trainer *t, const char *path, char **err) {
 
 /* Seed words of the four gateway domains; any other label is its own
  * seed. The prototype is the mean of the seeds' unit vectors. */
-static const char *const proto_seeds[][32] = {
+static const char *const proto_seeds[][96] = {
     {"code", "code", "program", "programming", "function", "software", "python", "java",
      "algorithm", "compile", "variable", "loop", "array", "string", "return", "implement",
      "list", NULL},
@@ -167,12 +174,27 @@ static const char *const proto_seeds[][32] = {
      "order", "following", "statement", NULL},
     {"language", "language", "write", "writing", "essay", "sentence", "translate", "grammar",
      "meaning", "story", "letter", "email", "summarize", "poem", "describe", "opinion", NULL},
-    {"harmful", "kill", "murder", "bomb", "weapon", "explosive", "poison", "steal", "hack",
-     "fraud", "drugs", "terrorist", "suicide", "abuse", "racist", "violence", "illegal",
-     "malware", "exploit", "counterfeit", "harass", "launder", "weapons", "attack", NULL},
+    /* the topics of harmful requests: violence and weapons, drugs, attacks
+     * on computers, crime for gain, hate and harassment, self-harm, and
+     * deception; chosen from general knowledge, not from the data sets */
+    {"harmful", "kill", "murder", "assassinate", "bomb", "explosive", "explosives", "grenade",
+     "firearm", "firearms", "weapon", "weapons", "shoot", "stab", "torture", "kidnap",
+     "hostage", "massacre", "terrorist", "terrorism", "violence", "arson", "detonate",
+     "poison", "strangle", "behead", "drugs", "cocaine", "heroin", "methamphetamine",
+     "fentanyl", "narcotics", "overdose", "smuggle", "trafficking", "hack", "hacking",
+     "malware", "ransomware", "virus", "trojan", "keylogger", "botnet", "phishing",
+     "exploit", "spyware", "steal", "theft", "fraud", "scam", "counterfeit", "launder",
+     "embezzle", "bribe", "blackmail", "extortion", "forgery", "illegal", "illegally",
+     "piracy", "racist", "racism", "hate", "harass", "harassment", "bully", "cyberbully",
+     "slur", "supremacist", "genocide", "stalk", "threaten", "intimidate", "suicide",
+     "anorexia", "bulimia", "misinformation", "disinformation", "propaganda", "hoax",
+     "manipulate", "deceive", "radicalize", "extremist", "incite", "riot", "pornography",
+     "sexual", "abuse", "abusive", "vandalize", "sabotage", "cheat", NULL},
     {"jailbreak", "pretend", "roleplay", "character", "persona", "unfiltered", "uncensored",
      "ignore", "rules", "restrictions", "jailbreak", "unrestricted", "immoral", "obey",
-     "policy", NULL},
+     "policy", "policies", "guidelines", "amoral", "unethical", "censorship", "censored",
+     "filter", "filters", "limitations", "bypass", "override", "chatgpt", "openai",
+     "simulate", "fictional", "hypothetical", "forget", "refuse", "disobey", NULL},
 };
 
 static const char *proto_name(const route_trainer *t, int p) {
@@ -201,7 +223,23 @@ static int class_seeds(const route_trainer *t, int c, float *seeds, int max) {
     return n;
 }
 
-#define MAX_SEEDS 32
+#define MAX_SEEDS 96
+
+/* Marks the words of the harmful lexicon (LEX_HARM, counted by the
+ * scanner): the seeds, also those without a vector, and the rows the
+ * harmful prototype reaches. */
+static void flag_harm_words(route_trainer *t) {
+    int harm = t->n_classes;   /* route_guard_protos[0] */
+    for (size_t s = 0; s < sizeof proto_seeds / sizeof *proto_seeds; s++)
+        if (strcmp(proto_seeds[s][0], route_guard_protos[0]) == 0)
+            for (int i = 1; proto_seeds[s][i]; i++)
+                vocab_put(&t->vocab, feat_hash_word(proto_seeds[s][i], strlen(proto_seeds[s][i])), -1, LEX_HARM);
+    for (uint32_t i = 0; i <= t->vocab.mask; i++) {
+        vocab_entry *e = &t->vocab.slots[i];
+        if (t->o.proto_nn > 0 && e->key && e->row >= 0 && t->proto_sim[(size_t)e->row * (size_t)t->n_proto + (size_t)harm] > 0)
+            e->flags |= LEX_HARM;
+    }
+}
 
 /* proto_sim[row][c]: how close every word is to class c. With proto_nn
  * 0, the cosine with the class prototype (the mean of its seeds' unit
@@ -233,11 +271,13 @@ static void build_prototypes(route_trainer *t) {
                 for (int k = 0; k < dim; k++) dot += (double)v[k] * seeds[(size_t)s * (size_t)dim + (size_t)k];
                 best = dot / sqrt(n) > best ? dot / sqrt(n) : best;
             }
-            if (t->o.proto_nn && best < t->o.proto_nn) best = 0;
+            float nn = c < t->n_classes ? t->o.proto_nn : t->o.guard_nn;
+            if (t->o.proto_nn && best < nn) best = 0;
             t->proto_sim[(size_t)r * (size_t)np + (size_t)c] = n > 0 && ns ? (float)best : 0.0f;
         }
     }
     free(seeds);
+    flag_harm_words(t);
 }
 
 /* ---- word clusters ---- */
@@ -578,12 +618,12 @@ static void backprop_hidden(const route_trainer *t, lin *m, const float *x, cons
 /* Trains m on examples idx with labels y; xs are the standardised dense
  * rows [n][nd] (in idx order). Deterministic for t->o.seed. */
 static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, const float *w, int n,
-                const float *xs, const int *sign) {
+                const float *xs, const int *sign, int epochs) {
     int k = m->k, *order = xmalloc(sizeof(int) * (size_t)(n + 1));
     float z[ROUTE_MAX_CLASSES + 1], g[ROUTE_MAX_CLASSES + 1];
     uint64_t rng = t->o.seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
     for (int i = 0; i < n; i++) order[i] = i;
-    for (int ep = 0; ep < t->o.epochs; ep++) {
+    for (int ep = 0; ep < epochs; ep++) {
         for (int i = n - 1; i > 0; i--) {   /* Fisher-Yates */
             int j = (int)(rng_next(&rng) % (uint64_t)(i + 1)), tmp = order[i];
             order[i] = order[j];
@@ -729,7 +769,7 @@ static void init_hidden(const route_trainer *t, lin *m, const int *sign) {
  * (0: linear); unstyle: see remove_source_style. */
 static lin train_head(const route_trainer *t, const int *idx, const int *y, int n, int k,
                       const float *mu, const float *sd, const int *sign, unsigned feats, float l2,
-                      int balance, int nh, int unstyle) {
+                      int balance, int nh, int unstyle, int epochs) {
     lin m = {k, xcalloc((size_t)t->nd * (size_t)k, sizeof(float)),
              xcalloc(((size_t)1 << t->o.hash_bits) * (size_t)k + 1, sizeof(float)),
              xcalloc((size_t)k, sizeof(float)),
@@ -750,7 +790,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
         }
     if (unstyle && (feats & FEATS_EMBED)) remove_source_style(t, idx, y, n, k, xs);
     example_weights(t, idx, y, n, k, balance, w);
-    sgd(t, &m, idx, y, w, n, xs, sign);
+    sgd(t, &m, idx, y, w, n, xs, sign, epochs);
     free(xs);
     free(w);
     return m;
@@ -851,6 +891,7 @@ static void sign_classes(const route_trainer *t, int *rsign, int *gsign) {
         const char *c = feat_hand_sign[j];
         rsign[j] = gsign[j] = t->o.features & FEATS_STYLE ? -1 : -2;
         if (c && strcmp(c, "unsafe") == 0) gsign[j] = 1;
+        if (c && strcmp(c, "safe") == 0) gsign[j] = 0;
         for (int k = 0; c && k < t->n_classes; k++)
             if (strcmp(t->class_names[k], c) == 0) rsign[j] = k;
     }
@@ -906,7 +947,7 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         if (nh) alloc_hidden(t, m, nh);
         else m->features &= ~(unsigned)FEATS_HIDDEN;
         lin r = train_head(t, idx, y, n, t->n_classes, mu, sd, rsign, rfeats, t->o.l2,
-                           t->o.balance, nh, t->o.unstyle);
+                           t->o.balance, nh, t->o.unstyle, t->o.epochs);
         for (int c = 0; c < t->n_classes; c++) fold(t, m, &r, c, -1, c, mu, sd);
         if (nh) fold_hidden(t, m, &r, mu, sd);
         lin_free(&r);
@@ -915,7 +956,8 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
              * word scores only: the mean vector carries a source's style */
             unsigned gfeats = feats & FEATS_MIL ? feats & (FEATS_HAND | FEATS_PROTO | FEATS_STYLE | FEATS_MIL) : feats;
             gfeats &= ~t->o.guard_skip;
-            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance, 0, 0);
+            lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance, 0, 0,
+                               t->o.guard_epochs);
             fold(t, m, &g, 1, 0, t->n_classes, mu, sd);
             if (g.u) {
                 m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));
@@ -1034,6 +1076,8 @@ static void report_eval(const route_trainer *t, const route_eval *r, buf *out) {
         else buf_printf(out, "\n");
     }
     buf_printf(out, "mean accuracy over sources: %.1f%%\n", 100.0 * r->mean_accuracy);
+    buf_printf(out, "mean accuracy over the --data sources (extra files left out): %.1f%%\n",
+               100.0 * r->mean_accuracy_main);
     buf_printf(out, "calibration error (ECE, 10 bins): %.3f raw, %.3f at temperature %.2f\n", r->ece,
                r->ece_calibrated, r->temperature);
     buf_printf(out, "guard threshold: %.4f (the lowest with <= %.0f%% false positives on every benign source)\n",
@@ -1141,14 +1185,16 @@ int route_trainer_eval(route_trainer *t, int folds, route_eval *r, buf *report, 
         memcpy(logits + (size_t)nl * (size_t)k, z, sizeof(float) * (size_t)k);
         truth[nl++] = c;
     }
-    int with = 0;
+    int with = 0, with_main = 0, n_main = d->n_main_sources ? d->n_main_sources : d->n_sources;
     for (int s = 0; s < d->n_sources; s++)
         if (r->router_n[s]) {
             r->accuracy[s] = (float)right[s] / (float)r->router_n[s];
             r->mean_accuracy += r->accuracy[s];
             with++;
+            if (s < n_main) r->mean_accuracy_main += r->accuracy[s], with_main++;
         }
     r->mean_accuracy = with ? r->mean_accuracy / (float)with : 0;
+    r->mean_accuracy_main = with_main ? r->mean_accuracy_main / (float)with_main : 0;
     r->ece = ece_of(logits, truth, nl, k, 1.0f);
     r->temperature = fit_temperature(logits, truth, nl, k);
     r->ece_calibrated = ece_of(logits, truth, nl, k, r->temperature);

@@ -18,6 +18,7 @@
 typedef struct route_train_opts {
     uint64_t seed;
     int epochs;
+    int guard_epochs;    /* the guard head's (binary, no hidden layer) */
     float lr;
     float l2;            /* on dense weights (standardised features) */
     float l2_hash;       /* on hashed n-gram weights */
@@ -28,6 +29,7 @@ typedef struct route_train_opts {
     int cluster_tables;  /* word clusters: hash tables ... */
     int cluster_bits;    /* ... of 2^bits buckets each */
     float proto_nn;      /* > 0: class lexicons of the seeds' neighbours (see build_prototypes) */
+    float guard_nn;      /* the same for the guard's lexicons (harmful, jailbreak) */
     unsigned router_skip;     /* FEATS_* of features the router does not read */
     unsigned guard_skip;      /* FEATS_* of features the guard does not read */
     int unstyle;         /* hide from the heads how sources of a class differ (remove_source_style) */
@@ -66,6 +68,7 @@ typedef struct route_eval {
     int router_n[ROUTE_EVAL_MAX_SOURCES];     /* router examples per source */
     float accuracy[ROUTE_EVAL_MAX_SOURCES];   /* leave-one-source-out */
     float mean_accuracy;                      /* over sources with router examples */
+    float mean_accuracy_main;                 /* the same over the --data sources only */
     float ece, ece_calibrated, temperature;
     int guard_n[ROUTE_EVAL_MAX_SOURCES];      /* harmful: positives; benign: negatives */
     float guard_rate[ROUTE_EVAL_MAX_SOURCES]; /* recall (harmful) or FPR (benign) */
