@@ -37,6 +37,7 @@ static const char usage[] =
     "  --proto-nn X        class lexicons: words within cosine X of a seed word\n"
     "                      (0: similarity to the mean of the seeds instead)\n"
     "  --guard-nn X        the same for the guard's lexicons (default 0.7)\n"
+    "  --harm-nn X         words counted as harmful: within cosine X of a seed (0.7)\n"
     "  --unstyle 0|1       hide from the router how sources of a class differ\n"
     "  --hash-bits N       hashed n-gram table size 2^N (default 16)\n"
     "  --epochs N  --guard-epochs N  --lr X  --l2 X  --l2-hash X  --l2-guard X\n"
@@ -111,6 +112,7 @@ static int parse_args(int argc, char **argv, router_args *a) {
         else if (strcmp(f, "--proto-nn") == 0) a->o.proto_nn = strtof(v, NULL);
         else if (strcmp(f, "--guard-epochs") == 0) a->o.guard_epochs = atoi(v);
         else if (strcmp(f, "--guard-nn") == 0) a->o.guard_nn = strtof(v, NULL);
+        else if (strcmp(f, "--harm-nn") == 0) a->o.harm_nn = strtof(v, NULL);
         else if (strcmp(f, "--unstyle") == 0) a->o.unstyle = atoi(v);
         else if (strcmp(f, "--router-skip") == 0) {
             if (parse_skip(v, &a->o.router_skip)) return bad("unknown feature list", v);
@@ -126,7 +128,7 @@ static int parse_args(int argc, char **argv, router_args *a) {
     if (!a->data) return bad("--data is required", NULL);
     if (a->o.hash_bits > 22 || a->o.cluster_tables < 1 || a->o.cluster_tables > 64 ||
         a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.hidden < 8 || a->o.hidden > ROUTE_MAX_HIDDEN || a->o.hidden % 8 ||
-        !(a->o.proto_nn >= 0 && a->o.proto_nn < 1) || !(a->o.guard_nn > 0 && a->o.guard_nn < 1) || a->o.unstyle < 0 || a->o.unstyle > 1 || a->o.epochs < 1 || a->o.guard_epochs < 1 || a->o.max_bytes < 16 || !(a->o.shrink >= 0) || a->o.balance < 0 || a->o.balance > 2 ||
+        !(a->o.proto_nn >= 0 && a->o.proto_nn < 1) || !(a->o.guard_nn > 0 && a->o.guard_nn < 1) || !(a->o.harm_nn > 0 && a->o.harm_nn <= 1) || a->o.unstyle < 0 || a->o.unstyle > 1 || a->o.epochs < 1 || a->o.guard_epochs < 1 || a->o.max_bytes < 16 || !(a->o.shrink >= 0) || a->o.balance < 0 || a->o.balance > 2 ||
         a->o.guard_balance < 0 || a->o.guard_balance > 2 ||
         a->folds < 0 || a->folds == 1 || a->folds > 20)
         return bad("option out of range", NULL);

@@ -31,6 +31,7 @@ void route_train_defaults(route_train_opts *o) {
     o->guard_skip = FEATS_EMBED;
     o->proto_nn = 0.5f;
     o->guard_nn = 0.7f;
+    o->harm_nn = 0.7f;
     o->unstyle = 1;
     o->hash_bits = 16;
     o->max_bytes = ROUTE_DEFAULT_MAX_BYTES;
@@ -226,8 +227,9 @@ static int class_seeds(const route_trainer *t, int c, float *seeds, int max) {
 #define MAX_SEEDS 96
 
 /* Marks the words of the harmful lexicon (LEX_HARM, counted by the
- * scanner): the seeds, also those without a vector, and the rows the
- * harmful prototype reaches. */
+ * scanner): the seeds, also those without a vector, and the words within
+ * cosine harm_nn of one (with a lower guard_nn the prototype's similarity
+ * reaches further than the count). */
 static void flag_harm_words(route_trainer *t) {
     int harm = t->n_classes;   /* route_guard_protos[0] */
     for (size_t s = 0; s < sizeof proto_seeds / sizeof *proto_seeds; s++)
@@ -236,7 +238,8 @@ static void flag_harm_words(route_trainer *t) {
                 vocab_put(&t->vocab, feat_hash_word(proto_seeds[s][i], strlen(proto_seeds[s][i])), -1, LEX_HARM);
     for (uint32_t i = 0; i <= t->vocab.mask; i++) {
         vocab_entry *e = &t->vocab.slots[i];
-        if (t->o.proto_nn > 0 && e->key && e->row >= 0 && t->proto_sim[(size_t)e->row * (size_t)t->n_proto + (size_t)harm] > 0)
+        float sim = e->key && e->row >= 0 ? t->proto_sim[(size_t)e->row * (size_t)t->n_proto + (size_t)harm] : 0;
+        if (t->o.proto_nn > 0 && sim > 0 && sim >= t->o.harm_nn)
             e->flags |= LEX_HARM;
     }
 }

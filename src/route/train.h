@@ -30,6 +30,7 @@ typedef struct route_train_opts {
     int cluster_bits;    /* ... of 2^bits buckets each */
     float proto_nn;      /* > 0: class lexicons of the seeds' neighbours (see build_prototypes) */
     float guard_nn;      /* the same for the guard's lexicons (harmful, jailbreak) */
+    float harm_nn;       /* words counted as harmful (LEX_HARM): within this cosine of a seed */
     unsigned router_skip;     /* FEATS_* of features the router does not read */
     unsigned guard_skip;      /* FEATS_* of features the guard does not read */
     int unstyle;         /* hide from the heads how sources of a class differ (remove_source_style) */

@@ -20,11 +20,12 @@
  * model was built (see models/README.md): the mean accuracy over the
  * shared sources (the extra files left out) and the guard's recall on the
  * harmful sources, out of source. */
-#define RECORDED_LOSO_MEAN 0.745f
-#define RECORDED_GUARD_RECALL 0.670f   /* mean over the harmful sources of ../shared/data */
+#define RECORDED_LOSO_MEAN 0.773f
+#define RECORDED_GUARD_RECALL 0.637f   /* mean over the harmful sources of ../shared/data */
 #define TOLERANCE 0.01f
 
-static const char *const extras[] = {"benign-chat", "jailbreak-ours", "reasoning-ours", "math-ours"};
+static const char *const extras[] = {"benign-chat", "jailbreak-ours", "reasoning-ours", "math-ours", "code-ours",
+                                     "language-ours"};
 
 static int have(const char *path) {
     struct stat st;
