@@ -172,7 +172,8 @@ static const char *const proto_seeds[][96] = {
      "compute", "total", "digits", NULL},
     {"reasoning", "reasoning", "logic", "logical", "deduce", "infer", "conclusion", "premise",
      "argument", "valid", "true", "false", "therefore", "implies", "puzzle", "if", "which",
-     "order", "following", "statement", NULL},
+     "order", "following", "statement", "swap", "trade", "arrange", "sequence", "pattern",
+     "clue", "riddle", "sort", "alphabetical", "rank", "position", NULL},
     {"language", "language", "write", "writing", "essay", "sentence", "translate", "grammar",
      "meaning", "story", "letter", "email", "summarize", "poem", "describe", "opinion", NULL},
     /* the topics of harmful requests: violence and weapons, drugs, attacks
