@@ -144,10 +144,12 @@ static const char *const lex_guide[] = {
     "instructions", "tutorial", "guide", "step", "steps", "detailed", "ways", "tips", "methods",
     "recipe", "manual", "blueprint", "strategy", "plan", "script",
 };
-/* Harmful acts as a request names them: verbs in the base form ("how to
- * steal", "write a script that hacks") and the words of getting away with
- * it. A question about a harmful topic uses nouns instead ("theft",
- * "attack"), which are in the harmful lexicon, not here. */
+/* Harmful acts as a request names them: verbs ("how to steal", "write a
+ * script that hacks") and the words of getting away with it. A question
+ * about a harmful topic uses nouns instead ("theft", "attack"), which are
+ * in the harmful lexicon, not here. No word with an everyday sense
+ * ("false", "lie", "crash", "caught"): puzzles and stories are full of
+ * them, and the guard then learnt to ignore the whole list. */
 static const char *const lex_act[] = {
     "kill", "kills", "killing", "murder", "assassinate", "poison", "poisoning", "stab", "shoot",
     "torture", "kidnap", "abduct", "bomb", "bombs", "detonate", "steal", "steals", "stealing",
@@ -157,10 +159,8 @@ static const char *const lex_act[] = {
     "manipulate", "manipulating", "exploit", "exploits", "exploiting", "harass", "harassing",
     "bully", "bullying", "cyberbully", "stalk", "stalking", "threaten", "threatening",
     "intimidate", "sabotage", "vandalize", "incite", "inciting", "radicalize", "recruit",
-    "disrupt", "dox", "impersonate", "spoof", "pirate", "exfiltrate", "crash", "destroy",
-    "disable", "tamper", "overdose", "lie", "lies", "lying", "fake", "false", "undetected",
-    "untraceable", "anonymously", "caught", "detection", "illegally", "unauthorized",
-    "unsuspecting", "victims", "victim",
+    "dox", "impersonate", "spoof", "pirate", "exfiltrate", "tamper", "overdose",
+    "undetected", "untraceable", "illegally", "unauthorized", "unsuspecting",
 };
 
 static const char *const lex_aux[] = {
