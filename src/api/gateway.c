@@ -130,17 +130,19 @@ static void probe_done(http_call *c, enum http_call_error err, const char *messa
     if (atomic_exchange(&p->node->reachable, ok) != ok)
         log_info("node %s is %s%s%s", p->node->name, ok ? "reachable" : "unreachable", ok ? "" : ": ",
                  ok ? "" : (err == HTTP_CALL_OK ? "bad status" : message));
-    p->gw->probes_pending--;
+    p->node->probing = 0;
     free(p);
 }
 
 static void probe_all(uv_timer_t *t) {
     gateway *gw = t->data;
-    if (gw->probes_pending) return; /* the previous round is still out */
     http_client *cl = gw->workers[0].client;
     for (int i = 0; i < gw->nodes.n; i++) {
         node *n = &gw->nodes.nodes[i];
-        if (n->backend) continue; /* in-process: reachable while attached */
+        /* in-process nodes are reachable while attached; a node whose last
+         * probe is still out (a stopped process holds it until the timeout)
+         * is skipped alone, so the others' are not held up */
+        if (n->backend || n->probing) continue;
         probe *p = xcalloc(1, sizeof *p);
         p->gw = gw;
         p->node = n;
@@ -155,7 +157,7 @@ static void probe_all(uv_timer_t *t) {
         o.on_headers = probe_headers;
         o.on_done = probe_done;
         o.ud = p;
-        if (http_client_start(cl, &o)) gw->probes_pending++;
+        if (http_client_start(cl, &o)) n->probing = 1;
         else free(p);
     }
 }

@@ -3,7 +3,8 @@
  * A node is one OpenAI-compatible endpoint (an upstream server, or later a
  * built-in engine) serving one model. The registry is built once from the
  * configuration and then shared read-only by every worker thread; only the
- * health fields change, and those are atomics. */
+ * health fields change, and those are atomics (but `probing`, which only
+ * the prober's loop touches). */
 #ifndef MSOA_NODE_H
 #define MSOA_NODE_H
 
@@ -32,6 +33,7 @@ typedef struct node {
     latency_tracker latency;     /* time to first token, total, tokens/s */
     atomic_long inflight;        /* requests outstanding now */
     atomic_long requests, failures;
+    int probing;                 /* a health probe is out (the prober's loop only) */
 } node;
 
 typedef struct node_registry {
