@@ -57,7 +57,7 @@ typedef struct attempt {
     struct chat *c;
     node *node;
     dispatch *d;
-    uint64_t start_ns, first_ns;
+    uint64_t start_ns, first_ns, last_ns; /* sent, first chunk, latest chunk */
     long tokens_in, tokens_out;
     int have_usage;
     int content_chunks;
@@ -88,7 +88,7 @@ struct chat {
     node *used[MAX_ATTEMPTS];
     int n_used, hedged;
     uv_timer_t hedge_timer;  /* hedging, then backing off before a retry or waiting for a node */
-    node *retry_node;        /* the node the backoff waits for */
+    int owes_token;          /* a retry not yet paid from the retry budget */
     node *failed;            /* the node the last failover left */
     uint64_t wait_start_ns;  /* waiting for a node since; 0: not waiting */
     unsigned waits;          /* polls while waiting */
@@ -425,7 +425,8 @@ static void fill_plan(chat *c) {
         pc->speed_tps = latency_speed(&nd->latency);
         pc->ttft_p95_ms = (double)latency_ttft_quantile(&nd->latency, 0.95) / 1e3;
         pc->breaker_allows = breaker_state(&nd->breaker, now) != BREAKER_OPEN;
-        pc->reachable = atomic_load(&nd->reachable) != 0;
+        /* a silent node (a stopped process?) gets no new work while others can take it */
+        pc->reachable = atomic_load(&nd->reachable) != 0 && !node_silent(nd, now);
         of[n++] = nd;
     }
     plan_request pr;
@@ -471,6 +472,7 @@ static void judge(attempt *a, int verdict) {
  * sums, since usage counts every node's tokens. */
 static void end_attempt(chat *c, attempt *a, int verdict) {
     judge(a, verdict);
+    if (a->first_ns) node_stream_end(a->node);
     unlink_attempt(c, a);
     long in, out;
     attempt_usage(a, &in, &out);
@@ -501,7 +503,9 @@ static node *next_node(chat *c) {
     uint64_t now = clock_now_ms_u64();
     while (c->next_in_plan < c->n_plan) {
         node *n = c->plan[c->next_in_plan++];
-        if (tries_on(c, n) < MAX_TRIES_PER_NODE && breaker_allow(&n->breaker, now)) return n;
+        /* a cut stream is not continued on a node that went silent since the plan was made */
+        if (tries_on(c, n) >= MAX_TRIES_PER_NODE || (c->started && node_silent(n, now))) continue;
+        if (breaker_allow(&n->breaker, now)) return n;
     }
     return NULL;
 }
@@ -600,6 +604,8 @@ static void first_chunk(chat *c, attempt *a) {
     judge(a, 1);
     a->judged = 1;
     latency_record_ttft(&a->node->latency, now / 1000000u, (now - a->start_ns) / 1000);
+    node_stream_start(a->node, now / 1000000u);
+    a->last_ns = now;
     if (c->started) return;
     c->started = 1;
     metrics_first_chunk((double)(now - c->start_ns) / 1e9);
@@ -617,7 +623,13 @@ static void on_attempt_chunk(void *ud, cJSON *chunk) {
         cJSON_Delete(chunk);
         return;
     }
-    if (!a->first_ns) first_chunk(c, a);
+    if (!a->first_ns) {
+        first_chunk(c, a);
+    } else {
+        uint64_t now = clock_now_ns();
+        node_stream_chunk(a->node, now / 1000000u, (now - a->last_ns) / 1000);
+        a->last_ns = now;
+    }
     take_usage(a, chunk);
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
     const cJSON *choice = cJSON_GetArrayItem(choices, 0);
@@ -690,6 +702,7 @@ static void finish(chat *c, cJSON *completion, const chat_summary *s) {
     buf_free(&text);
     cJSON_Delete(completion);
     judge(a, 1);
+    if (a->first_ns) node_stream_end(a->node);
     unlink_attempt(c, a);
     free(a);
     chat_free(c);
@@ -903,16 +916,25 @@ static node *rescue_node(chat *c, const node *failed) {
     for (int i = 0; i < reg->n; i++) {
         node *n = &reg->nodes[i];
         int same = !strcmp(n->model, failed->model) || (c->routed && !strcmp(n->domain, failed->domain));
-        if (n == failed || !same || atomic_load(&n->reachable) == 0 || tries_on(c, n) >= MAX_TRIES_PER_NODE) continue;
+        if (n == failed || !same || atomic_load(&n->reachable) == 0 || tries_on(c, n) >= MAX_TRIES_PER_NODE ||
+            node_silent(n, clock_now_ms_u64()))
+            continue;
         if (!best || atomic_load(&n->inflight) < atomic_load(&best->inflight)) best = n;
     }
     return best;
 }
 
-/* The node to go on with now, its circuit's admission taken, or NULL. */
-static node *pick_node(chat *c, const node *failed) {
+/* The node to go on with now, its circuit's admission taken, or NULL: the
+ * plan's next; while waiting, the plan made again from the nodes' health
+ * now; for a cut stream, else any node of its model that answers probes. */
+static node *pick_node(chat *c) {
     node *n = next_node(c);
-    if (!n && c->started && failed && (n = rescue_node(c, failed))) breaker_allow(&n->breaker, clock_now_ms_u64());
+    if (!n && c->wait_start_ns) {
+        fill_plan(c);
+        n = next_node(c);
+    }
+    if (!n && c->started && c->failed && (n = rescue_node(c, c->failed)))
+        breaker_allow(&n->breaker, clock_now_ms_u64());
     return n;
 }
 
@@ -946,10 +968,13 @@ static int node_expected(const chat *c) {
 
 static void on_wait_timer(uv_timer_t *t);
 
-/* No node takes the request now. While one that could serve it is up, the
- * request waits for it, bounded by its deadline and --upstream-wait-ms,
- * instead of failing: polling with jittered backoff (10 ms doubling to
- * 200 ms), as a circuit reopens without telling anyone. 0 when it waits. */
+/* The request cannot go on now: no node takes it, or a retry finds the
+ * retry budget empty. While a node that could serve it may come, it waits,
+ * bounded by its deadline and --upstream-wait-ms, instead of failing:
+ * polling with jittered backoff (10 ms doubling to 200 ms), as a circuit
+ * reopens and the budget refills without telling anyone. A retry that
+ * waits for the budget keeps the extra load within the budget's rate.
+ * 0 when it waits. */
 static int wait_for_node(chat *c) {
     uint64_t now = clock_now_ns();
     if (!c->wait_start_ns) {
@@ -958,12 +983,16 @@ static int wait_for_node(chat *c) {
     }
     uint64_t waited_ms = (now - c->wait_start_ns) / 1000000u, left = remaining_ms(c);
     unsigned limit = c->w->gw->cfg.upstream_wait_ms;
-    if (waited_ms >= limit || left == 0 || !node_expected(c)) return -1;
+    const char *what = c->owes_token ? "the retry budget" : "a node";
+    if (waited_ms >= limit || left == 0 || !node_expected(c)) {
+        if (c->waits) log_info("chat %s: waited %llu ms for %s, in vain", c->id, (unsigned long long)waited_ms, what);
+        return -1;
+    }
     uint32_t rnd = (uint32_t)((now >> 3) * 2654435761u);
     uint64_t delay = 10 + backoff_ms(c->waits++, 10, 200, rnd);
     if (delay > left) delay = left;
     if (delay > limit - waited_ms) delay = limit - waited_ms;
-    if (c->waits == 1) log_info("chat %s: no node takes it now; waiting for one", c->id);
+    if (c->waits == 1) log_info("chat %s: waiting for %s", c->id, what);
     uv_timer_start(&c->hedge_timer, on_wait_timer, delay, 0);
     return 0;
 }
@@ -986,19 +1015,26 @@ static void give_up(chat *c) {
     chat_free(c);
 }
 
-/* A backoff before a retry ended, or a wait for a node: go on now if a
- * node takes it, else wait more or give up. */
+/* Goes on now if it may — a retry first takes a token of the retry budget
+ * (once), then any try needs a node — else waits. 0 when it went on or
+ * waits. */
+static int proceed(chat *c) {
+    if (c->owes_token) budget_refill(&c->w->gw->retries, clock_now_ms_u64());
+    if (c->owes_token && budget_try_withdraw(&c->w->gw->retries)) c->owes_token = 0;
+    node *n = c->owes_token ? NULL : pick_node(c);
+    if (n) {
+        if (c->failed)
+            log_info("chat %s: failing over from node %s to %s%s", c->id, c->failed->name, n->name,
+                     c->started ? " mid-stream" : "");
+        if (go_on(c, n) == 0) return 0;
+    }
+    return wait_for_node(c);
+}
+
+/* A backoff before a retry ended, or a wait: go on, wait more or give up. */
 static void on_wait_timer(uv_timer_t *t) {
     chat *c = t->data;
-    node *n = c->retry_node;
-    c->retry_node = NULL;
-    if (!n) {
-        fill_plan(c);
-        n = pick_node(c, c->failed);
-    }
-    if (n && go_on(c, n) == 0) return;
-    if (wait_for_node(c) == 0) return;
-    give_up(c);
+    if (proceed(c) != 0) give_up(c);
 }
 
 /* Goes on after a failed attempt; 0 when another node was started, or
@@ -1010,21 +1046,14 @@ static void on_wait_timer(uv_timer_t *t) {
 static int fail_over(chat *c, node *from) {
     const msoa_config *cfg = &c->w->gw->cfg;
     int attempts = c->started ? MAX_ATTEMPTS : cfg->max_attempts;
-    const char *why = c->n_used >= attempts ? "attempts used up"
-                      : remaining_ms(c) == 0 ? "deadline passed"
-                      : !c->started && !budget_try_withdraw(&c->w->gw->retries) ? "retry budget spent"
-                      : NULL;
+    const char *why = c->n_used >= attempts ? "attempts used up" : remaining_ms(c) == 0 ? "deadline passed" : NULL;
     if (why) {
         log_info("chat %s: no failover from node %s: %s", c->id, from->name, why);
         return -1;
     }
     c->failed = from;
-    node *n = pick_node(c, from);
-    if (!n) return wait_for_node(c);
-    log_info("chat %s: failing over from node %s to %s%s", c->id, from->name, n->name,
-             c->started ? " mid-stream" : "");
-    if (c->started) return go_on(c, n) == 0 ? 0 : wait_for_node(c);
-    c->retry_node = n;
+    if (c->started) return proceed(c);
+    c->owes_token = 1;
     uint32_t rnd = (uint32_t)((clock_now_ns() >> 3) * 2654435761u);
     uv_timer_start(&c->hedge_timer, on_wait_timer, backoff_ms((unsigned)c->n_used - 1, 5, 100, rnd), 0);
     return 0;
@@ -1301,7 +1330,6 @@ chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_si
 void chat_cancel(chat *c) {
     for (int i = 0; i < 2; i++)
         if (c->live[i]) cancel_attempt(c, c->live[i]);
-    if (c->retry_node) breaker_release(&c->retry_node->breaker, clock_now_ms_u64());
     chat_free(c);
 }
 

@@ -293,6 +293,52 @@ static void test_probes_are_per_node(void) {
     it_stop(&e, SIGTERM);
 }
 
+/* A node that is down is probed every 250 ms whatever the interval, so a
+ * restarted process is back at once, not a whole interval later. */
+static void test_down_node_is_probed_often(void) {
+    it_proc g = {0}, gw;
+    char mock[4096], path[4096], ng[160], port_g[16];
+    snprintf(mock, sizeof mock, "%s", it_bin("mock_upstream"));
+    snprintf(port_g, sizeof port_g, "%d", it_closed_port());
+    snprintf(path, sizeof path, "%s", it_bin("msoa"));
+    snprintf(ng, sizeof ng, "g=http://127.0.0.1:%s,model=mock-small", port_g);
+    char *argv[] = {path, "up", "--listen", "127.0.0.1:0", "--workers", "1", "--probe-interval-ms", "10000",
+                    "--node", ng, NULL};
+    CHECK_EQ_INT(it_start(&gw, argv), 0);
+    double t0 = clock_now_ms();
+    while (clock_now_ms() - t0 < 2000 && strcmp(field_of(&gw, "g", "reachable"), "false") != 0) usleep(20000);
+    CHECK_STR(field_of(&gw, "g", "reachable"), "false");
+    char *g_argv[] = {mock, "--port", port_g, "--model", "mock-small", NULL};
+    CHECK_EQ_INT(it_start(&g, g_argv), 0);
+    t0 = clock_now_ms();
+    while (clock_now_ms() - t0 < 3000 && strcmp(field_of(&gw, "g", "reachable"), "true") != 0) usleep(20000);
+    CHECK_STR(field_of(&gw, "g", "reachable"), "true");
+    CHECK(clock_now_ms() - t0 < 1500);
+    it_stop(&gw, SIGTERM);
+    if (g.pid) it_stop(&g, SIGTERM);
+}
+
+/* Every request fails on a and is retried on b until the retry budget
+ * (100 tokens, 0.1 back per request) is spent; then a retry waits for a
+ * token (one a second comes whatever the traffic) instead of failing. */
+static void test_retry_waits_for_the_budget(void) {
+    it_proc gw;
+    CHECK_EQ_INT(start_gateway(&gw, "--circuit-breaker", "0"), 0);
+    int waited = 0, all_ok = 1, i;
+    for (i = 0; i < 300 && !waited; i++) {
+        double t0 = clock_now_ms();
+        it_response r = post(&gw, ",\"mock_fail\":\"status:500\",\"mock_fail_node\":\"a\"", 0, NULL);
+        waited = clock_now_ms() - t0 > 400;
+        all_ok &= r.status == 200;
+        if (r.status != 200) fprintf(stderr, "  request %d: status %d\n", i, r.status);
+        it_response_free(&r);
+    }
+    CHECK(all_ok);
+    CHECK(waited);
+    CHECK(i > 100); /* the budget held at first */
+    it_stop(&gw, SIGTERM);
+}
+
 static void test_deadline(void) {
     it_proc gw;
     CHECK_EQ_INT(start_gateway(&gw, "--hedging", "0"), 0);
@@ -316,6 +362,8 @@ int main(void) {
     TEST(test_hedge_beats_a_slow_node);
     TEST(test_deadline);
     TEST(test_probes_are_per_node);
+    TEST(test_down_node_is_probed_often);
+    TEST(test_retry_waits_for_the_budget);
     TEST(test_waits_for_a_circuit_to_close);
     TEST(test_wait_is_bounded);
     TEST(test_cut_stream_waits_for_a_node);
