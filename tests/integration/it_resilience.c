@@ -339,6 +339,57 @@ static void test_retry_waits_for_the_budget(void) {
     it_stop(&gw, SIGTERM);
 }
 
+/* A node whose streams all stop talking in mid-answer (a stopped process)
+ * gets no new request once it has been silent for 4 x its p99 chunk gap,
+ * long before the stall limit cuts its streams: a new request goes to the
+ * other node at once. */
+static void test_silent_node_gets_no_new_work(void) {
+    it_proc s_mock, gw;
+    char mock[4096], path[4096], ns[160], nb[160];
+    snprintf(mock, sizeof mock, "%s", it_bin("mock_upstream"));
+    char *s_argv[] = {mock, "--port", "0", "--model", "mock-small", "--chunks", "60", "--chunk-delay-ms", "10", NULL};
+    CHECK_EQ_INT(it_start(&s_mock, s_argv), 0);
+    snprintf(path, sizeof path, "%s", it_bin("msoa"));
+    /* s is far cheaper: the planner always picks it while it is healthy */
+    snprintf(ns, sizeof ns, "s=http://127.0.0.1:%d,model=mock-small,price_in=1,price_out=2", s_mock.port);
+    snprintf(nb, sizeof nb, "b=http://127.0.0.1:%d,model=mock-small,price_in=500,price_out=900", mock_b.port);
+    char *argv[] = {path, "up", "--listen", "127.0.0.1:0", "--workers", "1", "--hedging", "0",
+                    "--upstream-stall-ms", "5000", "--node", ns, "--node", nb, NULL};
+    CHECK_EQ_INT(it_start(&gw, argv), 0);
+    CHECK_EQ_INT(it_wait_reachable(gw.port, 2), 0);
+    it_response r = post(&gw, "", 1, NULL); /* s's chunk gaps, measured */
+    CHECK_EQ_INT(r.status, 200);
+    it_response_free(&r);
+    const char *body = "{\"model\":\"mock-small\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+    int fd = it_connect(gw.port);
+    CHECK(fd >= 0 && write(fd, req, (size_t)n) == n);
+    usleep(150000); /* the stream is in mid-answer on s */
+    kill(s_mock.pid, SIGSTOP);
+    usleep(400000);
+    double t0 = clock_now_ms();
+    r = post(&gw, "", 0, NULL);
+    double took = clock_now_ms() - t0;
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(took < 2000);
+    cJSON *rep = report_of(&r, 0);
+    CHECK(nodes_are(rep, "b,"));
+    cJSON_Delete(rep);
+    it_response_free(&r);
+    kill(s_mock.pid, SIGCONT);
+    /* the stream on s goes on where it stopped */
+    memset(&r, 0, sizeof r);
+    CHECK_EQ_INT(it_read_response(fd, 10000, &r), 0);
+    CHECK_CONTAINS(r.body.data, "tok59");
+    CHECK_CONTAINS(r.body.data, "[DONE]");
+    it_response_free(&r);
+    close(fd);
+    it_stop(&gw, SIGTERM);
+    it_stop(&s_mock, SIGTERM);
+}
+
 static void test_deadline(void) {
     it_proc gw;
     CHECK_EQ_INT(start_gateway(&gw, "--hedging", "0"), 0);
@@ -364,6 +415,7 @@ int main(void) {
     TEST(test_probes_are_per_node);
     TEST(test_down_node_is_probed_often);
     TEST(test_retry_waits_for_the_budget);
+    TEST(test_silent_node_gets_no_new_work);
     TEST(test_waits_for_a_circuit_to_close);
     TEST(test_wait_is_bounded);
     TEST(test_cut_stream_waits_for_a_node);
