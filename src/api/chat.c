@@ -325,130 +325,6 @@ static void take_usage(attempt *a, const cJSON *obj) {
     a->have_usage = 1;
 }
 
-/* ---- planning ---- */
-
-/* Checks what the request asks for and, for `auto`, runs the guard and the
- * router: sets c->model (NULL for `auto`) and c->domain. Returns 0, or an
- * HTTP status with code and message when nothing could ever serve it. */
-static int route(chat *c, const char *model, const char **code, char *msg, size_t cap) {
-    gateway *gw = c->w->gw;
-    node_registry *reg = &gw->nodes;
-    int is_auto = !model || !*model || !strcmp(model, "auto");
-    if (reg->n == 0) {
-        *code = "no_nodes";
-        snprintf(msg, cap, "no nodes are configured; start msoa with --node NAME=URL");
-        return 503;
-    }
-    if (!is_auto) {
-        if (!node_registry_has_model(reg, model)) {
-            *code = "model_not_found";
-            snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", model);
-            return 404;
-        }
-        c->model = xstrdup(model);
-        return 0;
-    }
-    const char *sys, *user;
-    size_t sys_len, user_len;
-    chat_request_router_input(c->request, &sys, &sys_len, &user, &user_len);
-    c->domain = PLAN_GENERAL;
-    if (gateway_classify(gw, sys, sys_len, user, user_len, &c->route) == 0) {
-        c->routed = 1;
-        if (c->route.unsafe && gw->guard_action == GUARD_REFUSE) {
-            *code = "content_policy";
-            snprintf(msg, cap, "the request was refused by msoa's guard (unsafe score %.2f)", c->route.guard_score);
-            return 400;
-        }
-        c->flagged = c->route.unsafe && gw->guard_action == GUARD_FLAG;
-        if (c->route.unsafe && gw->guard_action == GUARD_ROUTE) c->domain = "safety";
-        else if (c->route.confidence >= gw->cfg.router_min_confidence) c->domain = c->route.domain;
-    }
-    return 0;
-}
-
-static int tries_on(const chat *c, const node *n) {
-    int k = 0;
-    for (int i = 0; i < c->n_used; i++) k += c->used[i] == n;
-    return k;
-}
-
-/* A request waiting for a node tries only nodes seen reachable: it waits
- * for a probe to see the others back rather than spend attempts on
- * refused connections. */
-static void keep_reachable(chat *c) {
-    int k = 0;
-    for (int i = 0; i < c->n_plan; i++)
-        if (atomic_load(&c->plan[i]->reachable) != 0) c->plan[k++] = c->plan[i];
-    c->n_plan = k;
-}
-
-/* Fills c->plan from the nodes' health now: for a named model, the nodes
- * serving it; for `auto`, the domain's cascade or the pools in the
- * planner's order. Run again when a request waited for a node. When the
- * plan is empty, c->unavailable says why. */
-static void fill_plan(chat *c) {
-    gateway *gw = c->w->gw;
-    node_registry *reg = &gw->nodes;
-    c->n_plan = c->next_in_plan = 0;
-    c->degraded[0] = 0;
-    c->unavailable[0] = 0;
-    const cascade_policy *cp = c->model ? NULL : gateway_cascade(gw, c->domain);
-    if (cp) {
-        uint64_t now_ms = clock_now_ms_u64();
-        for (int i = 0; i < cp->n; i++)
-            if (atomic_load(&cp->nodes[i]->reachable) != 0 && breaker_state(&cp->nodes[i]->breaker, now_ms) != BREAKER_OPEN)
-                c->plan[c->n_plan++] = cp->nodes[i];
-        c->cascade = c->n_plan > 0;
-        if (c->cascade) {
-            if (c->w->gw->cfg.cascade_logprob_floor > 0) {
-                cJSON_DeleteItemFromObjectCaseSensitive(c->request, "logprobs");
-                cJSON_AddTrueToObject(c->request, "logprobs");
-            }
-            return;
-        }
-    }
-    plan_candidate cands[MAX_PLAN];
-    node *of[MAX_PLAN];
-    int n = 0;
-    uint64_t now = clock_now_ms_u64();
-    for (int i = 0; i < reg->n && n < MAX_PLAN; i++) {
-        node *nd = &reg->nodes[i];
-        if (c->model && strcmp(nd->model, c->model) != 0 && strcmp(nd->name, c->model) != 0) continue;
-        plan_candidate *pc = &cands[n];
-        memset(pc, 0, sizeof *pc);
-        pc->name = nd->name;
-        /* a named model is one pool whatever the nodes' domains */
-        pc->domain = c->model ? PLAN_GENERAL : nd->domain;
-        pc->price_in = nd->price.in;
-        pc->price_out = nd->price.out;
-        pc->inflight = atomic_load(&nd->inflight);
-        pc->speed_tps = latency_speed(&nd->latency);
-        pc->ttft_p95_ms = (double)latency_ttft_quantile(&nd->latency, 0.95) / 1e3;
-        pc->breaker_allows = breaker_state(&nd->breaker, now) != BREAKER_OPEN;
-        /* a silent node (a stopped process?) gets no new work while others can take it */
-        pc->reachable = atomic_load(&nd->reachable) != 0 && !node_silent(nd, now);
-        of[n++] = nd;
-    }
-    plan_request pr;
-    memset(&pr, 0, sizeof pr);
-    pr.domain = c->domain;
-    pr.ms_per_usd = PLAN_MS_PER_USD;
-    pr.terse = 1;
-    pr.tokens_in = (double)chat_request_estimate_tokens(c->request);
-    plan_entry entries[MAX_PLAN];
-    plan_summary sum;
-    plan_nodes(cands, n, &pr, entries, &sum);
-    for (int i = 0; i < sum.n; i++) c->plan[c->n_plan++] = of[entries[i].index];
-    /* Nothing healthy: nodes only thought unreachable (a probe may be stale)
-     * are still tried before giving up; open circuits are not. */
-    for (int i = 0; i < n && !sum.n; i++)
-        if (cands[i].breaker_allows && !cands[i].reachable) c->plan[c->n_plan++] = of[i];
-    if (c->n_plan && !sum.n) snprintf(c->degraded, sizeof c->degraded, "%.250s; trying nodes not seen reachable", sum.reason);
-    if (!c->model && sum.degraded) snprintf(c->degraded, sizeof c->degraded, "%s", sum.reason);
-    if (!c->n_plan) snprintf(c->unavailable, sizeof c->unavailable, "%s", sum.reason[0] ? sum.reason : "all are down");
-    if (c->wait_start_ns) keep_reachable(c);
-}
-
 /* ---- attempts ---- */
 
 static const dispatch_events attempt_events;
@@ -496,6 +372,12 @@ static void cancel_attempt(chat *c, attempt *a) {
 static uint64_t remaining_ms(const chat *c) {
     uint64_t now = clock_now_ns();
     return now >= c->deadline_ns ? 0 : (c->deadline_ns - now) / 1000000u;
+}
+
+static int tries_on(const chat *c, const node *n) {
+    int k = 0;
+    for (int i = 0; i < c->n_used; i++) k += c->used[i] == n;
+    return k;
 }
 
 /* The next node of the plan whose breaker admits a request now. */
@@ -924,6 +806,8 @@ static node *rescue_node(chat *c, const node *failed) {
     return best;
 }
 
+static void fill_plan(chat *c);
+
 /* The node to go on with now, its circuit's admission taken, or NULL: the
  * plan's next; while waiting, the plan made again from the nodes' health
  * now; for a cut stream, else any node of its model that answers probes. */
@@ -1077,6 +961,124 @@ static void on_attempt_error(void *ud, const dispatch_error *e) {
 }
 
 static const dispatch_events attempt_events = {on_attempt_chunk, on_attempt_done, on_attempt_error};
+
+/* ---- planning ---- */
+
+/* Checks what the request asks for and, for `auto`, runs the guard and the
+ * router: sets c->model (NULL for `auto`) and c->domain. Returns 0, or an
+ * HTTP status with code and message when nothing could ever serve it. */
+static int route(chat *c, const char *model, const char **code, char *msg, size_t cap) {
+    gateway *gw = c->w->gw;
+    node_registry *reg = &gw->nodes;
+    int is_auto = !model || !*model || !strcmp(model, "auto");
+    if (reg->n == 0) {
+        *code = "no_nodes";
+        snprintf(msg, cap, "no nodes are configured; start msoa with --node NAME=URL");
+        return 503;
+    }
+    if (!is_auto) {
+        if (!node_registry_has_model(reg, model)) {
+            *code = "model_not_found";
+            snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", model);
+            return 404;
+        }
+        c->model = xstrdup(model);
+        return 0;
+    }
+    const char *sys, *user;
+    size_t sys_len, user_len;
+    chat_request_router_input(c->request, &sys, &sys_len, &user, &user_len);
+    c->domain = PLAN_GENERAL;
+    if (gateway_classify(gw, sys, sys_len, user, user_len, &c->route) == 0) {
+        c->routed = 1;
+        if (c->route.unsafe && gw->guard_action == GUARD_REFUSE) {
+            *code = "content_policy";
+            snprintf(msg, cap, "the request was refused by msoa's guard (unsafe score %.2f)", c->route.guard_score);
+            return 400;
+        }
+        c->flagged = c->route.unsafe && gw->guard_action == GUARD_FLAG;
+        if (c->route.unsafe && gw->guard_action == GUARD_ROUTE) c->domain = "safety";
+        else if (c->route.confidence >= gw->cfg.router_min_confidence) c->domain = c->route.domain;
+    }
+    return 0;
+}
+
+/* A request waiting for a node tries only nodes seen reachable: it waits
+ * for a probe to see the others back rather than spend attempts on
+ * refused connections. */
+static void keep_reachable(chat *c) {
+    int k = 0;
+    for (int i = 0; i < c->n_plan; i++)
+        if (atomic_load(&c->plan[i]->reachable) != 0) c->plan[k++] = c->plan[i];
+    c->n_plan = k;
+}
+
+/* Fills c->plan from the nodes' health now: for a named model, the nodes
+ * serving it; for `auto`, the domain's cascade or the pools in the
+ * planner's order. Run again when a request waited for a node. When the
+ * plan is empty, c->unavailable says why. */
+static void fill_plan(chat *c) {
+    gateway *gw = c->w->gw;
+    node_registry *reg = &gw->nodes;
+    c->n_plan = c->next_in_plan = 0;
+    c->degraded[0] = 0;
+    c->unavailable[0] = 0;
+    const cascade_policy *cp = c->model ? NULL : gateway_cascade(gw, c->domain);
+    if (cp) {
+        uint64_t now_ms = clock_now_ms_u64();
+        for (int i = 0; i < cp->n; i++)
+            if (atomic_load(&cp->nodes[i]->reachable) != 0 && breaker_state(&cp->nodes[i]->breaker, now_ms) != BREAKER_OPEN)
+                c->plan[c->n_plan++] = cp->nodes[i];
+        c->cascade = c->n_plan > 0;
+        if (c->cascade) {
+            if (c->w->gw->cfg.cascade_logprob_floor > 0) {
+                cJSON_DeleteItemFromObjectCaseSensitive(c->request, "logprobs");
+                cJSON_AddTrueToObject(c->request, "logprobs");
+            }
+            return;
+        }
+    }
+    plan_candidate cands[MAX_PLAN];
+    node *of[MAX_PLAN];
+    int n = 0;
+    uint64_t now = clock_now_ms_u64();
+    for (int i = 0; i < reg->n && n < MAX_PLAN; i++) {
+        node *nd = &reg->nodes[i];
+        if (c->model && strcmp(nd->model, c->model) != 0 && strcmp(nd->name, c->model) != 0) continue;
+        plan_candidate *pc = &cands[n];
+        memset(pc, 0, sizeof *pc);
+        pc->name = nd->name;
+        /* a named model is one pool whatever the nodes' domains */
+        pc->domain = c->model ? PLAN_GENERAL : nd->domain;
+        pc->price_in = nd->price.in;
+        pc->price_out = nd->price.out;
+        pc->inflight = atomic_load(&nd->inflight);
+        pc->speed_tps = latency_speed(&nd->latency);
+        pc->ttft_p95_ms = (double)latency_ttft_quantile(&nd->latency, 0.95) / 1e3;
+        pc->breaker_allows = breaker_state(&nd->breaker, now) != BREAKER_OPEN;
+        /* a silent node (a stopped process?) gets no new work while others can take it */
+        pc->reachable = atomic_load(&nd->reachable) != 0 && !node_silent(nd, now);
+        of[n++] = nd;
+    }
+    plan_request pr;
+    memset(&pr, 0, sizeof pr);
+    pr.domain = c->domain;
+    pr.ms_per_usd = PLAN_MS_PER_USD;
+    pr.terse = 1;
+    pr.tokens_in = (double)chat_request_estimate_tokens(c->request);
+    plan_entry entries[MAX_PLAN];
+    plan_summary sum;
+    plan_nodes(cands, n, &pr, entries, &sum);
+    for (int i = 0; i < sum.n; i++) c->plan[c->n_plan++] = of[entries[i].index];
+    /* Nothing healthy: nodes only thought unreachable (a probe may be stale)
+     * are still tried before giving up; open circuits are not. */
+    for (int i = 0; i < n && !sum.n; i++)
+        if (cands[i].breaker_allows && !cands[i].reachable) c->plan[c->n_plan++] = of[i];
+    if (c->n_plan && !sum.n) snprintf(c->degraded, sizeof c->degraded, "%.250s; trying nodes not seen reachable", sum.reason);
+    if (!c->model && sum.degraded) snprintf(c->degraded, sizeof c->degraded, "%s", sum.reason);
+    if (!c->n_plan) snprintf(c->unavailable, sizeof c->unavailable, "%s", sum.reason[0] ? sum.reason : "all are down");
+    if (c->wait_start_ns) keep_reachable(c);
+}
 
 /* ---- multi-part requests ---- */
 
