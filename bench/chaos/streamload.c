@@ -9,9 +9,12 @@
  * A stream counts as well-formed when it has status 200, every event is a
  * "data:" line holding JSON (or the final [DONE]), every chunk has the same
  * id, exactly one chunk has a finish_reason, there is no error event,
- * nothing follows [DONE], and the concatenated content is the healthy
+ * nothing follows [DONE], the concatenated content is the healthy
  * answer of the mock upstream ("echo(<first 20 bytes of the prompt>) tok0
- * ... tok<N-1> "), so a failover that repeats or drops a token shows.
+ * ... tok<N-1> "), so a failover that repeats or drops a token shows, and
+ * the `msoa` report is there, counts at least the answer's N tokens (every
+ * node's: more after a failover) and lists one node more than failovers
+ * and hedges.
  * With --late-every K, every K-th request (by sequence number) carries
  * "mock_fail": SPEC and "mock_fail_node": NAME, so the same requests are
  * slowed in every run. Latency is from sending the request to the end of
@@ -89,6 +92,8 @@ typedef struct verdict {
     const char *problem; /* NULL when well-formed */
     int done;            /* [DONE] arrived: the request completed */
     int failovers, hedged;
+    int reported;        /* the msoa report arrived */
+    long tokens_out, nodes;
 } verdict;
 
 static const char *check_chunk(const cJSON *chunk, char **id, int *finishes, buf *text, verdict *v) {
@@ -101,8 +106,12 @@ static const char *check_chunk(const cJSON *chunk, char **id, int *finishes, buf
     const cJSON *report = cJSON_GetObjectItemCaseSensitive(chunk, "msoa");
     if (report) {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(report, "failovers");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(report, "tokens_out");
+        v->reported = 1;
         if (cJSON_IsNumber(f)) v->failovers = f->valueint;
         v->hedged = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(report, "hedged"));
+        v->tokens_out = cJSON_IsNumber(t) ? (long)t->valuedouble : -1;
+        v->nodes = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(report, "nodes"));
     }
     const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(chunk, "choices"), 0);
     if (!choice) return NULL; /* the usage chunk */
@@ -150,6 +159,9 @@ static void check_events(const char *body, size_t len, verdict *v) {
     if (!v->problem && !v->done) v->problem = "no [DONE]";
     if (!v->problem && finishes != 1) v->problem = finishes ? "more than one finish_reason" : "no finish_reason";
     if (!v->problem && strcmp(text.data ? text.data : "", expected) != 0) v->problem = "text differs from the healthy answer";
+    if (!v->problem && !v->reported) v->problem = "no msoa report";
+    if (!v->problem && v->tokens_out < opt.chunks) v->problem = "msoa.tokens_out below the answer's tokens";
+    if (!v->problem && v->nodes != 1 + v->failovers + v->hedged) v->problem = "msoa.nodes not one more than failovers and hedges";
     free(id);
     buf_free(&text);
 }

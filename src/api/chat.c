@@ -10,7 +10,9 @@
  *     of every node, the `msoa` report -> finish -> account;
  *   on_attempt_error: the next node of the plan (continuing a cut stream
  *     from the text already sent), while attempts, the retry budget and the
- *     deadline allow; else the error.
+ *     deadline allow; when no node takes it now but one may soon, waiting
+ *     for it (bounded by the deadline and --upstream-wait-ms); else the
+ *     error. A request no node takes at the start waits the same way.
  * Two variants of the same path live here too: a cascade (the plan is the
  * domain's nodes, cheapest first, and each answer but the last is checked
  * before it is accepted), and a multi-part request (one child chat per
@@ -40,6 +42,9 @@
 /* Pause the node while the client has this much unsent. */
 #define BACKLOG_HIGH (256u << 10)
 #define MAX_ATTEMPTS 8
+/* A node that failed a request may take it once more (after a wait: it
+ * may have been a blip), not again. */
+#define MAX_TRIES_PER_NODE 2
 /* A node's p95 time to first token is trusted after this many samples;
  * before that, no hedging. */
 #define HEDGE_MIN_SAMPLES 20
@@ -52,7 +57,7 @@ typedef struct attempt {
     struct chat *c;
     node *node;
     dispatch *d;
-    uint64_t start_ns, first_ns;
+    uint64_t start_ns, first_ns, last_ns; /* sent, first chunk, latest chunk */
     long tokens_in, tokens_out;
     int have_usage;
     int content_chunks;
@@ -82,12 +87,18 @@ struct chat {
     attempt *winner;
     node *used[MAX_ATTEMPTS];
     int n_used, hedged;
-    uv_timer_t hedge_timer;  /* hedging, then backing off before a retry */
-    node *retry_node;        /* the node the backoff waits for */
+    uv_timer_t hedge_timer;  /* hedging, then backing off before a retry or waiting for a node */
+    int owes_token;          /* a retry not yet paid from the retry budget */
+    node *failed;            /* the node the last failover left */
+    uint64_t wait_start_ns;  /* waiting for a node since; 0: not waiting */
+    unsigned waits;          /* polls while waiting */
+    dispatch_error last_error; /* the last attempt's, for the client when nothing else works */
     /* attempts that ended, folded in */
     long sum_in, sum_out, first_in;
     double sum_cost;
     int estimated;
+    char *model;           /* the model asked for; NULL for `auto` */
+    char unavailable[320]; /* why the plan is empty, or "" */
     /* the route, for `auto` */
     int routed;
     route_result route;
@@ -161,6 +172,7 @@ static void free_after_close(uv_handle_t *h) {
     buf_free(&c->route.json);
     buf_free(&c->cascade_log);
     cJSON_Delete(c->request);
+    free(c->model);
     cJSON_Delete(c->continuation);
     cJSON_Delete(c->held_finish);
     buf_free(&c->content);
@@ -291,6 +303,8 @@ static void brand(chat *c, cJSON *obj, const char *object) {
 
 static void report_error(chat *c, int status, const char *message, const char *type, const char *code,
                          int retry_after, int mid_stream) {
+    if (status >= 500) log_warn("chat %s: failed with %d %s%s: %s", c->id, status, code ? code : "-",
+                                mid_stream ? " mid-stream" : "", message);
     buf e = BUF_INIT;
     api_error_json(&e, message, type, code);
     chat_summary s;
@@ -334,6 +348,7 @@ static void judge(attempt *a, int verdict) {
  * sums, since usage counts every node's tokens. */
 static void end_attempt(chat *c, attempt *a, int verdict) {
     judge(a, verdict);
+    if (a->first_ns) node_stream_end(a->node);
     unlink_attempt(c, a);
     long in, out;
     attempt_usage(a, &in, &out);
@@ -359,11 +374,19 @@ static uint64_t remaining_ms(const chat *c) {
     return now >= c->deadline_ns ? 0 : (c->deadline_ns - now) / 1000000u;
 }
 
+static int tries_on(const chat *c, const node *n) {
+    int k = 0;
+    for (int i = 0; i < c->n_used; i++) k += c->used[i] == n;
+    return k;
+}
+
 /* The next node of the plan whose breaker admits a request now. */
 static node *next_node(chat *c) {
     uint64_t now = clock_now_ms_u64();
     while (c->next_in_plan < c->n_plan) {
         node *n = c->plan[c->next_in_plan++];
+        /* a cut stream is not continued on a node that went silent since the plan was made */
+        if (tries_on(c, n) >= MAX_TRIES_PER_NODE || (c->started && node_silent(n, now))) continue;
         if (breaker_allow(&n->breaker, now)) return n;
     }
     return NULL;
@@ -399,7 +422,7 @@ static int start_attempt(chat *c, node *n) {
 
 static void on_hedge_timer(uv_timer_t *t) {
     chat *c = t->data;
-    if (c->winner || c->live[1] || !c->live[0] || c->retry_node) return;
+    if (c->winner || c->live[1] || !c->live[0]) return;
     if (c->n_used >= c->w->gw->cfg.max_attempts || !budget_try_withdraw(&c->w->gw->retries)) return;
     node *n = next_node(c);
     if (!n) return;
@@ -463,6 +486,8 @@ static void first_chunk(chat *c, attempt *a) {
     judge(a, 1);
     a->judged = 1;
     latency_record_ttft(&a->node->latency, now / 1000000u, (now - a->start_ns) / 1000);
+    node_stream_start(a->node, now / 1000000u);
+    a->last_ns = now;
     if (c->started) return;
     c->started = 1;
     metrics_first_chunk((double)(now - c->start_ns) / 1e9);
@@ -480,7 +505,13 @@ static void on_attempt_chunk(void *ud, cJSON *chunk) {
         cJSON_Delete(chunk);
         return;
     }
-    if (!a->first_ns) first_chunk(c, a);
+    if (!a->first_ns) {
+        first_chunk(c, a);
+    } else {
+        uint64_t now = clock_now_ns();
+        node_stream_chunk(a->node, now / 1000000u, (now - a->last_ns) / 1000);
+        a->last_ns = now;
+    }
     take_usage(a, chunk);
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
     const cJSON *choice = cJSON_GetArrayItem(choices, 0);
@@ -553,6 +584,7 @@ static void finish(chat *c, cJSON *completion, const chat_summary *s) {
     buf_free(&text);
     cJSON_Delete(completion);
     judge(a, 1);
+    if (a->first_ns) node_stream_end(a->node);
     unlink_attempt(c, a);
     free(a);
     chat_free(c);
@@ -757,19 +789,6 @@ static void build_continuation(chat *c) {
     cJSON_AddFalseToObject(c->continuation, "add_generation_prompt");
 }
 
-static void on_retry_timer(uv_timer_t *t) {
-    chat *c = t->data;
-    node *n = c->retry_node;
-    c->retry_node = NULL;
-    if (start_attempt(c, n) == 0) return;
-    report_error(c, 502, "the retry could not be started", "upstream_error", "retry_failed", 0, 0);
-    chat_free(c);
-}
-
-/* Tries the next nodes of the plan; 0 when one was started (or will be).
- * Before any chunk, the next try waits a jittered moment (full jitter, 5 ms
- * doubling to 100 ms), so a burst of failures is not echoed as a burst of
- * retries; a cut stream goes on at once, as its client waits mid-answer. */
 /* A cut stream's text is owed: when the plan is used up, any other node
  * serving the same model (or, for `auto`, in the same pool) that answers
  * probes takes it, whatever its circuit says; the least busy first. */
@@ -779,40 +798,149 @@ static node *rescue_node(chat *c, const node *failed) {
     for (int i = 0; i < reg->n; i++) {
         node *n = &reg->nodes[i];
         int same = !strcmp(n->model, failed->model) || (c->routed && !strcmp(n->domain, failed->domain));
-        if (n == failed || !same || atomic_load(&n->reachable) == 0) continue;
+        if (n == failed || !same || atomic_load(&n->reachable) == 0 || tries_on(c, n) >= MAX_TRIES_PER_NODE ||
+            node_silent(n, clock_now_ms_u64()))
+            continue;
         if (!best || atomic_load(&n->inflight) < atomic_load(&best->inflight)) best = n;
     }
     return best;
 }
 
+static void fill_plan(chat *c);
+
+/* The node to go on with now, its circuit's admission taken, or NULL: the
+ * plan's next; while waiting, the plan made again from the nodes' health
+ * now; for a cut stream, else any node of its model that answers probes. */
+static node *pick_node(chat *c) {
+    node *n = next_node(c);
+    if (!n && c->wait_start_ns) {
+        fill_plan(c);
+        n = next_node(c);
+    }
+    if (!n && c->started && c->failed && (n = rescue_node(c, c->failed)))
+        breaker_allow(&n->breaker, clock_now_ms_u64());
+    return n;
+}
+
+/* Sends the request, or a cut stream's continuation, to n. */
+static int go_on(chat *c, node *n) {
+    c->winner = NULL; /* the next node must win again */
+    c->paused = 0;
+    c->wait_start_ns = 0;
+    if (c->started) build_continuation(c);
+    if (start_attempt(c, n) < 0) return -1;
+    if (c->n_used == 1) arm_hedge(c);
+    return 0;
+}
+
+/* Whether a node the request may still try could take it soon. For a
+ * request not answered yet, only a node that is up, as far as probes and
+ * traffic tell, whose circuit will let a request through again (a probe
+ * that reaches it half-opens it): when every node is down, 503 at once is
+ * the better answer. A cut stream's text is owed: any node of its model
+ * may come back (a restarted process, seen by the next probe). */
+static int node_expected(const chat *c) {
+    const node_registry *reg = &c->w->gw->nodes;
+    for (int i = 0; i < reg->n; i++) {
+        const node *n = &reg->nodes[i];
+        int serves = !c->model || !strcmp(n->model, c->model) || !strcmp(n->name, c->model);
+        if (serves && tries_on(c, n) < MAX_TRIES_PER_NODE && (c->started || atomic_load(&n->reachable) != 0))
+            return 1;
+    }
+    return 0;
+}
+
+static void on_wait_timer(uv_timer_t *t);
+
+/* The request cannot go on now: no node takes it, or a retry finds the
+ * retry budget empty. While a node that could serve it may come, it waits,
+ * bounded by its deadline and --upstream-wait-ms, instead of failing:
+ * polling with jittered backoff (10 ms doubling to 200 ms), as a circuit
+ * reopens and the budget refills without telling anyone. A retry that
+ * waits for the budget keeps the extra load within the budget's rate.
+ * 0 when it waits. */
+static int wait_for_node(chat *c) {
+    uint64_t now = clock_now_ns();
+    if (!c->wait_start_ns) {
+        c->wait_start_ns = now;
+        c->waits = 0;
+    }
+    uint64_t waited_ms = (now - c->wait_start_ns) / 1000000u, left = remaining_ms(c);
+    unsigned limit = c->w->gw->cfg.upstream_wait_ms;
+    const char *what = c->owes_token ? "the retry budget" : "a node";
+    if (waited_ms >= limit || left == 0 || !node_expected(c)) {
+        if (c->waits) log_info("chat %s: waited %llu ms for %s, in vain", c->id, (unsigned long long)waited_ms, what);
+        return -1;
+    }
+    uint32_t rnd = (uint32_t)((now >> 3) * 2654435761u);
+    uint64_t delay = 10 + backoff_ms(c->waits++, 10, 200, rnd);
+    if (delay > left) delay = left;
+    if (delay > limit - waited_ms) delay = limit - waited_ms;
+    if (c->waits == 1) log_info("chat %s: waiting for %s", c->id, what);
+    uv_timer_start(&c->hedge_timer, on_wait_timer, delay, 0);
+    return 0;
+}
+
+/* Nothing more can be tried: the last node's error, the deadline, or 503
+ * naming what is unavailable. */
+static void give_up(chat *c) {
+    if (remaining_ms(c) == 0 && (!c->last_error.status || c->last_error.status == 504))
+        report_error(c, 504, "the request's deadline passed before a node answered", "upstream_error",
+                     "deadline_exceeded", 0, c->started);
+    else if (c->last_error.status)
+        report_error(c, c->last_error.status, c->last_error.message, c->last_error.type, c->last_error.code,
+                     c->last_error.retry_after_s, c->last_error.mid_stream || c->started);
+    else {
+        char msg[400];
+        snprintf(msg, sizeof msg, "no healthy node can serve this request: %s",
+                 c->unavailable[0] ? c->unavailable : "every circuit is open");
+        report_error(c, 503, msg, "service_unavailable", "no_healthy_node", 5, c->started);
+    }
+    chat_free(c);
+}
+
+/* Goes on now if it may — a retry first takes a token of the retry budget
+ * (once), then any try needs a node — else waits. 0 when it went on or
+ * waits. */
+static int proceed(chat *c) {
+    if (c->owes_token) budget_refill(&c->w->gw->retries, clock_now_ms_u64());
+    if (c->owes_token && budget_try_withdraw(&c->w->gw->retries)) c->owes_token = 0;
+    node *n = c->owes_token ? NULL : pick_node(c);
+    if (n) {
+        if (c->failed)
+            log_info("chat %s: failing over from node %s to %s%s", c->id, c->failed->name, n->name,
+                     c->started ? " mid-stream" : "");
+        if (go_on(c, n) == 0) return 0;
+    }
+    return wait_for_node(c);
+}
+
+/* A backoff before a retry ended, or a wait: go on, wait more or give up. */
+static void on_wait_timer(uv_timer_t *t) {
+    chat *c = t->data;
+    if (proceed(c) != 0) give_up(c);
+}
+
+/* Goes on after a failed attempt; 0 when another node was started, or
+ * will be. Before any chunk, the next try waits a jittered moment (full
+ * jitter, 5 ms doubling to 100 ms), so a burst of failures is not echoed
+ * as a burst of retries, and it draws on the retry budget; a cut stream
+ * goes on at once, as its client waits mid-answer, and adds no load (its
+ * text is owed anyway). */
 static int fail_over(chat *c, node *from) {
     const msoa_config *cfg = &c->w->gw->cfg;
-    /* a cut stream may go on longer: its text is owed and it adds no load */
     int attempts = c->started ? MAX_ATTEMPTS : cfg->max_attempts;
-    while (c->n_used < attempts && remaining_ms(c) > 0) {
-        node *n = next_node(c);
-        if (!n && c->started && (n = rescue_node(c, from))) breaker_allow(&n->breaker, clock_now_ms_u64());
-        if (!n) return -1;
-        /* Continuing a cut stream adds no load (the text is owed anyway);
-         * a retry does, so it draws on the budget. */
-        if (!c->started && !budget_try_withdraw(&c->w->gw->retries)) {
-            breaker_release(&n->breaker, clock_now_ms_u64());
-            return -1;
-        }
-        log_info("chat %s: failing over from node %s to %s%s", c->id, from->name, n->name,
-                 c->started ? " mid-stream" : "");
-        c->winner = NULL; /* the next node must win again */
-        c->paused = 0;
-        if (!c->started) {
-            c->retry_node = n;
-            uint32_t rnd = (uint32_t)((clock_now_ns() >> 3) * 2654435761u);
-            uv_timer_start(&c->hedge_timer, on_retry_timer, backoff_ms((unsigned)c->n_used - 1, 5, 100, rnd), 0);
-            return 0;
-        }
-        build_continuation(c);
-        if (start_attempt(c, n) == 0) return 0;
+    const char *why = c->n_used >= attempts ? "attempts used up" : remaining_ms(c) == 0 ? "deadline passed" : NULL;
+    if (why) {
+        log_info("chat %s: no failover from node %s: %s", c->id, from->name, why);
+        return -1;
     }
-    return -1;
+    c->failed = from;
+    if (c->started) return proceed(c);
+    c->owes_token = 1;
+    uint32_t rnd = (uint32_t)((clock_now_ns() >> 3) * 2654435761u);
+    uv_timer_start(&c->hedge_timer, on_wait_timer, backoff_ms((unsigned)c->n_used - 1, 5, 100, rnd), 0);
+    return 0;
 }
 
 static void on_attempt_error(void *ud, const dispatch_error *e) {
@@ -826,23 +954,20 @@ static void on_attempt_error(void *ud, const dispatch_error *e) {
     end_attempt(c, a, worth ? 0 : 1);
     /* while hedging, the other attempt may still answer */
     if (c->live[0] || c->live[1]) return;
+    /* a cut stream's error is what cut it, not a later node's refusal to go on */
+    if (e->mid_stream || !c->last_error.mid_stream) c->last_error = *e;
     if (worth && fail_over(c, failed) == 0) return;
-    if (e->status == 504 && remaining_ms(c) == 0)
-        report_error(c, 504, "the request's deadline passed before a node answered", "upstream_error",
-                     "deadline_exceeded", 0, c->started);
-    else
-        report_error(c, e->status, e->message, e->type, e->code, e->retry_after_s, e->mid_stream || c->started);
-    chat_free(c);
+    give_up(c);
 }
 
 static const dispatch_events attempt_events = {on_attempt_chunk, on_attempt_done, on_attempt_error};
 
 /* ---- planning ---- */
 
-/* Fills c->plan: for a named model, the nodes serving it; for `auto`, the
- * pools after the guard and the router. Returns 0, or an HTTP status with
- * code and message when nothing can serve it. */
-static int plan(chat *c, const char *model, const char **code, char *msg, size_t cap) {
+/* Checks what the request asks for and, for `auto`, runs the guard and the
+ * router: sets c->model (NULL for `auto`) and c->domain. Returns 0, or an
+ * HTTP status with code and message when nothing could ever serve it. */
+static int route(chat *c, const char *model, const char **code, char *msg, size_t cap) {
     gateway *gw = c->w->gw;
     node_registry *reg = &gw->nodes;
     int is_auto = !model || !*model || !strcmp(model, "auto");
@@ -851,30 +976,54 @@ static int plan(chat *c, const char *model, const char **code, char *msg, size_t
         snprintf(msg, cap, "no nodes are configured; start msoa with --node NAME=URL");
         return 503;
     }
-    const char *domain = NULL;
-    if (is_auto) {
-        const char *sys, *user;
-        size_t sys_len, user_len;
-        chat_request_router_input(c->request, &sys, &sys_len, &user, &user_len);
-        domain = PLAN_GENERAL;
-        if (gateway_classify(gw, sys, sys_len, user, user_len, &c->route) == 0) {
-            c->routed = 1;
-            if (c->route.unsafe && gw->guard_action == GUARD_REFUSE) {
-                *code = "content_policy";
-                snprintf(msg, cap, "the request was refused by msoa's guard (unsafe score %.2f)", c->route.guard_score);
-                return 400;
-            }
-            c->flagged = c->route.unsafe && gw->guard_action == GUARD_FLAG;
-            if (c->route.unsafe && gw->guard_action == GUARD_ROUTE) domain = "safety";
-            else if (c->route.confidence >= gw->cfg.router_min_confidence) domain = c->route.domain;
+    if (!is_auto) {
+        if (!node_registry_has_model(reg, model)) {
+            *code = "model_not_found";
+            snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", model);
+            return 404;
         }
-        c->domain = domain;
-    } else if (!node_registry_has_model(reg, model)) {
-        *code = "model_not_found";
-        snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", model);
-        return 404;
+        c->model = xstrdup(model);
+        return 0;
     }
-    const cascade_policy *cp = is_auto ? gateway_cascade(gw, domain) : NULL;
+    const char *sys, *user;
+    size_t sys_len, user_len;
+    chat_request_router_input(c->request, &sys, &sys_len, &user, &user_len);
+    c->domain = PLAN_GENERAL;
+    if (gateway_classify(gw, sys, sys_len, user, user_len, &c->route) == 0) {
+        c->routed = 1;
+        if (c->route.unsafe && gw->guard_action == GUARD_REFUSE) {
+            *code = "content_policy";
+            snprintf(msg, cap, "the request was refused by msoa's guard (unsafe score %.2f)", c->route.guard_score);
+            return 400;
+        }
+        c->flagged = c->route.unsafe && gw->guard_action == GUARD_FLAG;
+        if (c->route.unsafe && gw->guard_action == GUARD_ROUTE) c->domain = "safety";
+        else if (c->route.confidence >= gw->cfg.router_min_confidence) c->domain = c->route.domain;
+    }
+    return 0;
+}
+
+/* A request waiting for a node tries only nodes seen reachable: it waits
+ * for a probe to see the others back rather than spend attempts on
+ * refused connections. */
+static void keep_reachable(chat *c) {
+    int k = 0;
+    for (int i = 0; i < c->n_plan; i++)
+        if (atomic_load(&c->plan[i]->reachable) != 0) c->plan[k++] = c->plan[i];
+    c->n_plan = k;
+}
+
+/* Fills c->plan from the nodes' health now: for a named model, the nodes
+ * serving it; for `auto`, the domain's cascade or the pools in the
+ * planner's order. Run again when a request waited for a node. When the
+ * plan is empty, c->unavailable says why. */
+static void fill_plan(chat *c) {
+    gateway *gw = c->w->gw;
+    node_registry *reg = &gw->nodes;
+    c->n_plan = c->next_in_plan = 0;
+    c->degraded[0] = 0;
+    c->unavailable[0] = 0;
+    const cascade_policy *cp = c->model ? NULL : gateway_cascade(gw, c->domain);
     if (cp) {
         uint64_t now_ms = clock_now_ms_u64();
         for (int i = 0; i < cp->n; i++)
@@ -886,7 +1035,7 @@ static int plan(chat *c, const char *model, const char **code, char *msg, size_t
                 cJSON_DeleteItemFromObjectCaseSensitive(c->request, "logprobs");
                 cJSON_AddTrueToObject(c->request, "logprobs");
             }
-            return 0;
+            return;
         }
     }
     plan_candidate cands[MAX_PLAN];
@@ -895,24 +1044,25 @@ static int plan(chat *c, const char *model, const char **code, char *msg, size_t
     uint64_t now = clock_now_ms_u64();
     for (int i = 0; i < reg->n && n < MAX_PLAN; i++) {
         node *nd = &reg->nodes[i];
-        if (!is_auto && strcmp(nd->model, model) != 0 && strcmp(nd->name, model) != 0) continue;
+        if (c->model && strcmp(nd->model, c->model) != 0 && strcmp(nd->name, c->model) != 0) continue;
         plan_candidate *pc = &cands[n];
         memset(pc, 0, sizeof *pc);
         pc->name = nd->name;
         /* a named model is one pool whatever the nodes' domains */
-        pc->domain = is_auto ? nd->domain : PLAN_GENERAL;
+        pc->domain = c->model ? PLAN_GENERAL : nd->domain;
         pc->price_in = nd->price.in;
         pc->price_out = nd->price.out;
         pc->inflight = atomic_load(&nd->inflight);
         pc->speed_tps = latency_speed(&nd->latency);
         pc->ttft_p95_ms = (double)latency_ttft_quantile(&nd->latency, 0.95) / 1e3;
         pc->breaker_allows = breaker_state(&nd->breaker, now) != BREAKER_OPEN;
-        pc->reachable = atomic_load(&nd->reachable) != 0;
+        /* a silent node (a stopped process?) gets no new work while others can take it */
+        pc->reachable = atomic_load(&nd->reachable) != 0 && !node_silent(nd, now);
         of[n++] = nd;
     }
     plan_request pr;
     memset(&pr, 0, sizeof pr);
-    pr.domain = domain;
+    pr.domain = c->domain;
     pr.ms_per_usd = PLAN_MS_PER_USD;
     pr.terse = 1;
     pr.tokens_in = (double)chat_request_estimate_tokens(c->request);
@@ -925,13 +1075,9 @@ static int plan(chat *c, const char *model, const char **code, char *msg, size_t
     for (int i = 0; i < n && !sum.n; i++)
         if (cands[i].breaker_allows && !cands[i].reachable) c->plan[c->n_plan++] = of[i];
     if (c->n_plan && !sum.n) snprintf(c->degraded, sizeof c->degraded, "%.250s; trying nodes not seen reachable", sum.reason);
-    if (c->n_plan == 0) {
-        *code = "no_healthy_node";
-        snprintf(msg, cap, "no healthy node can serve this request: %s", sum.reason[0] ? sum.reason : "all are down");
-        return 503;
-    }
-    if (is_auto && sum.degraded) snprintf(c->degraded, sizeof c->degraded, "%s", sum.reason);
-    return 0;
+    if (!c->model && sum.degraded) snprintf(c->degraded, sizeof c->degraded, "%s", sum.reason);
+    if (!c->n_plan) snprintf(c->unavailable, sizeof c->unavailable, "%s", sum.reason[0] ? sum.reason : "all are down");
+    if (c->wait_start_ns) keep_reachable(c);
 }
 
 /* ---- multi-part requests ---- */
@@ -1169,28 +1315,23 @@ chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_si
     cJSON_DeleteItemFromObjectCaseSensitive(body, "msoa"); /* ours, not the node's */
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
     const char *code = NULL;
-    int status = plan(c, cJSON_IsString(model) ? model->valuestring : NULL, &code, msg, sizeof msg);
+    int status = route(c, cJSON_IsString(model) ? model->valuestring : NULL, &code, msg, sizeof msg);
     if (status) {
         report_error(c, status, msg, status == 503 ? "service_unavailable" : "invalid_request_error", code,
                      status == 503 ? 5 : 0, 0);
         chat_free(c);
         return NULL;
     }
+    fill_plan(c);
     node *first = next_node(c);
-    if (!first || start_attempt(c, first) < 0) {
-        report_error(c, 503, "no node will take the request now: every circuit is open", "service_unavailable",
-                     "no_healthy_node", 5, 0);
-        chat_free(c);
-        return NULL;
-    }
-    arm_hedge(c);
-    return c;
+    if ((first && go_on(c, first) == 0) || wait_for_node(c) == 0) return c;
+    give_up(c);
+    return NULL;
 }
 
 void chat_cancel(chat *c) {
     for (int i = 0; i < 2; i++)
         if (c->live[i]) cancel_attempt(c, c->live[i]);
-    if (c->retry_node) breaker_release(&c->retry_node->breaker, clock_now_ms_u64());
     chat_free(c);
 }
 

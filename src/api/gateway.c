@@ -17,6 +17,9 @@
 #include "node/engine_node.h"
 
 #define PROBE_TIMEOUT_MS 2000
+/* A node that is down is probed this often, whatever the interval: a
+ * restarted process is back in a quarter of a second. */
+#define PROBE_DOWN_MS 250
 
 /* ---- plain endpoints ---- */
 
@@ -130,17 +133,27 @@ static void probe_done(http_call *c, enum http_call_error err, const char *messa
     if (atomic_exchange(&p->node->reachable, ok) != ok)
         log_info("node %s is %s%s%s", p->node->name, ok ? "reachable" : "unreachable", ok ? "" : ": ",
                  ok ? "" : (err == HTTP_CALL_OK ? "bad status" : message));
-    p->gw->probes_pending--;
+    p->node->probing = 0;
     free(p);
+}
+
+static unsigned probe_every_ms(const gateway *gw) {
+    return gw->cfg.probe_interval_ms ? gw->cfg.probe_interval_ms : 5000;
 }
 
 static void probe_all(uv_timer_t *t) {
     gateway *gw = t->data;
-    if (gw->probes_pending) return; /* the previous round is still out */
     http_client *cl = gw->workers[0].client;
+    uint64_t now = clock_now_ms_u64();
     for (int i = 0; i < gw->nodes.n; i++) {
         node *n = &gw->nodes.nodes[i];
-        if (n->backend) continue; /* in-process: reachable while attached */
+        /* in-process nodes are reachable while attached; a node whose last
+         * probe is still out (a stopped process holds it until the timeout)
+         * is skipped alone, so the others' are not held up */
+        if (n->backend || n->probing) continue;
+        unsigned every = atomic_load(&n->reachable) == 0 && probe_every_ms(gw) > PROBE_DOWN_MS ? PROBE_DOWN_MS
+                                                                                              : probe_every_ms(gw);
+        if (n->probed_ms && now - n->probed_ms < every) continue;
         probe *p = xcalloc(1, sizeof *p);
         p->gw = gw;
         p->node = n;
@@ -155,8 +168,12 @@ static void probe_all(uv_timer_t *t) {
         o.on_headers = probe_headers;
         o.on_done = probe_done;
         o.ud = p;
-        if (http_client_start(cl, &o)) gw->probes_pending++;
-        else free(p);
+        if (http_client_start(cl, &o)) {
+            n->probing = 1;
+            n->probed_ms = now;
+        } else {
+            free(p);
+        }
     }
 }
 
@@ -349,6 +366,8 @@ int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
     budget_config_default(&bc);
     bc.cap = 100;
     bc.initial = -1;
+    /* and one a second even when quiet: a retry waiting for a token gets one */
+    bc.per_second = 1;
     budget_init(&gw->retries, &bc);
     metrics_init();
     gw->n_workers = gw->cfg.workers > 0 ? gw->cfg.workers : 1;
@@ -362,8 +381,10 @@ int gateway_start(gateway *gw, msoa_config *cfg, char **err) {
 
     uv_timer_init(&gw->workers[0].loop, &gw->probe_timer);
     gw->probe_timer.data = gw;
-    unsigned every = gw->cfg.probe_interval_ms ? gw->cfg.probe_interval_ms : 5000;
-    if (gw->nodes.n) uv_timer_start(&gw->probe_timer, probe_all, 0, every);
+    /* the timer ticks often enough for the nodes that are down; each node
+     * is probed when its own interval has passed */
+    unsigned tick = probe_every_ms(gw) < PROBE_DOWN_MS ? probe_every_ms(gw) : PROBE_DOWN_MS;
+    if (gw->nodes.n) uv_timer_start(&gw->probe_timer, probe_all, 0, tick);
     for (int i = 0; i < gw->n_workers; i++)
         uv_thread_create(&gw->workers[i].thread, worker_run, &gw->workers[i]);
     return 0;

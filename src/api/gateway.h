@@ -44,7 +44,6 @@ struct gateway {
     int n_workers;
     worker *workers;
     uv_timer_t probe_timer;   /* on worker 0's loop */
-    int probes_pending;
     /* The router and guard for `auto`; NULL: auto goes to the first healthy
      * node. Swapped under the write lock by gateway_reload_router. */
     route_model *router;

@@ -53,6 +53,7 @@ static const setting settings[] = {
      AT(upstream_connect_timeout_ms), 0, 0},
     {"upstream_timeout_ms", "MSOA_UPSTREAM_TIMEOUT_MS", "upstream-timeout-ms", K_MS, AT(upstream_timeout_ms), 0, 0},
     {"upstream_stall_ms", "MSOA_UPSTREAM_STALL_MS", "upstream-stall-ms", K_MS, AT(upstream_stall_ms), 0, 0},
+    {"upstream_wait_ms", "MSOA_UPSTREAM_WAIT_MS", "upstream-wait-ms", K_MS, AT(upstream_wait_ms), 0, 0},
     {"baseline.price_in", "MSOA_BASELINE_PRICE_IN", "baseline-price-in", K_PRICE, AT(baseline_price_in), 0, 0},
     {"baseline.price_out", "MSOA_BASELINE_PRICE_OUT", "baseline-price-out", K_PRICE, AT(baseline_price_out), 0, 0},
     {"baseline.model", "MSOA_BASELINE_MODEL", "baseline-model", K_STR, AT(baseline_model), 0, 0},
@@ -401,6 +402,7 @@ void config_defaults(msoa_config *c) {
     c->upstream_connect_timeout_ms = 5000;
     c->upstream_timeout_ms = 600000;
     c->upstream_stall_ms = 60000;
+    c->upstream_wait_ms = 10000;
     c->baseline_price_in = 3;
     c->baseline_price_out = 10;
     c->baseline_model = xstrdup("gpt-4.1");

@@ -12,7 +12,7 @@
  *                                 MSOA_MAX_BODY, MSOA_MAX_HEADER   --max-body, --max-header
  *   max_connections               MSOA_MAX_CONNECTIONS             --max-connections
  *   idle_timeout_ms, request_timeout_ms, upstream_connect_timeout_ms,
- *   upstream_timeout_ms, upstream_stall_ms
+ *   upstream_timeout_ms, upstream_stall_ms, upstream_wait_ms
  *                                 MSOA_IDLE_TIMEOUT_MS ...         --idle-timeout-ms ...
  *   baseline {price_in, price_out, model}
  *                                 MSOA_BASELINE_PRICE_IN/_OUT/_MODEL  --baseline-price-in/-out/-model
@@ -53,6 +53,7 @@ typedef struct msoa_config {
     unsigned upstream_connect_timeout_ms; /* default 5000 */
     unsigned upstream_timeout_ms; /* whole upstream call, default 600000 */
     unsigned upstream_stall_ms;   /* no byte from upstream for this long, default 60000 */
+    unsigned upstream_wait_ms;    /* a request waits this long for a node when none takes it now (10000) */
     double baseline_price_in;     /* USD per million, default 3 (GPT-4.1) */
     double baseline_price_out;    /* default 10 */
     char *baseline_model;         /* default "gpt-4.1" */

@@ -36,6 +36,7 @@ static const char up_help[] =
     "  --upstream-connect-timeout-ms MS                           (MSOA_UPSTREAM_CONNECT_TIMEOUT_MS, 5000)\n"
     "  --upstream-timeout-ms MS      whole upstream call          (MSOA_UPSTREAM_TIMEOUT_MS, 600000)\n"
     "  --upstream-stall-ms MS        no byte from a node this long (MSOA_UPSTREAM_STALL_MS, 60000)\n"
+    "  --upstream-wait-ms MS         wait for a node coming back  (MSOA_UPSTREAM_WAIT_MS, 10000)\n"
     "  --baseline-price-in USD       per million input tokens     (MSOA_BASELINE_PRICE_IN, 3)\n"
     "  --baseline-price-out USD      per million output tokens    (MSOA_BASELINE_PRICE_OUT, 10)\n"
     "  --baseline-model NAME         the baseline's name          (MSOA_BASELINE_MODEL, gpt-4.1)\n"

@@ -7,6 +7,7 @@ void budget_config_default(budget_config *c) {
     c->ratio = 0.1;
     c->cap = 10;
     c->initial = -1;
+    c->per_second = 0;
 }
 
 static long long to_milli(double tokens) {
@@ -21,17 +22,31 @@ void budget_init(budget *b, const budget_config *cfg) {
         budget_config_default(&c);
     b->ratio_milli = to_milli(c.ratio);
     b->cap_milli = to_milli(c.cap);
+    b->per_second_milli = to_milli(c.per_second);
+    atomic_store(&b->refilled_ms, 0);
     long long initial = c.initial < 0 ? b->cap_milli : to_milli(c.initial);
     atomic_store(&b->milli, initial < b->cap_milli ? initial : b->cap_milli);
 }
 
-void budget_deposit(budget *b) {
+static void add(budget *b, long long milli) {
     long long old = atomic_load(&b->milli), next;
     do {
-        next = old + b->ratio_milli;
+        next = old + milli;
         if (next > b->cap_milli) next = b->cap_milli;
         if (next == old) return;
     } while (!atomic_compare_exchange_weak(&b->milli, &old, next));
+}
+
+void budget_deposit(budget *b) {
+    add(b, b->ratio_milli);
+}
+
+void budget_refill(budget *b, uint64_t now_ms) {
+    if (!b->per_second_milli) return;
+    uint_least64_t last = atomic_load(&b->refilled_ms);
+    /* whoever moves the clock on adds what is due; the others add nothing */
+    if (now_ms <= last || !atomic_compare_exchange_strong(&b->refilled_ms, &last, now_ms) || !last) return;
+    add(b, (long long)((now_ms - last) * (uint64_t)b->per_second_milli / 1000));
 }
 
 int budget_try_withdraw(budget *b) {

@@ -9,6 +9,10 @@
 #include "base/clock.h"
 #include "base/xalloc.h"
 
+#define NODE_SILENCE_K 4
+#define NODE_SILENCE_FLOOR_MS 100
+#define NODE_GAP_MIN_SAMPLES 20
+
 static char *join(const char *a, const char *b) {
     buf out = BUF_INIT;
     buf_puts(&out, a);
@@ -63,6 +67,9 @@ int node_registry_init(node_registry *r, const msoa_config *cfg, char **err) {
         }
         breaker_init(&n->breaker, &bc);
         latency_init(&n->latency, NULL, clock_now_ms_u64());
+        latency_hist_init(&n->gaps, NULL, clock_now_ms_u64());
+        atomic_init(&n->last_chunk_ms, 0);
+        atomic_init(&n->streaming, 0);
         atomic_init(&n->inflight, 0);
         atomic_init(&n->requests, 0);
         atomic_init(&n->failures, 0);
@@ -101,4 +108,26 @@ int node_registry_any_reachable(const node_registry *r) {
     for (int i = 0; i < r->n; i++)
         if (atomic_load(&r->nodes[i].reachable) == 1) return 1;
     return 0;
+}
+
+void node_stream_start(node *n, uint64_t now_ms) {
+    atomic_store_explicit(&n->last_chunk_ms, now_ms, memory_order_relaxed);
+    atomic_fetch_add(&n->streaming, 1);
+}
+
+void node_stream_chunk(node *n, uint64_t now_ms, uint64_t gap_us) {
+    atomic_store_explicit(&n->last_chunk_ms, now_ms, memory_order_relaxed);
+    latency_hist_add(&n->gaps, now_ms, gap_us);
+}
+
+void node_stream_end(node *n) {
+    atomic_fetch_sub(&n->streaming, 1);
+}
+
+int node_silent(node *n, uint64_t now_ms) {
+    if (atomic_load(&n->streaming) <= 0 || latency_hist_count(&n->gaps) < NODE_GAP_MIN_SAMPLES) return 0;
+    uint64_t limit = NODE_SILENCE_K * latency_hist_quantile(&n->gaps, 0.99) / 1000;
+    if (limit < NODE_SILENCE_FLOOR_MS) limit = NODE_SILENCE_FLOOR_MS;
+    uint64_t last = atomic_load_explicit(&n->last_chunk_ms, memory_order_relaxed);
+    return now_ms > last && now_ms - last > limit;
 }

@@ -4,12 +4,10 @@
  * is already whole (416), and each failure a user can meet (HTTP 404, a
  * wrong checksum, a file that is not GGUF, connection refused, disk full,
  * bad URL) with its message and what it leaves on disk. */
-#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -251,23 +249,11 @@ static void test_not_gguf(void) {
     buf_free(&err);
 }
 
-/* A port nobody listens on: bind one, learn it, close it. */
-static int closed_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int p = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        p = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return p;
-}
-
 static void test_connection_and_url_errors(void) {
     const char *d = dir_for("errors");
     char args[9000];
     buf out = BUF_INIT, err = BUF_INIT;
-    snprintf(args, sizeof args, "http://127.0.0.1:%d/model.gguf --dir '%s'", closed_port(), d);
+    snprintf(args, sizeof args, "http://127.0.0.1:%d/model.gguf --dir '%s'", it_closed_port(), d);
     CHECK_EQ_INT(pull(NULL, args, &out, &err), 1);
     CHECK_CONTAINS(err.data, "cannot connect");
     CHECK_CONTAINS(err.data, "Connection refused");

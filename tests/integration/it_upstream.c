@@ -3,8 +3,6 @@
  * that stalls or dies, and a client that leaves mid-stream (the node's call
  * is cancelled). The mock upstream picks its failure from the request body's
  * "mock_fail" field, which msoa forwards like any other field. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,21 +123,9 @@ static void test_client_leaves_mid_stream(void) {
     CHECK_EQ_INT(inflight, 0);
 }
 
-static int closed_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static void test_unreachable_node_and_ready(void) {
     char node[128], msoa_path[4096];
-    snprintf(node, sizeof node, "dead=http://127.0.0.1:%d/v1,model=ghost", closed_port());
+    snprintf(node, sizeof node, "dead=http://127.0.0.1:%d/v1,model=ghost", it_closed_port());
     snprintf(msoa_path, sizeof msoa_path, "%s", it_bin("msoa"));
     char *argv[] = {msoa_path, "up", "--listen", "127.0.0.1:0", "--node", node, NULL};
     it_proc p;

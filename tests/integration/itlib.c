@@ -80,6 +80,17 @@ int it_start(it_proc *p, char *const argv[]) {
     return -1;
 }
 
+int it_closed_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int p = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        p = ntohs(a.sin_port);
+    if (fd >= 0) close(fd);
+    return p;
+}
+
 int it_stop(it_proc *p, int sig) {
     if (p->pid <= 0) return -1;
     kill(p->pid, sig);

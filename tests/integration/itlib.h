@@ -23,6 +23,8 @@ const char *it_bin(const char *name);
 int it_start(it_proc *p, char *const argv[]);
 /* Sends sig and reaps; returns the exit status as from waitpid. */
 int it_stop(it_proc *p, int sig);
+/* A port nobody listens on (bound, learnt, closed), or -1. */
+int it_closed_port(void);
 
 typedef struct it_response {
     int status;

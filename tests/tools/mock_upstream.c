@@ -15,6 +15,7 @@
  * returns the last request received. All delays are loop timers. */
 #include <cjson/cJSON.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -520,6 +521,10 @@ static void parse_args(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     parse_args(argc, argv);
+    /* A client that gave up closed its connection: writing to it must fail
+     * the write, not kill the server (as it did when the chaos benchmark
+     * resumed a stopped mock whose clients had all left). */
+    signal(SIGPIPE, SIG_IGN);
     mock_worker *w = xcalloc((size_t)opt.workers, sizeof *w);
     int port = worker_listen(&w[0], opt.port);
     if (port <= 0) return 1;

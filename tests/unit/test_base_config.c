@@ -11,7 +11,7 @@
 static const char *const vars[] = {
     "MSOA_CONFIG", "MSOA_LISTEN", "MSOA_WORKERS", "MSOA_NODES", "MSOA_MAX_BODY", "MSOA_MAX_HEADER",
     "MSOA_MAX_CONNECTIONS", "MSOA_IDLE_TIMEOUT_MS", "MSOA_REQUEST_TIMEOUT_MS", "MSOA_UPSTREAM_CONNECT_TIMEOUT_MS",
-    "MSOA_UPSTREAM_TIMEOUT_MS", "MSOA_UPSTREAM_STALL_MS", "MSOA_BASELINE_PRICE_IN", "MSOA_BASELINE_PRICE_OUT",
+    "MSOA_UPSTREAM_TIMEOUT_MS", "MSOA_UPSTREAM_STALL_MS", "MSOA_UPSTREAM_WAIT_MS", "MSOA_BASELINE_PRICE_IN", "MSOA_BASELINE_PRICE_OUT",
     "MSOA_BASELINE_MODEL", "MSOA_MODEL_DIR",
 };
 
@@ -95,6 +95,7 @@ static void defaults(void) {
     CHECK_EQ_INT(c.upstream_connect_timeout_ms, 5000);
     CHECK_EQ_INT(c.upstream_timeout_ms, 600000);
     CHECK_EQ_INT(c.upstream_stall_ms, 60000);
+    CHECK_EQ_INT(c.upstream_wait_ms, 10000);
     CHECK(c.baseline_price_in == 3 && c.baseline_price_out == 10);
     CHECK_STR(c.baseline_model, "gpt-4.1");
     CHECK(c.model_dir == NULL);
@@ -295,7 +296,7 @@ static void flags(void) {
     char *argv[] = {"--listen=127.0.0.2:0", "--workers", "2", "--max-body=1m", "--max-header", "2k",
                     "--max-connections=9", "--idle-timeout-ms", "21", "--request-timeout-ms=22",
                     "--upstream-connect-timeout-ms", "23", "--upstream-timeout-ms=24", "--upstream-stall-ms", "25",
-                    "--baseline-price-in=0.5", "--baseline-price-out", "0.75", "--baseline-model=m",
+                    "--upstream-wait-ms=26", "--baseline-price-in=0.5", "--baseline-price-out", "0.75", "--baseline-model=m",
                     "--model-dir", "/d", "--node", "x=http://h:1,model=mx,api_key=k=v", "--node=y=https://[::1]:443/v1",
                     "--config", "ignored-here.json"};
     msoa_config c;
@@ -314,6 +315,7 @@ static void flags(void) {
     CHECK_EQ_INT(c.upstream_connect_timeout_ms, 23);
     CHECK_EQ_INT(c.upstream_timeout_ms, 24);
     CHECK_EQ_INT(c.upstream_stall_ms, 25);
+    CHECK_EQ_INT(c.upstream_wait_ms, 26);
     CHECK(c.baseline_price_in == 0.5 && c.baseline_price_out == 0.75);
     CHECK_STR(c.baseline_model, "m");
     CHECK_STR(c.model_dir, "/d");

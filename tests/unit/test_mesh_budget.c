@@ -105,8 +105,32 @@ static void test_backoff(void) {
     CHECK(all_once);
 }
 
+/* Tokens gained with time, whatever the traffic: none before the clock
+ * starts, per_second after, up to the cap. */
+static void test_refill(void) {
+    budget b;
+    budget_config c = {.ratio = 0.1, .cap = 10, .initial = 0, .per_second = 2};
+    budget_init(&b, &c);
+    budget_refill(&b, 1000);
+    CHECK_EQ_INT(budget_try_withdraw(&b), 0);
+    budget_refill(&b, 1500);
+    CHECK_EQ_INT(budget_try_withdraw(&b), 1);
+    CHECK_EQ_INT(budget_try_withdraw(&b), 0);
+    budget_refill(&b, 1500); /* no time passed */
+    budget_refill(&b, 1200); /* a late clock reading */
+    CHECK_EQ_INT(budget_try_withdraw(&b), 0);
+    budget_refill(&b, 100000);
+    CHECK(budget_tokens(&b) == 10);
+    budget_config none = {.ratio = 0.1, .cap = 10, .initial = 0};
+    budget_init(&b, &none);
+    budget_refill(&b, 1000);
+    budget_refill(&b, 9000);
+    CHECK(budget_tokens(&b) == 0);
+}
+
 int main(void) {
     TEST(test_defaults);
+    TEST(test_refill);
     TEST(test_cap);
     TEST(test_steady_ratio);
     TEST(test_threads);

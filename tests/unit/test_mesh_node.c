@@ -1,5 +1,5 @@
 /* Tests for the node registry: URL normalisation, defaults, lookup by model
- * or node name, reachability. */
+ * or node name, reachability, silence (streams that stopped talking). */
 #include <stdlib.h>
 
 #include "mesh/node.h"
@@ -55,8 +55,37 @@ static void test_lookup(void) {
     node_registry_free(&r);
 }
 
+/* A node is silent when its streams in mid-answer have sent nothing for
+ * 4 x its p99 chunk gap (at least 100 ms), once 20 gaps were seen. */
+static void test_silence(void) {
+    node_spec specs[] = {spec("n", "http://h:1", "m")};
+    msoa_config cfg = {0};
+    cfg.nodes = specs;
+    cfg.n_nodes = 1;
+    node_registry r;
+    char *err = NULL;
+    CHECK_EQ_INT(node_registry_init(&r, &cfg, &err), 0);
+    node *n = &r.nodes[0];
+    uint64_t t = 1000000;
+    node_stream_start(n, t);
+    CHECK(!node_silent(n, t + 5000)); /* no gaps measured yet: never */
+    for (int i = 0; i < 20; i++) node_stream_chunk(n, t += 50, 50000);
+    CHECK(!node_silent(n, t + 150)); /* 4 x ~50 ms */
+    CHECK(node_silent(n, t + 260));
+    node_stream_end(n);
+    CHECK(!node_silent(n, t + 260)); /* nothing streaming: nothing to hear */
+    node_stream_start(n, t + 300);
+    CHECK(!node_silent(n, t + 400));
+    for (int i = 0; i < 2000; i++) node_stream_chunk(n, t += 1, 1000); /* fast now: the floor holds */
+    CHECK(!node_silent(n, t + 90));
+    CHECK(node_silent(n, t + 110));
+    node_stream_end(n);
+    node_registry_free(&r);
+}
+
 int main(void) {
     TEST(test_urls_and_defaults);
     TEST(test_lookup);
+    TEST(test_silence);
     return test_done();
 }
