@@ -34,11 +34,11 @@
  * be reused across many prompt tokens. */
 #define CHUNK 64
 /* Rows per tile in the products: their weights stay in L1 while every
- * token's activations pass over them, and the next tile is prefetched
- * meanwhile (the hardware prefetcher alone left decode at a fraction of the
- * memory bandwidth on the virtual machines measured: the dot products use
- * each cache line slower than a plain copy does). */
-#define ROW_TILE 8
+ * token's activations pass over them. The next tile is prefetched meanwhile
+ * (by the SIMD kernels themselves, see QUANT_PREFETCH_ROWS; here, a tile at
+ * a time, for the others): the hardware prefetcher alone left decode at a
+ * fraction of the memory bandwidth on the virtual machines measured. */
+#define ROW_TILE QUANT_PREFETCH_ROWS
 /* Attention sums over positions in multiples of this (weights beyond the
  * sequence are 0), as llama.cpp's padded KV cache does: same sums, same
  * order. */
@@ -399,7 +399,7 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     for (long rt = r0; rt < r1; rt += ROW_TILE) {
         long re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;
         const uint8_t *tile = w->data + (size_t)rt * w->row_bytes;
-        if (re < w->rows) prefetch(tile + tile_bytes, tile_bytes);
+        if (!j->kern->prefetches && re < w->rows) prefetch(tile + tile_bytes, tile_bytes);
         /* several tokens per call where a kernel unpacks weights once for them */
         int step = x8 || dotn ? 4 : 1;
         for (int t = 0; t < j->n_tok; t += step) {

@@ -119,8 +119,14 @@ typedef void (*gemm8_fn)(const void *w, size_t row_bytes, const void *act, size_
 typedef void (*vec_dotn_fn)(const void *w, const void *act, size_t act_stride, int n_tok, size_t n,
                             float *out, size_t out_stride);
 
+/* The SIMD row kernels prefetch, as they go, the weights this many rows
+ * further on (the rows of a matrix are contiguous): a caller that walks a
+ * matrix row after row then finds them in cache. */
+#define QUANT_PREFETCH_ROWS 8
+
 typedef struct quant_kernels {
     const char *name;           /* "scalar", "avx2" */
+    int prefetches;             /* the weight kernels prefetch QUANT_PREFETCH_ROWS ahead */
     vec_dot_fn dot[QT_COUNT];
     vec_dotn_fn dotn[QT_COUNT]; /* NULL where there is none: use dot[] per token */
     vec_dot_fn dot_q4_0_x8;
