@@ -378,7 +378,7 @@ typedef struct mm_job {
     float *out[3];                   /* [n_tok][rows] */
     const uint8_t *act[3];           /* the input in each matrix's activation type */
     size_t act_stride[3];
-    atomic_long next_tile;           /* work counter, see mm_task */
+    atomic_long next_tile;           /* tiles taken, see mm_task */
 } mm_job;
 
 static void prefetch(const uint8_t *p, size_t n) {
@@ -416,19 +416,17 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     }
 }
 
-/* Threads take chunks of tiles from a shared counter, across all the
- * matrices of the job, until none are left: a thread that is slowed down
- * (the machine may be shared) simply takes fewer chunks. Each row's result
+/* Threads take runs of tiles from a shared counter (tp_claim), across all
+ * the matrices of the job, until none are left: a thread that is slowed
+ * down (the machine may be shared) simply takes fewer. Each row's result
  * does not depend on which thread computes it. */
 static void mm_task(void *arg, int ith, int nth) {
     (void)ith;
     mm_job *j = arg;
-    long tiles[3], total = 0;
+    long tiles[3], total = 0, lo, hi;
     for (int k = 0; k < j->n_mat; k++) total += tiles[k] = (j->w[k]->rows + ROW_TILE - 1) / ROW_TILE;
-    long chunk = total / (8L * nth) > 0 ? total / (8L * nth) : 1;
-    for (;;) {
-        long lo = atomic_fetch_add(&j->next_tile, chunk), hi = lo + chunk < total ? lo + chunk : total, base = 0;
-        if (lo >= total) break;
+    while (tp_claim(&j->next_tile, total, total / (8L * nth) + 1, &lo, &hi)) {
+        long base = 0;
         for (int k = 0; k < j->n_mat; base += tiles[k], k++) {
             long t0 = lo > base ? lo - base : 0, t1 = hi - base < tiles[k] ? hi - base : tiles[k];
             long rows = j->w[k]->rows;
@@ -504,53 +502,58 @@ static void rope(const llama_model *m, float *vec, int n_heads, int pos) {
 typedef struct att_job {
     llama_ctx *c;
     int layer, n_tok, pos0;
+    atomic_long next;                /* (token, head) pairs taken */
 } att_job;
 
-/* Causal attention for (token, head) pairs split across threads: token t
- * at position pos0+t sees cache positions 0..pos0+t. The query and the
- * softmax weights are rounded to F16 and multiplied with the F16 cache, as
- * llama.cpp does. */
-static void att_task(void *arg, int ith, int nth) {
-    const att_job *j = arg;
-    llama_ctx *c = j->c;
+/* Causal attention of one (token, head) pair: token t at position pos0+t
+ * sees cache positions 0..pos0+t. The query and the softmax weights are
+ * rounded to F16 and multiplied with the F16 cache, as llama.cpp does.
+ * s and h16 are the thread's scratch (n_ctx + head_dim each). */
+static void attend(llama_ctx *c, const att_job *j, long pair, float *s, uint16_t *h16) {
     const llama_hparams *hp = &c->m->hp;
     const quant_kernels *k = c->kern;
     int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
     size_t kv_dim = (size_t)hp->n_kv_heads * hd, q_dim = (size_t)hp->n_heads * hd;
     const uint16_t *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     const uint16_t *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
-    float *s = c->scores + (size_t)ith * (c->n_ctx + hd), *qf = s + c->n_ctx, scale = 1.0f / sqrtf((float)hd);
-    uint16_t *h16 = c->att_f16 + (size_t)ith * (c->n_ctx + hd);
-    long lo, hi;
-    tp_split((long)j->n_tok * hp->n_heads, ith, nth, &lo, &hi);
-    for (long th = lo; th < hi; th++) {
-        int t = (int)(th / hp->n_heads), h = (int)(th % hp->n_heads), n = j->pos0 + t + 1, p = 0;
-        int n_pad = (n + ATT_PAD - 1) / ATT_PAD * ATT_PAD;
-        size_t kvh = (size_t)(h / group) * hd;
-        /* the query, rounded to F16 (held as floats: it meets every key) */
-        k->to_f16(c->q + t * q_dim + (size_t)h * hd, h16, (size_t)hd);
-        dequantize_row(QT_F16, h16, qf, (size_t)hd);
-        for (; p + 4 <= n; p += 4) k->dot_f16_f16_x4(kc + p * kv_dim + kvh, kv_dim, qf, (size_t)hd, s + p);
-        for (; p < n; p++) s[p] = k->dot_f16_f16(kc + p * kv_dim + kvh, qf, (size_t)hd);
-        float max = -INFINITY;
-        for (p = 0; p < n; p++) {
-            s[p] *= scale;
-            if (s[p] > max) max = s[p];
-        }
-        double sum = 0;
-        for (p = 0; p < n; p++) { s[p] = expf(s[p] - max); sum += s[p]; }
-        /* the weights, rounded to F16 likewise, zero up to n_pad */
-        float inv = (float)(1.0 / sum);
-        for (p = 0; p < n; p++) s[p] *= inv;
-        k->to_f16(s, h16, (size_t)n);
-        dequantize_row(QT_F16, h16, s, (size_t)n);
-        memset(s + n, 0, (size_t)(n_pad - n) * sizeof *s);
-        float *o = c->att + t * q_dim + (size_t)h * hd;
-        const uint16_t *v = vc + kvh * c->n_ctx;
-        int i = 0;
-        for (; i + 4 <= hd; i += 4) k->dot_f16_f16_x4(v + (size_t)i * c->n_ctx, c->n_ctx, s, (size_t)n_pad, o + i);
-        for (; i < hd; i++) o[i] = k->dot_f16_f16(v + (size_t)i * c->n_ctx, s, (size_t)n_pad);
+    float *qf = s + c->n_ctx, scale = 1.0f / sqrtf((float)hd);
+    int t = (int)(pair / hp->n_heads), h = (int)(pair % hp->n_heads), n = j->pos0 + t + 1, p = 0;
+    int n_pad = (n + ATT_PAD - 1) / ATT_PAD * ATT_PAD;
+    size_t kvh = (size_t)(h / group) * hd;
+    /* the query, rounded to F16 (held as floats: it meets every key) */
+    k->to_f16(c->q + t * q_dim + (size_t)h * hd, h16, (size_t)hd);
+    dequantize_row(QT_F16, h16, qf, (size_t)hd);
+    for (; p + 4 <= n; p += 4) k->dot_f16_f16_x4(kc + p * kv_dim + kvh, kv_dim, qf, (size_t)hd, s + p);
+    for (; p < n; p++) s[p] = k->dot_f16_f16(kc + p * kv_dim + kvh, qf, (size_t)hd);
+    float max = -INFINITY;
+    for (p = 0; p < n; p++) {
+        s[p] *= scale;
+        if (s[p] > max) max = s[p];
     }
+    double sum = 0;
+    for (p = 0; p < n; p++) { s[p] = expf(s[p] - max); sum += s[p]; }
+    /* the weights, rounded to F16 likewise, zero up to n_pad */
+    float inv = (float)(1.0 / sum);
+    for (p = 0; p < n; p++) s[p] *= inv;
+    k->to_f16(s, h16, (size_t)n);
+    dequantize_row(QT_F16, h16, s, (size_t)n);
+    memset(s + n, 0, (size_t)(n_pad - n) * sizeof *s);
+    float *o = c->att + t * q_dim + (size_t)h * hd;
+    const uint16_t *v = vc + kvh * c->n_ctx;
+    int i = 0;
+    for (; i + 4 <= hd; i += 4) k->dot_f16_f16_x4(v + (size_t)i * c->n_ctx, c->n_ctx, s, (size_t)n_pad, o + i);
+    for (; i < hd; i++) o[i] = k->dot_f16_f16(v + (size_t)i * c->n_ctx, s, (size_t)n_pad);
+}
+
+/* The (token, head) pairs of a layer, shared by the threads. */
+static void att_task(void *arg, int ith, int nth) {
+    (void)nth;
+    att_job *j = arg;
+    llama_ctx *c = j->c;
+    size_t scratch = (size_t)c->n_ctx + c->m->hp.head_dim;
+    long lo, hi, n_pairs = (long)j->n_tok * c->m->hp.n_heads;
+    while (tp_claim(&j->next, n_pairs, 1, &lo, &hi))
+        for (long pair = lo; pair < hi; pair++) attend(c, j, pair, c->scores + ith * scratch, c->att_f16 + ith * scratch);
 }
 
 static void attention_block(llama_ctx *c, int l, int n_tok) {
@@ -573,7 +576,7 @@ static void attention_block(llama_ctx *c, int l, int n_tok) {
         c->kern->to_f16(c->k + (size_t)t * kv_dim, c->k_cache + ((size_t)l * c->n_ctx + pos) * kv_dim, (size_t)kv_dim);
         for (int i = 0; i < kv_dim; i++) vc[(size_t)i * c->n_ctx + pos] = fp32_to_fp16(c->v[(size_t)t * kv_dim + i]);
     }
-    att_job aj = {c, l, n_tok, c->pos};
+    att_job aj = {c, l, n_tok, c->pos, 0};
     tp_run(c->tp, att_task, &aj);
     matmul1(c, c->att, n_tok, &L->wo, c->xb);
     for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];
