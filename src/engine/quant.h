@@ -124,11 +124,16 @@ typedef void (*vec_dotn_fn)(const void *w, const void *act, size_t act_stride, i
  * matrix row after row then finds them in cache. */
 #define QUANT_PREFETCH_ROWS 8
 
+/* Four rows (row_bytes apart) against one activation: out[r] exactly as
+ * dot[] computes row r. */
+typedef void (*vec_dot4_fn)(const void *w, size_t row_bytes, const void *act, size_t n, float out[4]);
+
 typedef struct quant_kernels {
     const char *name;           /* "scalar", "avx2" */
     int prefetches;             /* the weight kernels prefetch QUANT_PREFETCH_ROWS ahead */
     vec_dot_fn dot[QT_COUNT];
     vec_dotn_fn dotn[QT_COUNT]; /* NULL where there is none: use dot[] per token */
+    vec_dot4_fn dot4[QT_COUNT]; /* NULL where there is none: use dot[] per row */
     vec_dot_fn dot_q4_0_x8;
     /* dot_q4_0_x8 of 8 consecutive rows and up to 4 activations at once,
      * same results; the rows' sums advance side by side in one vector. */

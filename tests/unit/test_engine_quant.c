@@ -379,6 +379,34 @@ static void test_dotn(void) {
         }
 }
 
+/* Four-row kernels give each row exactly what the one-row kernel gives
+ * (decode takes rows four at a time, the golden tests one at a time). */
+static void test_dot4(void) {
+    const quant_kernels *tabs[3] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni()};
+    enum { COLS = 1024, ROWS = 4 };
+    static float w[COLS], x[COLS];
+    static uint8_t wq[ROWS][COLS * 2], xq[COLS * 2];
+    int tried = 0;
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < QT_COUNT; t++) {
+            if (!tabs[k] || !tabs[k]->dot4[t]) continue;
+            tried++;
+            for (int r = 0; r < ROWS; r++) { fill(w, COLS); quantize_row((qtype)t, w, wq[r], COLS); }
+            fill(x, COLS);
+            quantize_row(qtype_act_type((qtype)t), x, xq, COLS);
+            float out[ROWS];
+            tabs[k]->dot4[t](wq, sizeof wq[0], xq, COLS, out);
+            for (int r = 0; r < ROWS; r++) {
+                float one = tabs[k]->dot[t](wq[r], xq, COLS);
+                if (memcmp(&one, &out[r], sizeof one)) {
+                    fprintf(stderr, "  %s %s row %d: %.9g vs %.9g\n", tabs[k]->name, qtype_name((uint32_t)t), r, out[r], one);
+                    CHECK(0);
+                }
+            }
+        }
+    CHECK(tried > 0 || !quant_kernels_avx2());
+}
+
 int main(void) {
     fprintf(stderr, "kernels: %s\n", quant_kernels_best()->name);
     TEST(test_fp16);
@@ -392,5 +420,6 @@ int main(void) {
     TEST(test_random_blocks);
     TEST(test_exact_order_kernels);
     TEST(test_dotn);
+    TEST(test_dot4);
     return test_done();
 }
