@@ -444,6 +444,13 @@ static void mm_task(void *arg, int ith, int nth) {
     }
 }
 
+/* The input of a product in its activation type (Q8_0 with a SIMD kernel
+ * where there is one: it is done once per product, on one thread). */
+static void quantize_act(const llama_ctx *c, qtype at, const float *x, uint8_t *out, size_t n) {
+    if (at == QT_Q8_0) c->kern->quantize_q8_0(x, out, n);
+    else quantize_row(at, x, out, n);
+}
+
 /* out[k] = in x w[k]^T for n_tok rows of in (width w[0]->cols). The input
  * is converted once per activation type the matrices need. */
 static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wmat *const *w, float *const *out) {
@@ -461,7 +468,7 @@ static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wm
         }
         int slot = at == QT_Q8_K;
         if (!done[slot]) {
-            for (int t = 0; t < n_tok; t++) quantize_row(at, in + (size_t)t * cols, c->act[slot] + (size_t)t * c->act_stride, cols);
+            for (int t = 0; t < n_tok; t++) quantize_act(c, at, in + (size_t)t * cols, c->act[slot] + (size_t)t * c->act_stride, cols);
             done[slot] = 1;
         }
         j.act[k] = c->act[slot];

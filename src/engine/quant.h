@@ -144,6 +144,9 @@ typedef struct quant_kernels {
     void (*dot_f16_f16_x4)(const uint16_t *x, size_t stride, const float *y, size_t n, float out[4]);
     /* n floats to F16, rounding to nearest even (the F16 KV cache) */
     void (*to_f16)(const float *x, uint16_t *y, size_t n);
+    /* quantize_row(QT_Q8_0, ...), the same bytes: the activations of every
+     * product with a 32-element weight type */
+    void (*quantize_q8_0)(const float *x, void *y, size_t n);
 } quant_kernels;
 
 const quant_kernels *quant_kernels_scalar(void);
