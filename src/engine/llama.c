@@ -34,11 +34,12 @@
  * be reused across many prompt tokens. */
 #define CHUNK 64
 /* Rows per tile in the products: their weights stay in L1 while every
- * token's activations pass over them. The next tile is prefetched meanwhile
- * (by the SIMD kernels themselves, see QUANT_PREFETCH_ROWS; here, a tile at
- * a time, for the others): the hardware prefetcher alone left decode at a
- * fraction of the memory bandwidth on the virtual machines measured. */
-#define ROW_TILE QUANT_PREFETCH_ROWS
+ * token's activations pass over them. Later rows are prefetched meanwhile
+ * (by the SIMD kernels themselves, see QUANT_PREFETCH_ROWS; here, the next
+ * tile at a time, for the others): the hardware prefetcher alone left
+ * decode at a fraction of the memory bandwidth on the virtual machines
+ * measured. */
+#define ROW_TILE 8
 /* Attention sums over positions in multiples of this (weights beyond the
  * sequence are 0), as llama.cpp's padded KV cache does: same sums, same
  * order. */

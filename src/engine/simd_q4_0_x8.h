@@ -13,8 +13,8 @@
  * each row's total is folded into lane r with one fused multiply-add per
  * block: the order of dot_q4_0_x8 (quant.h), bit for bit. The weights of a
  * block are unpacked once and used for every token.
- * The next 8 rows are prefetched a little per block (see prefetch_ahead):
- * seen as one row of 8 x 18 bytes per block, they follow these 8 rows. */
+ * The 8 rows QUANT_PREFETCH_ROWS further on are prefetched a little per
+ * block (see prefetch_ahead), as one row of 8 x 18 bytes per block. */
 
 #define Q4X8_CAT_(a, b) a##b
 #define Q4X8_CAT(a, b) Q4X8_CAT_(a, b)
