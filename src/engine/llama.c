@@ -34,10 +34,11 @@
  * be reused across many prompt tokens. */
 #define CHUNK 64
 /* Rows per tile in the products: their weights stay in L1 while every
- * token's activations pass over them, and the next tile is prefetched
- * meanwhile (the hardware prefetcher alone left decode at a fraction of the
- * memory bandwidth on the virtual machines measured: the dot products use
- * each cache line slower than a plain copy does). */
+ * token's activations pass over them. Later rows are prefetched meanwhile
+ * (by the SIMD kernels themselves, see QUANT_PREFETCH_ROWS; here, the next
+ * tile at a time, for the others): the hardware prefetcher alone left
+ * decode at a fraction of the memory bandwidth on the virtual machines
+ * measured. */
 #define ROW_TILE 8
 /* Attention sums over positions in multiples of this (weights beyond the
  * sequence are 0), as llama.cpp's padded KV cache does: same sums, same
@@ -378,11 +379,21 @@ typedef struct mm_job {
     float *out[3];                   /* [n_tok][rows] */
     const uint8_t *act[3];           /* the input in each matrix's activation type */
     size_t act_stride[3];
-    atomic_long next_tile;           /* work counter, see mm_task */
+    atomic_long next_tile;           /* tiles taken, see mm_task */
 } mm_job;
 
 static void prefetch(const uint8_t *p, size_t n) {
     for (size_t off = 0; off < n; off += 64) __builtin_prefetch(p + off);
+}
+
+/* o[r] = row r of w . a for r in [r0, r1), four rows at a time where a
+ * kernel does that (same results). */
+static void dot_rows(const quant_kernels *kern, const wmat *w, const uint8_t *a, long r0, long r1, float *o) {
+    vec_dot4_fn dot4 = kern->dot4[w->type];
+    long r = r0;
+    if (dot4)
+        for (; r + 4 <= r1; r += 4) dot4(w->data + (size_t)r * w->row_bytes, w->row_bytes, a, (size_t)w->cols, o + r);
+    for (; r < r1; r++) o[r] = kern->dot[w->type](w->data + (size_t)r * w->row_bytes, a, (size_t)w->cols);
 }
 
 /* Rows [r0, r1) of matrix k (r0 a multiple of ROW_TILE) for every token:
@@ -393,13 +404,12 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     /* llama.cpp repacks Q4_0 matrices whose rows are a multiple of 8 and sums
      * them in that kernel's order (quant.h); so do we, 8 rows at a time */
     int x8 = w->type == QT_Q4_0 && w->rows % 8 == 0;
-    vec_dot_fn dot = j->kern->dot[w->type];
     vec_dotn_fn dotn = j->n_tok > 1 ? j->kern->dotn[w->type] : NULL;
     size_t tile_bytes = ROW_TILE * w->row_bytes, cols = (size_t)w->cols, stride = j->act_stride[k];
     for (long rt = r0; rt < r1; rt += ROW_TILE) {
         long re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;
         const uint8_t *tile = w->data + (size_t)rt * w->row_bytes;
-        if (re < w->rows) prefetch(tile + tile_bytes, tile_bytes);
+        if (!j->kern->prefetches && re < w->rows) prefetch(tile + tile_bytes, tile_bytes);
         /* several tokens per call where a kernel unpacks weights once for them */
         int step = x8 || dotn ? 4 : 1;
         for (int t = 0; t < j->n_tok; t += step) {
@@ -411,30 +421,35 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
             else if (dotn)
                 for (long r = rt; r < re; r++) dotn(w->data + (size_t)r * w->row_bytes, a, stride, nt, cols, o + r, (size_t)w->rows);
             else
-                for (long r = rt; r < re; r++) o[r] = dot(w->data + (size_t)r * w->row_bytes, a, cols);
+                dot_rows(j->kern, w, a, rt, re, o);
         }
     }
 }
 
-/* Threads take chunks of tiles from a shared counter, across all the
- * matrices of the job, until none are left: a thread that is slowed down
- * (the machine may be shared) simply takes fewer chunks. Each row's result
+/* Threads take runs of tiles from a shared counter (tp_claim), across all
+ * the matrices of the job, until none are left: a thread that is slowed
+ * down (the machine may be shared) simply takes fewer. Each row's result
  * does not depend on which thread computes it. */
 static void mm_task(void *arg, int ith, int nth) {
     (void)ith;
     mm_job *j = arg;
-    long tiles[3], total = 0;
+    long tiles[3], total = 0, lo, hi;
     for (int k = 0; k < j->n_mat; k++) total += tiles[k] = (j->w[k]->rows + ROW_TILE - 1) / ROW_TILE;
-    long chunk = total / (8L * nth) > 0 ? total / (8L * nth) : 1;
-    for (;;) {
-        long lo = atomic_fetch_add(&j->next_tile, chunk), hi = lo + chunk < total ? lo + chunk : total, base = 0;
-        if (lo >= total) break;
+    while (tp_claim(&j->next_tile, total, total / (8L * nth) + 1, &lo, &hi)) {
+        long base = 0;
         for (int k = 0; k < j->n_mat; base += tiles[k], k++) {
             long t0 = lo > base ? lo - base : 0, t1 = hi - base < tiles[k] ? hi - base : tiles[k];
             long rows = j->w[k]->rows;
             if (t0 < t1) mm_rows(j, k, t0 * ROW_TILE, t1 * ROW_TILE < rows ? t1 * ROW_TILE : rows);
         }
     }
+}
+
+/* The input of a product in its activation type (Q8_0 with a SIMD kernel
+ * where there is one: it is done once per product, on one thread). */
+static void quantize_act(const llama_ctx *c, qtype at, const float *x, uint8_t *out, size_t n) {
+    if (at == QT_Q8_0) c->kern->quantize_q8_0(x, out, n);
+    else quantize_row(at, x, out, n);
 }
 
 /* out[k] = in x w[k]^T for n_tok rows of in (width w[0]->cols). The input
@@ -454,7 +469,7 @@ static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wm
         }
         int slot = at == QT_Q8_K;
         if (!done[slot]) {
-            for (int t = 0; t < n_tok; t++) quantize_row(at, in + (size_t)t * cols, c->act[slot] + (size_t)t * c->act_stride, cols);
+            for (int t = 0; t < n_tok; t++) quantize_act(c, at, in + (size_t)t * cols, c->act[slot] + (size_t)t * c->act_stride, cols);
             done[slot] = 1;
         }
         j.act[k] = c->act[slot];
@@ -504,53 +519,58 @@ static void rope(const llama_model *m, float *vec, int n_heads, int pos) {
 typedef struct att_job {
     llama_ctx *c;
     int layer, n_tok, pos0;
+    atomic_long next;                /* (token, head) pairs taken */
 } att_job;
 
-/* Causal attention for (token, head) pairs split across threads: token t
- * at position pos0+t sees cache positions 0..pos0+t. The query and the
- * softmax weights are rounded to F16 and multiplied with the F16 cache, as
- * llama.cpp does. */
-static void att_task(void *arg, int ith, int nth) {
-    const att_job *j = arg;
-    llama_ctx *c = j->c;
+/* Causal attention of one (token, head) pair: token t at position pos0+t
+ * sees cache positions 0..pos0+t. The query and the softmax weights are
+ * rounded to F16 and multiplied with the F16 cache, as llama.cpp does.
+ * s and h16 are the thread's scratch (n_ctx + head_dim each). */
+static void attend(llama_ctx *c, const att_job *j, long pair, float *s, uint16_t *h16) {
     const llama_hparams *hp = &c->m->hp;
     const quant_kernels *k = c->kern;
     int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
     size_t kv_dim = (size_t)hp->n_kv_heads * hd, q_dim = (size_t)hp->n_heads * hd;
     const uint16_t *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     const uint16_t *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
-    float *s = c->scores + (size_t)ith * (c->n_ctx + hd), *qf = s + c->n_ctx, scale = 1.0f / sqrtf((float)hd);
-    uint16_t *h16 = c->att_f16 + (size_t)ith * (c->n_ctx + hd);
-    long lo, hi;
-    tp_split((long)j->n_tok * hp->n_heads, ith, nth, &lo, &hi);
-    for (long th = lo; th < hi; th++) {
-        int t = (int)(th / hp->n_heads), h = (int)(th % hp->n_heads), n = j->pos0 + t + 1, p = 0;
-        int n_pad = (n + ATT_PAD - 1) / ATT_PAD * ATT_PAD;
-        size_t kvh = (size_t)(h / group) * hd;
-        /* the query, rounded to F16 (held as floats: it meets every key) */
-        k->to_f16(c->q + t * q_dim + (size_t)h * hd, h16, (size_t)hd);
-        dequantize_row(QT_F16, h16, qf, (size_t)hd);
-        for (; p + 4 <= n; p += 4) k->dot_f16_f16_x4(kc + p * kv_dim + kvh, kv_dim, qf, (size_t)hd, s + p);
-        for (; p < n; p++) s[p] = k->dot_f16_f16(kc + p * kv_dim + kvh, qf, (size_t)hd);
-        float max = -INFINITY;
-        for (p = 0; p < n; p++) {
-            s[p] *= scale;
-            if (s[p] > max) max = s[p];
-        }
-        double sum = 0;
-        for (p = 0; p < n; p++) { s[p] = expf(s[p] - max); sum += s[p]; }
-        /* the weights, rounded to F16 likewise, zero up to n_pad */
-        float inv = (float)(1.0 / sum);
-        for (p = 0; p < n; p++) s[p] *= inv;
-        k->to_f16(s, h16, (size_t)n);
-        dequantize_row(QT_F16, h16, s, (size_t)n);
-        memset(s + n, 0, (size_t)(n_pad - n) * sizeof *s);
-        float *o = c->att + t * q_dim + (size_t)h * hd;
-        const uint16_t *v = vc + kvh * c->n_ctx;
-        int i = 0;
-        for (; i + 4 <= hd; i += 4) k->dot_f16_f16_x4(v + (size_t)i * c->n_ctx, c->n_ctx, s, (size_t)n_pad, o + i);
-        for (; i < hd; i++) o[i] = k->dot_f16_f16(v + (size_t)i * c->n_ctx, s, (size_t)n_pad);
+    float *qf = s + c->n_ctx, scale = 1.0f / sqrtf((float)hd);
+    int t = (int)(pair / hp->n_heads), h = (int)(pair % hp->n_heads), n = j->pos0 + t + 1, p = 0;
+    int n_pad = (n + ATT_PAD - 1) / ATT_PAD * ATT_PAD;
+    size_t kvh = (size_t)(h / group) * hd;
+    /* the query, rounded to F16 (held as floats: it meets every key) */
+    k->to_f16(c->q + t * q_dim + (size_t)h * hd, h16, (size_t)hd);
+    dequantize_row(QT_F16, h16, qf, (size_t)hd);
+    for (; p + 4 <= n; p += 4) k->dot_f16_f16_x4(kc + p * kv_dim + kvh, kv_dim, qf, (size_t)hd, s + p);
+    for (; p < n; p++) s[p] = k->dot_f16_f16(kc + p * kv_dim + kvh, qf, (size_t)hd);
+    float max = -INFINITY;
+    for (p = 0; p < n; p++) {
+        s[p] *= scale;
+        if (s[p] > max) max = s[p];
     }
+    double sum = 0;
+    for (p = 0; p < n; p++) { s[p] = expf(s[p] - max); sum += s[p]; }
+    /* the weights, rounded to F16 likewise, zero up to n_pad */
+    float inv = (float)(1.0 / sum);
+    for (p = 0; p < n; p++) s[p] *= inv;
+    k->to_f16(s, h16, (size_t)n);
+    dequantize_row(QT_F16, h16, s, (size_t)n);
+    memset(s + n, 0, (size_t)(n_pad - n) * sizeof *s);
+    float *o = c->att + t * q_dim + (size_t)h * hd;
+    const uint16_t *v = vc + kvh * c->n_ctx;
+    int i = 0;
+    for (; i + 4 <= hd; i += 4) k->dot_f16_f16_x4(v + (size_t)i * c->n_ctx, c->n_ctx, s, (size_t)n_pad, o + i);
+    for (; i < hd; i++) o[i] = k->dot_f16_f16(v + (size_t)i * c->n_ctx, s, (size_t)n_pad);
+}
+
+/* The (token, head) pairs of a layer, shared by the threads. */
+static void att_task(void *arg, int ith, int nth) {
+    (void)nth;
+    att_job *j = arg;
+    llama_ctx *c = j->c;
+    size_t scratch = (size_t)c->n_ctx + c->m->hp.head_dim;
+    long lo, hi, n_pairs = (long)j->n_tok * c->m->hp.n_heads;
+    while (tp_claim(&j->next, n_pairs, 1, &lo, &hi))
+        for (long pair = lo; pair < hi; pair++) attend(c, j, pair, c->scores + ith * scratch, c->att_f16 + ith * scratch);
 }
 
 static void attention_block(llama_ctx *c, int l, int n_tok) {
@@ -573,7 +593,7 @@ static void attention_block(llama_ctx *c, int l, int n_tok) {
         c->kern->to_f16(c->k + (size_t)t * kv_dim, c->k_cache + ((size_t)l * c->n_ctx + pos) * kv_dim, (size_t)kv_dim);
         for (int i = 0; i < kv_dim; i++) vc[(size_t)i * c->n_ctx + pos] = fp32_to_fp16(c->v[(size_t)t * kv_dim + i]);
     }
-    att_job aj = {c, l, n_tok, c->pos};
+    att_job aj = {c, l, n_tok, c->pos, 0};
     tp_run(c->tp, att_task, &aj);
     matmul1(c, c->att, n_tok, &L->wo, c->xb);
     for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];

@@ -625,6 +625,8 @@ static void to_f16(const float *x, uint16_t *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = fp32_to_fp16(x[i]);
 }
 
+static void quantize_q8_0(const float *x, void *y, size_t n) { quant_q8_0(x, y, n / QK8_0); }
+
 static const quant_kernels scalar_kernels = {
     .name = "scalar",
     .dot = {
@@ -638,6 +640,7 @@ static const quant_kernels scalar_kernels = {
     .dot_f16_f16 = dot_f16_f16,
     .dot_f16_f16_x4 = dot_f16_f16_x4,
     .to_f16 = to_f16,
+    .quantize_q8_0 = quantize_q8_0,
 };
 
 const quant_kernels *quant_kernels_scalar(void) { return &scalar_kernels; }

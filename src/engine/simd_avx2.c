@@ -35,6 +35,25 @@ AVX2 static inline int hsum_epi32(__m256i v) {
 
 AVX2 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+/* The row kernels prefetch the weights QUANT_PREFETCH_ROWS rows further on
+ * (quant.h), a little per block: `ahead` is where that part of the matrix
+ * starts, and block i of `block` bytes is about to be read here. The cache
+ * lines of the same part ahead are requested, so memory keeps working while
+ * these rows are computed (prefetching a whole tile at once stalls on the
+ * core's few outstanding-miss slots and leaves memory idle during the
+ * arithmetic that follows). The lines go to L2 (hint T1): the core's loads
+ * find them there soon enough, and decode used ~2-8% less CPU per token
+ * than with L1 as the target. *pf starts at `ahead` and remembers the next
+ * line to request. */
+AVX2 static inline void prefetch_ahead(const uint8_t *ahead, size_t i, size_t block, const uint8_t **pf) {
+    for (; *pf < ahead + (i + 1) * block; *pf += 64) _mm_prefetch((const char *)*pf, _MM_HINT_T1);
+}
+
+/* The start of the rows QUANT_PREFETCH_ROWS further on than w. */
+static inline const uint8_t *rows_ahead(const void *w, size_t row_bytes) {
+    return (const uint8_t *)w + QUANT_PREFETCH_ROWS * row_bytes;
+}
+
 /* Sum of x*y over 32 signed bytes, as 8 int32 lanes. */
 AVX2 static inline __m256i dot_s8(__m256i x, __m256i y) {
     __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
@@ -55,9 +74,12 @@ AVX2 static float dot_f32(const void *w, const void *a, size_t n) {
     const float *x = w, *y = a;
     size_t np = n & ~(size_t)31;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (size_t i = 0; i < np; i += 32)
+    const uint8_t *ahead = rows_ahead(w, n * sizeof *x), *pf = ahead;
+    for (size_t i = 0; i < np; i += 32) {
+        prefetch_ahead(ahead, i / 32, 32 * sizeof *x, &pf);
         for (int j = 0; j < 4; j++)
             acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * j), _mm256_loadu_ps(y + i + 8 * j), acc[j]);
+    }
     __m256 r = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
     __m128 t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
     t = _mm_hadd_ps(t, t);
@@ -72,7 +94,9 @@ AVX2 static float dot_f16(const void *w, const void *a, size_t n) {
     const float *y = a;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     size_t i = 0;
+    const uint8_t *ahead = rows_ahead(w, n * sizeof *x), *pf = ahead;
     for (; i + 16 <= n; i += 16) {
+        prefetch_ahead(ahead, i / 16, 16 * sizeof *x, &pf);
         __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
         __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8)));
         acc0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(y + i), acc0);
@@ -88,7 +112,9 @@ AVX2 static float dot_bf16(const void *w, const void *a, size_t n) {
     const float *y = a;
     __m256 acc = _mm256_setzero_ps();
     size_t i = 0;
+    const uint8_t *ahead = rows_ahead(w, n * sizeof *x), *pf = ahead;
     for (; i + 8 <= n; i += 8) {
+        prefetch_ahead(ahead, i / 8, 8 * sizeof *x, &pf);
         __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i)));
         __m256 xf = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
         acc = _mm256_fmadd_ps(xf, _mm256_loadu_ps(y + i), acc);
@@ -102,7 +128,9 @@ AVX2 static float dot_q4_0(const void *w, const void *a, size_t n) {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
     __m256 acc = _mm256_setzero_ps();
+    const uint8_t *ahead = rows_ahead(w, n / QK8_0 * sizeof *x), *pf = ahead;
     for (size_t i = 0; i < n / QK8_0; i++) {
+        prefetch_ahead(ahead, i, sizeof *x, &pf);
         __m256i q = _mm256_sub_epi8(unpack_nibbles(x[i].qs), _mm256_set1_epi8(8));
         __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
         __m256 d = _mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d));
@@ -199,6 +227,34 @@ AVX2 static void to_f16(const float *x, uint16_t *y, size_t n) {
     for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
 }
 
+/* quant.c's quant_q8_0, eight lanes at a time: the same maximum, the same
+ * product with 127 / amax and the same rounding to nearest even, so the
+ * same bytes. */
+AVX2 static void quantize_q8_0(const float *x, void *dst, size_t n) {
+    block_q8_0 *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+        float id = amax != 0 ? 127.0f / amax : 0;
+        y[i].d = fp32_to_fp16(amax / 127);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++)
+            q[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], _mm256_set1_ps(id)),
+                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        /* int32 -> int8 within 128-bit lanes, then the lanes put back in order */
+        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)y[i].qs, _mm256_permutevar8x32_epi32(b, order));
+    }
+}
+
 /* The fifth bits of a Q5_0/Q5_1 block as bytes 0x10 or 0 (element j from
  * bit j of qh): each byte picks its qh byte, tests its bit, keeps 0x10. */
 AVX2 static inline __m256i fifth_bits(const uint8_t *qh) {
@@ -216,7 +272,9 @@ AVX2 static float dot_q5_0(const void *w, const void *a, size_t n) {
     const block_q5_0 *x = w;
     const block_q8_0 *y = a;
     __m256 acc = _mm256_setzero_ps();
+    const uint8_t *ahead = rows_ahead(w, n / QK8_0 * sizeof *x), *pf = ahead;
     for (size_t i = 0; i < n / QK8_0; i++) {
+        prefetch_ahead(ahead, i, sizeof *x, &pf);
         __m256i q = _mm256_or_si256(unpack_nibbles(x[i].qs), fifth_bits(x[i].qh));
         __m256i p = dot_s8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_loadu_si256((const __m256i *)y[i].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d)), _mm256_cvtepi32_ps(p), acc);
@@ -242,7 +300,11 @@ AVX2 static float dot_q4_1(const void *w, const void *a, size_t n) {
     const block_q4_1 *x = w;
     const block_q8_0 *y = a;
     __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
-    for (size_t i = 0; i < n / QK8_0; i++) dot_affine(&x[i].d, x[i].qs, NULL, &y[i], &acc, &acc_m);
+    const uint8_t *ahead = rows_ahead(w, n / QK8_0 * sizeof *x), *pf = ahead;
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        prefetch_ahead(ahead, i, sizeof *x, &pf);
+        dot_affine(&x[i].d, x[i].qs, NULL, &y[i], &acc, &acc_m);
+    }
     return hsum_ps(_mm256_add_ps(acc, acc_m));
 }
 
@@ -250,7 +312,11 @@ AVX2 static float dot_q5_1(const void *w, const void *a, size_t n) {
     const block_q5_1 *x = w;
     const block_q8_0 *y = a;
     __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
-    for (size_t i = 0; i < n / QK8_0; i++) dot_affine(&x[i].d, x[i].qs, x[i].qh, &y[i], &acc, &acc_m);
+    const uint8_t *ahead = rows_ahead(w, n / QK8_0 * sizeof *x), *pf = ahead;
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        prefetch_ahead(ahead, i, sizeof *x, &pf);
+        dot_affine(&x[i].d, x[i].qs, x[i].qh, &y[i], &acc, &acc_m);
+    }
     return hsum_ps(_mm256_add_ps(acc, acc_m));
 }
 
@@ -263,7 +329,9 @@ AVX2 static INLINE void dotn_q8_0_body(qtype type, const void *w, const void *ac
     const block_q8_0 *x = w;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const uint8_t *ahead = rows_ahead(w, n / QK8_0 * sizeof *x), *pf = ahead;
     for (size_t i = 0; i < n / QK8_0; i++) {
+        prefetch_ahead(ahead, i, sizeof *x, &pf);
         __m256i xv = _mm256_loadu_si256((const __m256i *)x[i].qs), ax = _mm256_sign_epi8(xv, xv);
         float dx = h2f(x[i].d);
         for (int t = 0; t < n_tok; t++) {
@@ -280,6 +348,29 @@ AVX2 static float dot_q8_0(const void *w, const void *a, size_t n) {
     float s;
     dotn_q8_0_body(QT_Q8_0, w, a, 0, 1, n, &s, 1);
     return s;
+}
+
+/* Four Q8_0 rows against one activation, each exactly as dot_q8_0: the
+ * four independent sums hide the latency of each one's chain of fused
+ * multiply-adds, which bounds a single row's speed. */
+AVX2 static void dot4_q8_0(const void *w, size_t row_bytes, const void *a, size_t n, float out[4]) {
+    const block_q8_0 *y = a;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const uint8_t *ahead = rows_ahead(w, row_bytes), *pf = ahead;
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        prefetch_ahead(ahead, i, 4 * sizeof *y, &pf);
+        __m256i yv = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        float dy = h2f(y[i].d);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const block_q8_0 *x = (const block_q8_0 *)((const uint8_t *)w + r * row_bytes) + i;
+            __m256i xv = _mm256_loadu_si256((const __m256i *)x->qs);
+            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(yv, xv)), ones);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x->d) * dy), _mm256_cvtepi32_ps(p), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = hsum_ps(acc[r]);
 }
 
 /* The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K/Q5_K
@@ -377,7 +468,10 @@ AVX2 static INLINE void dot_q6_K_block(const block_q6_K *x, const block_q8_K *co
 AVX2 static INLINE void dotn_k(qtype t, const void *w, const void *act, size_t act_stride, int n_tok, size_t n,
                         float *out, size_t out_stride) {
     float sum[4] = {0, 0, 0, 0};
+    size_t bb = t == QT_Q4_K ? sizeof(block_q4_K) : t == QT_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
+    const uint8_t *ahead = rows_ahead(w, n / QK_K * bb), *pf = ahead;
     for (size_t i = 0; i < n / QK_K; i++) {
+        prefetch_ahead(ahead, i, bb, &pf);
         const block_q8_K *y[4];
         for (int k = 0; k < n_tok; k++) y[k] = (const block_q8_K *)((const uint8_t *)act + k * act_stride) + i;
         if (t == QT_Q4_K) {
@@ -429,12 +523,14 @@ AVX2 static float dot_q6_K(const void *w, const void *a, size_t n) {
 void quant_vnni_fill(quant_kernels *k) { k->gemm_q4_0_x8 = gemm_q4_0_x8_vnni; }
 
 void quant_avx2_fill(quant_kernels *k) {
+    k->prefetches = 1;
     k->dot[QT_F32] = dot_f32;
     k->dot[QT_F16] = dot_f16;
     k->dot[QT_BF16] = dot_bf16;
     k->dot[QT_Q4_0] = dot_q4_0;
     k->dot[QT_Q8_0] = dot_q8_0;
     k->dotn[QT_Q8_0] = dotn_q8_0;
+    k->dot4[QT_Q8_0] = dot4_q8_0;
     k->dot[QT_Q4_1] = dot_q4_1;
     k->dot[QT_Q5_0] = dot_q5_0;
     k->dot[QT_Q5_1] = dot_q5_1;
@@ -449,6 +545,7 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dot_f16_f16 = dot_f16_f16;
     k->dot_f16_f16_x4 = dot_f16_f16_x4;
     k->to_f16 = to_f16;
+    k->quantize_q8_0 = quantize_q8_0;
 }
 
 #else

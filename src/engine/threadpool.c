@@ -1,18 +1,25 @@
 /* threadpool: see threadpool.h.
  *
- * A step is published by bumping `generation`; workers that see it run the
- * task and decrement `pending`. Sleeping is made race-free with the usual
- * pairing of sequentially consistent atomics: a side that is about to sleep
- * announces it (n_sleeping / main_sleeping) under the mutex before its final
- * check, and the other side checks that announcement after its own store, so
- * at least one of them sees the other and nobody sleeps through a wake-up. */
+ * One 64-bit word, `state`, holds the step: its generation (high 32 bits),
+ * a CLOSED bit set by the caller when its own part is over, and the count
+ * of workers inside the step (low bits). A worker joins with a
+ * compare-and-swap that succeeds only while the step it saw is still open,
+ * so after closing, the caller waits for exactly the workers that joined;
+ * the task and its argument are read only after joining, when the caller
+ * can no longer replace them.
+ *
+ * Sleeping is made race-free with the usual pairing of sequentially
+ * consistent atomics: a side that is about to sleep announces it
+ * (n_sleeping / main_sleeping) under the mutex before its final check, and
+ * the other side checks that announcement after its own store, so at least
+ * one of them sees the other and nobody sleeps through a wake-up. */
 #include "engine/threadpool.h"
 
 #include "base/xalloc.h"
 
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 /* Spinning before sleeping: about 50-100 microseconds, longer than the gap
@@ -23,22 +30,27 @@
 #define SPIN_ITERS 2000
 #define YIELD_EVERY 64
 
+#define GEN_SHIFT 32
+#define CLOSED ((uint64_t)1 << 31)
+#define COUNT_MASK (CLOSED - 1)
+
 struct threadpool {
     int n;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t wake;      /* workers wait here for a new generation */
-    pthread_cond_t done;      /* the caller waits here for pending == 0 */
-    atomic_uint generation;
-    atomic_int pending;
+    pthread_cond_t done;      /* the caller waits here for the joined workers */
+    _Atomic uint64_t state;
     atomic_int n_sleeping;
     atomic_int main_sleeping;
     atomic_int quit;
-    tp_task task;
+    tp_task task;             /* written by the caller between steps only */
     void *arg;
 };
 
 typedef struct { threadpool *tp; int ith; } worker_arg;
+
+static uint32_t generation(uint64_t state) { return (uint32_t)(state >> GEN_SHIFT); }
 
 static inline void cpu_relax(int i) {
     if (i % YIELD_EVERY == YIELD_EVERY - 1) {
@@ -50,17 +62,35 @@ static inline void cpu_relax(int i) {
 #endif
 }
 
-static void wait_generation(threadpool *tp, unsigned seen) {
+/* Returns once the generation differs from seen, or the pool quits. */
+static void wait_generation(threadpool *tp, uint32_t seen) {
     for (int i = 0; i < SPIN_ITERS; i++) {
-        if (atomic_load(&tp->generation) != seen || atomic_load(&tp->quit)) return;
+        if (generation(atomic_load(&tp->state)) != seen || atomic_load(&tp->quit)) return;
         cpu_relax(i);
     }
     pthread_mutex_lock(&tp->mu);
     atomic_fetch_add(&tp->n_sleeping, 1);
-    while (atomic_load(&tp->generation) == seen && !atomic_load(&tp->quit))
+    while (generation(atomic_load(&tp->state)) == seen && !atomic_load(&tp->quit))
         pthread_cond_wait(&tp->wake, &tp->mu);
     atomic_fetch_sub(&tp->n_sleeping, 1);
     pthread_mutex_unlock(&tp->mu);
+}
+
+/* Joins the step of generation gen if it is still open. */
+static int join(threadpool *tp, uint32_t gen) {
+    uint64_t s = atomic_load(&tp->state);
+    while (generation(s) == gen && !(s & CLOSED))
+        if (atomic_compare_exchange_weak(&tp->state, &s, s + 1)) return 1;
+    return 0;
+}
+
+static void leave(threadpool *tp) {
+    uint64_t before = atomic_fetch_sub(&tp->state, 1);
+    if ((before & COUNT_MASK) == 1 && (before & CLOSED) && atomic_load(&tp->main_sleeping)) {
+        pthread_mutex_lock(&tp->mu);
+        pthread_cond_signal(&tp->done);
+        pthread_mutex_unlock(&tp->mu);
+    }
 }
 
 static void *worker_main(void *p) {
@@ -68,17 +98,14 @@ static void *worker_main(void *p) {
     threadpool *tp = wa->tp;
     int ith = wa->ith;
     free(wa);
-    unsigned seen = 0;
+    uint32_t seen = 0;
     for (;;) {
         wait_generation(tp, seen);
         if (atomic_load(&tp->quit)) return NULL;
-        seen = atomic_load(&tp->generation);
+        seen = generation(atomic_load(&tp->state));
+        if (!join(tp, seen)) continue;   /* finished without us */
         tp->task(tp->arg, ith, tp->n);
-        if (atomic_fetch_sub(&tp->pending, 1) == 1 && atomic_load(&tp->main_sleeping)) {
-            pthread_mutex_lock(&tp->mu);
-            pthread_cond_signal(&tp->done);
-            pthread_mutex_unlock(&tp->mu);
-        }
+        leave(tp);
     }
 }
 
@@ -89,8 +116,7 @@ threadpool *tp_create(int n_threads) {
     pthread_mutex_init(&tp->mu, NULL);
     pthread_cond_init(&tp->wake, NULL);
     pthread_cond_init(&tp->done, NULL);
-    atomic_init(&tp->generation, 0);
-    atomic_init(&tp->pending, 0);
+    atomic_init(&tp->state, CLOSED);   /* generation 0, nothing to join */
     atomic_init(&tp->n_sleeping, 0);
     atomic_init(&tp->main_sleeping, 0);
     atomic_init(&tp->quit, 0);
@@ -131,26 +157,31 @@ void tp_run(threadpool *tp, tp_task task, void *arg) {
     }
     tp->task = task;
     tp->arg = arg;
-    atomic_store(&tp->pending, tp->n - 1);
-    atomic_fetch_add(&tp->generation, 1);
+    /* the previous step is closed and empty: only the generation is left */
+    uint32_t gen = generation(atomic_load(&tp->state)) + 1;
+    atomic_store(&tp->state, (uint64_t)gen << GEN_SHIFT);
     if (atomic_load(&tp->n_sleeping) > 0) {
         pthread_mutex_lock(&tp->mu);
         pthread_cond_broadcast(&tp->wake);
         pthread_mutex_unlock(&tp->mu);
     }
     task(arg, 0, tp->n);
+    if (!(atomic_fetch_or(&tp->state, CLOSED) & COUNT_MASK)) return;
     for (int i = 0; i < SPIN_ITERS; i++) {
-        if (atomic_load(&tp->pending) == 0) return;
+        if (!(atomic_load(&tp->state) & COUNT_MASK)) return;
         cpu_relax(i);
     }
     pthread_mutex_lock(&tp->mu);
     atomic_store(&tp->main_sleeping, 1);
-    while (atomic_load(&tp->pending) != 0) pthread_cond_wait(&tp->done, &tp->mu);
+    while (atomic_load(&tp->state) & COUNT_MASK) pthread_cond_wait(&tp->done, &tp->mu);
     atomic_store(&tp->main_sleeping, 0);
     pthread_mutex_unlock(&tp->mu);
 }
 
-void tp_split(long n, int ith, int nth, long *lo, long *hi) {
-    *lo = n * ith / nth;
-    *hi = n * (ith + 1) / nth;
+int tp_claim(atomic_long *next, long n, long run, long *lo, long *hi) {
+    long at = atomic_fetch_add(next, run);
+    if (at >= n) return 0;
+    *lo = at;
+    *hi = at + run < n ? at + run : n;
+    return 1;
 }

@@ -1,4 +1,4 @@
-/* threadpool: persistent workers that run one task on every thread at once.
+/* threadpool: persistent workers that share out the work of one step.
  *
  * Inference is a long series of short parallel steps (one per matrix
  * product or attention pass, often tens of microseconds each), so starting
@@ -6,11 +6,25 @@
  * the caller is thread 0 and n-1 workers wait for the next step: they spin
  * briefly (the next step usually follows at once) and then sleep on a
  * condition variable (between tokens, or when the node is idle), so an idle
- * pool uses no CPU. tp_run returns when every thread has finished. */
+ * pool uses no CPU.
+ *
+ * A step is shared, not split in fixed parts: the task takes its work items
+ * from a shared counter (tp_claim) until none are left, and a worker joins
+ * the step only if the caller has not finished it yet. On a machine whose
+ * cores are also busy with other programs, a worker that is not running
+ * when a step starts therefore costs nothing: the caller does its share and
+ * goes on, instead of waiting a scheduler time slice for a thread that would
+ * find nothing left to do. tp_run returns when the work is done and every
+ * worker that joined has left. */
 #ifndef MSOA_ENGINE_THREADPOOL_H
 #define MSOA_ENGINE_THREADPOOL_H
 
-/* Runs on every thread with its index ith in [0, nth). */
+#include <stdatomic.h>
+
+/* Runs on the caller (ith 0) and on each worker that joins (ith in
+ * [1, nth)); it must take its work with tp_claim, so that any subset of the
+ * threads that includes the caller completes it. ith indexes per-thread
+ * scratch space: no two threads in a step share one. */
 typedef void (*tp_task)(void *arg, int ith, int nth);
 
 typedef struct threadpool threadpool;
@@ -21,11 +35,14 @@ threadpool *tp_create(int n_threads);
 void tp_destroy(threadpool *tp);
 int tp_size(const threadpool *tp);
 
-/* Runs task on all threads and waits for them. Not reentrant: one caller at
- * a time (a pool belongs to one inference context). */
+/* Runs task as one step and waits for it. Not reentrant: one caller at a
+ * time (contexts sharing a pool take turns). */
 void tp_run(threadpool *tp, tp_task task, void *arg);
 
-/* The part [*lo, *hi) of n items that thread ith of nth should take. */
-void tp_split(long n, int ith, int nth, long *lo, long *hi);
+/* Work sharing: *next counts the items of a step already taken (start it at
+ * 0). Takes the next run of items [*lo, *hi) out of n; 0 when none are
+ * left. Runs of about 1/16 of the step for 2 threads keep the cost of
+ * taking them small and the wait for the last one short. */
+int tp_claim(atomic_long *next, long n, long run, long *lo, long *hi);
 
 #endif

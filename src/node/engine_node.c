@@ -21,6 +21,7 @@
 #include "base/xalloc.h"
 #include "engine/chat_template.h"
 #include "engine/llama.h"
+#include "engine/threadpool.h"
 #include "engine/tokenizer.h"
 #include "node/engine_gen.h"
 #include "node/engine_request.h"
@@ -75,6 +76,7 @@ struct engine_node {
     char *model;
     slot *slots;
     int n_slots, max_queue;
+    threadpool *tp;         /* the slots' contexts share it: one steps at a time */
     pthread_mutex_t mu;
     pthread_cond_t wake;
     ecall *q_head, *q_tail;
@@ -363,6 +365,7 @@ static void *generation_main(void *arg) {
 static void engine_free(engine_node *en) {
     for (int i = 0; en->slots && i < en->n_slots; i++) llama_ctx_free(en->slots[i].ctx);
     free(en->slots);
+    tp_destroy(en->tp);
     tokenizer_free(en->tk);
     llama_free(en->m);
     free(en->model);
@@ -397,10 +400,9 @@ int engine_node_attach(node *n, const char *gguf_path, int n_threads, int max_sl
         log_info("engine node %s: no usable chat template (%s): prompts are the messages' text joined by newlines",
                  n->name, msg);
     en->n_vocab = llama_model_hparams(en->m)->n_vocab;
+    if (!(en->tp = tp_create(n_threads))) return attach_fail(en, err, gguf_path, "cannot start the engine's threads");
     en->slots = xcalloc((size_t)en->n_slots, sizeof *en->slots);
-    for (int i = 0; i < en->n_slots; i++)
-        if (!(en->slots[i].ctx = llama_ctx_new(en->m, 0, n_threads)))
-            return attach_fail(en, err, gguf_path, "cannot start the engine's threads");
+    for (int i = 0; i < en->n_slots; i++) en->slots[i].ctx = llama_ctx_new_shared(en->m, 0, en->tp);
     en->n_ctx = llama_ctx_size(en->slots[0].ctx);
     if (pthread_create(&en->thread, NULL, generation_main, en) != 0)
         return attach_fail(en, err, gguf_path, "cannot start the generation thread");

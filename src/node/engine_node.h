@@ -12,7 +12,7 @@
  * the others to end. This is time-slicing, not batched matrix products, so
  * the node's total tokens/s stays that of one sequence (memory-bound decode
  * reads all weights per token either way); each step uses n_threads
- * threads. Requests beyond the slots wait in a FIFO queue of max_queue;
+ * threads, from one pool the slots share. Requests beyond the slots wait in a FIFO queue of max_queue;
  * beyond that a call fails at once (from a later loop turn) with 503
  * "node_busy" (type "service_unavailable", retry_after_s 1).
  *

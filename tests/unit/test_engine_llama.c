@@ -28,41 +28,56 @@
 
 /* ---- thread pool ---- */
 
-typedef struct { atomic_long sum; long n; int seen[8]; } tp_arg;
+/* Items [0, n) shared out with tp_claim: each must be done exactly once,
+ * whichever threads join. */
+typedef struct { atomic_long next; long n; atomic_int done[1001]; atomic_int caller_ran; } tp_arg;
 
 static void tp_work(void *p, int ith, int nth) {
     tp_arg *a = p;
-    long lo, hi, s = 0;
-    tp_split(a->n, ith, nth, &lo, &hi);
-    for (long i = lo; i < hi; i++) s += i;
-    atomic_fetch_add(&a->sum, s);
-    a->seen[ith]++;
+    long lo, hi;
+    (void)nth;
+    if (ith == 0) atomic_fetch_add(&a->caller_ran, 1);
+    while (tp_claim(&a->next, a->n, 3, &lo, &hi))
+        for (long i = lo; i < hi; i++) atomic_fetch_add(&a->done[i], 1);
+}
+
+/* Runs one step and checks that every item was done once. */
+static int tp_step(threadpool *tp, tp_arg *a) {
+    atomic_store(&a->next, 0);
+    for (long i = 0; i < a->n; i++) atomic_store(&a->done[i], 0);
+    tp_run(tp, tp_work, a);
+    for (long i = 0; i < a->n; i++)
+        if (atomic_load(&a->done[i]) != 1) return 0;
+    return 1;
 }
 
 static void test_threadpool(void) {
+    static tp_arg a = {.n = 1001};
     for (int n = 1; n <= 3; n++) {
         threadpool *tp = tp_create(n);
         CHECK(tp != NULL);
         if (!tp) continue;
         CHECK_EQ_INT(tp_size(tp), n);
-        tp_arg a = {.n = 1001};
-        for (int rep = 0; rep < 2000; rep++) {  /* back to back: the spinning path */
-            atomic_store(&a.sum, 0);
-            tp_run(tp, tp_work, &a);
-            if (atomic_load(&a.sum) != 1001L * 1000 / 2) { CHECK_EQ_INT(atomic_load(&a.sum), 500500); break; }
-        }
-        for (int rep = 0; rep < 3; rep++) {     /* with pauses: workers go to sleep */
+        atomic_store(&a.caller_ran, 0);
+        int ok = 1;
+        for (int rep = 0; rep < 2000 && ok; rep++) ok = tp_step(tp, &a);   /* back to back: the spinning path */
+        for (int rep = 0; rep < 3 && ok; rep++) {   /* with pauses: workers go to sleep */
             usleep(5000);
-            atomic_store(&a.sum, 0);
-            tp_run(tp, tp_work, &a);
-            CHECK_EQ_INT(atomic_load(&a.sum), 500500);
+            ok = tp_step(tp, &a);
         }
-        for (int i = 0; i < n; i++) CHECK_EQ_INT(a.seen[i], 2003);
+        CHECK(ok);
+        CHECK_EQ_INT(atomic_load(&a.caller_ran), 2003);
         tp_destroy(tp);
     }
-    long lo, hi, total = 0;
-    for (int i = 0; i < 3; i++) { tp_split(10, i, 3, &lo, &hi); total += hi - lo; }
-    CHECK_EQ_INT(total, 10);
+    /* claims cover [0, n) in order, in runs of the size asked, the last cut short */
+    atomic_long next = 0;
+    long lo, hi, at = 0;
+    while (tp_claim(&next, 100, 16, &lo, &hi)) {
+        CHECK_EQ_INT(lo, at);
+        CHECK_EQ_INT(hi - lo, hi == 100 ? 4 : 16);
+        at = hi;
+    }
+    CHECK_EQ_INT(at, 100);
 }
 
 /* ---- golden outputs ---- */

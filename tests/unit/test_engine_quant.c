@@ -379,6 +379,56 @@ static void test_dotn(void) {
         }
 }
 
+/* Four-row kernels give each row exactly what the one-row kernel gives
+ * (decode takes rows four at a time, the golden tests one at a time). */
+static void test_dot4(void) {
+    const quant_kernels *tabs[3] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni()};
+    enum { COLS = 1024, ROWS = 4 };
+    static float w[COLS], x[COLS];
+    static uint8_t wq[ROWS][COLS * 2], xq[COLS * 2];
+    int tried = 0;
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < QT_COUNT; t++) {
+            if (!tabs[k] || !tabs[k]->dot4[t]) continue;
+            tried++;
+            for (int r = 0; r < ROWS; r++) { fill(w, COLS); quantize_row((qtype)t, w, wq[r], COLS); }
+            fill(x, COLS);
+            quantize_row(qtype_act_type((qtype)t), x, xq, COLS);
+            float out[ROWS];
+            tabs[k]->dot4[t](wq, sizeof wq[0], xq, COLS, out);
+            for (int r = 0; r < ROWS; r++) {
+                float one = tabs[k]->dot[t](wq[r], xq, COLS);
+                if (memcmp(&one, &out[r], sizeof one)) {
+                    fprintf(stderr, "  %s %s row %d: %.9g vs %.9g\n", tabs[k]->name, qtype_name((uint32_t)t), r, out[r], one);
+                    CHECK(0);
+                }
+            }
+        }
+    CHECK(tried > 0 || !quant_kernels_avx2());
+}
+
+/* The SIMD activation quantiser writes quantize_row's bytes, ties that
+ * round to even included. */
+static void test_quantize_q8_0(void) {
+    const quant_kernels *tabs[3] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni()};
+    enum { N = 32 * 40 };
+    static float x[N];
+    static uint8_t ref[N * 2], got[N * 2];
+    fill(x, N);
+    for (int j = 0; j < 32; j++) x[j] = (float)j - 15.5f;   /* ties: amax 15.5 -> scale 127/15.5 */
+    x[40] = 127.0f;
+    for (int j = 32; j < 64; j++) if (j != 40) x[j] = (float)(j - 48) + 0.5f;   /* ties with scale 1 */
+    for (int j = 64; j < 96; j++) x[j] = 0;   /* an all-zero block */
+    for (int j = 96; j < 128; j++) x[j] = -0.0f;
+    CHECK_EQ_INT(quantize_row(QT_Q8_0, x, ref, N), 0);
+    for (int k = 0; k < 3; k++) {
+        if (!tabs[k]) continue;
+        memset(got, 0xAA, sizeof got);
+        tabs[k]->quantize_q8_0(x, got, N);
+        CHECK(memcmp(ref, got, qtype_row_bytes(QT_Q8_0, N)) == 0);
+    }
+}
+
 int main(void) {
     fprintf(stderr, "kernels: %s\n", quant_kernels_best()->name);
     TEST(test_fp16);
@@ -392,5 +442,7 @@ int main(void) {
     TEST(test_random_blocks);
     TEST(test_exact_order_kernels);
     TEST(test_dotn);
+    TEST(test_dot4);
+    TEST(test_quantize_q8_0);
     return test_done();
 }
