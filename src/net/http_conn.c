@@ -19,11 +19,12 @@
  *   LLM streams come in small pieces). Idle connections keep reading, so a
  *   close by the server is seen at once.
  * - Calls: one allocation holding the call, its request head and body,
- *   written with one uv_write. One timer per call carries the connect,
- *   total and stall deadlines (checked when it fires: a byte does not
- *   re-arm it) and the work deferred to the next loop turn: delivering what
- *   a pause held back, and reporting a failure met inside
- *   http_client_start, which must not call back.
+ *   written with one uv_try_write (uv_write for what does not fit). One
+ *   timer per call carries the connect, total and stall deadlines
+ *   (checked when it fires: a byte does not re-arm it) and the work
+ *   deferred to the next loop turn: delivering what a pause held back, and
+ *   reporting a failure met inside http_client_start, which must not call
+ *   back.
  *
  * Callbacks may cancel, pause or start calls. A call is freed only by its
  * timer's close callback and a connection by its handle's, so both stay
@@ -364,16 +365,27 @@ static void on_written(uv_write_t *req, int status) {
     if (status < 0 && k->call) conn_broken(k, status);
 }
 
+/* The head and the body lie end to end in c->req. Most requests fit the
+ * socket buffer and leave with uv_try_write; only a remainder goes through
+ * uv_write, whose completion costs libuv an epoll_ctl per request. */
 static void send_request(hc_conn *k) {
     hc_call *c = k->call;
-    uv_buf_t b[2] = {uv_buf_init(c->req, (unsigned)c->head_len),
-                     uv_buf_init(c->req + c->head_len, (unsigned)c->body_len)};
-    int rc = uv_write(&k->req.write, (uv_stream_t *)&k->tcp, b, c->body_len ? 2 : 1, on_written);
-    if (rc < 0) {
-        conn_broken(k, rc);
+    size_t total = c->head_len + c->body_len;
+    uv_buf_t b = uv_buf_init(c->req, (unsigned)total);
+    int sent = uv_try_write((uv_stream_t *)&k->tcp, &b, 1);
+    if (sent < 0 && sent != UV_EAGAIN) {
+        conn_broken(k, sent);
         return;
     }
-    k->writing = 1;
+    if (sent > 0) b = uv_buf_init(c->req + sent, (unsigned)(total - (size_t)sent));
+    if (b.len) {
+        int rc = uv_write(&k->req.write, (uv_stream_t *)&k->tcp, &b, 1, on_written);
+        if (rc < 0) {
+            conn_broken(k, rc);
+            return;
+        }
+        k->writing = 1;
+    }
     conn_read_start(k);
 }
 
