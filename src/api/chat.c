@@ -29,6 +29,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
+#include "base/json_tape.h"
 #include "base/log.h"
 #include "base/xalloc.h"
 #include "ledger/cost.h"
@@ -222,50 +223,55 @@ static void fill_summary(chat *c, chat_summary *s) {
     s->cascade_json = c->cascade ? (c->cascade_log.data ? c->cascade_log.data : "") : NULL;
 }
 
-/* Written by hand and added raw: cJSON prints every non-integer number with
- * sprintf and checks it with sscanf, which cost more than the rest of the
- * gateway's work on a request. */
+/* Written by hand: cJSON prints every non-integer number with sprintf and
+ * checks it with sscanf, which cost more than the rest of the gateway's
+ * work on a request. */
+static void put_msoa_report(buf *o, const chat_summary *s) {
+    buf_puts(o, "{\"node\":");
+    json_put_string(o, s->node);
+    buf_puts(o, ",\"model\":");
+    json_put_string(o, s->model);
+    buf_puts(o, ",\"domain\":");
+    json_put_string(o, s->domain);
+    buf_puts(o, ",\"tokens_in\":");
+    json_put_long(o, s->tokens_in);
+    buf_puts(o, ",\"tokens_out\":");
+    json_put_long(o, s->tokens_out);
+    if (s->usage_estimated) buf_puts(o, ",\"usage_estimated\":true");
+    buf_puts(o, ",\"nodes\":[");
+    for (int i = 0; i < s->n_nodes; i++) {
+        if (i) buf_putc(o, ',');
+        json_put_string(o, s->nodes[i]->name);
+    }
+    buf_puts(o, "],\"failovers\":");
+    json_put_long(o, s->n_nodes - 1 - s->hedged > 0 ? s->n_nodes - 1 - s->hedged : 0);
+    if (s->hedged) buf_puts(o, ",\"hedged\":true");
+    if (s->route_json) {
+        buf_puts(o, ",\"route\":");
+        buf_puts(o, s->route_json);
+    }
+    if (s->flagged) buf_puts(o, ",\"guard_flagged\":true");
+    if (s->cascade_json) buf_printf(o, ",\"cascade\":[%s]", s->cascade_json);
+    buf_printf(o, ",\"degraded\":%s", s->degraded ? "true" : "false");
+    if (s->degraded) {
+        buf_puts(o, ",\"degraded_reason\":");
+        json_put_string(o, s->degraded);
+    }
+    buf_puts(o, ",\"cost_usd\":");
+    json_put_fixed(o, s->cost_usd, 12);
+    buf_puts(o, ",\"baseline_cost_usd\":");
+    json_put_fixed(o, s->baseline_cost_usd, 12);
+    buf_puts(o, ",\"saved_usd\":");
+    json_put_fixed(o, s->saved_usd, 12);
+    buf_puts(o, ",\"latency_ms\":");
+    json_put_fixed(o, s->latency_ms, 3);
+    buf_putc(o, '}');
+}
+
+/* The report as a raw cJSON item, for answers built as trees. */
 static cJSON *msoa_object(const chat_summary *s) {
     buf o = BUF_INIT;
-    buf_puts(&o, "{\"node\":");
-    json_put_string(&o, s->node);
-    buf_puts(&o, ",\"model\":");
-    json_put_string(&o, s->model);
-    buf_puts(&o, ",\"domain\":");
-    json_put_string(&o, s->domain);
-    buf_puts(&o, ",\"tokens_in\":");
-    json_put_long(&o, s->tokens_in);
-    buf_puts(&o, ",\"tokens_out\":");
-    json_put_long(&o, s->tokens_out);
-    if (s->usage_estimated) buf_puts(&o, ",\"usage_estimated\":true");
-    buf_puts(&o, ",\"nodes\":[");
-    for (int i = 0; i < s->n_nodes; i++) {
-        if (i) buf_putc(&o, ',');
-        json_put_string(&o, s->nodes[i]->name);
-    }
-    buf_puts(&o, "],\"failovers\":");
-    json_put_long(&o, s->n_nodes - 1 - s->hedged > 0 ? s->n_nodes - 1 - s->hedged : 0);
-    if (s->hedged) buf_puts(&o, ",\"hedged\":true");
-    if (s->route_json) {
-        buf_puts(&o, ",\"route\":");
-        buf_puts(&o, s->route_json);
-    }
-    if (s->flagged) buf_puts(&o, ",\"guard_flagged\":true");
-    if (s->cascade_json) buf_printf(&o, ",\"cascade\":[%s]", s->cascade_json);
-    buf_printf(&o, ",\"degraded\":%s", s->degraded ? "true" : "false");
-    if (s->degraded) {
-        buf_puts(&o, ",\"degraded_reason\":");
-        json_put_string(&o, s->degraded);
-    }
-    buf_puts(&o, ",\"cost_usd\":");
-    json_put_fixed(&o, s->cost_usd, 12);
-    buf_puts(&o, ",\"baseline_cost_usd\":");
-    json_put_fixed(&o, s->baseline_cost_usd, 12);
-    buf_puts(&o, ",\"saved_usd\":");
-    json_put_fixed(&o, s->saved_usd, 12);
-    buf_puts(&o, ",\"latency_ms\":");
-    json_put_fixed(&o, s->latency_ms, 3);
-    buf_putc(&o, '}');
+    put_msoa_report(&o, s);
     cJSON *raw = cJSON_CreateRaw(o.data);
     buf_free(&o);
     return raw;
@@ -280,9 +286,13 @@ static void set_first(cJSON *obj, const char *key, cJSON *item) {
     cJSON_InsertItemInArray(obj, 0, item);
 }
 
+static const node *answering_node(const chat *c) {
+    return c->winner ? c->winner->node : c->used[c->n_used - 1];
+}
+
 /* One id, one model name and one creation time for the whole answer. */
 static void brand(chat *c, cJSON *obj, const char *object) {
-    node *n = c->winner ? c->winner->node : c->used[c->n_used - 1];
+    const node *n = answering_node(c);
     set_first(obj, "model", cJSON_CreateString(n->model));
     set_first(obj, "created", cJSON_CreateNumber((double)c->created));
     set_first(obj, "object", cJSON_CreateString(object));
@@ -300,6 +310,18 @@ static void report_error(chat *c, int status, const char *message, const char *t
     buf_free(&e);
 }
 
+/* brand, for an answer written as text: its opening and first members. */
+static void put_brand(const chat *c, buf *out, const char *object) {
+    buf_puts(out, "{\"id\":");
+    json_put_string(out, c->id);
+    buf_puts(out, ",\"object\":");
+    json_put_string(out, object);
+    buf_puts(out, ",\"created\":");
+    json_put_long(out, c->created);
+    buf_puts(out, ",\"model\":");
+    json_put_string(out, answering_node(c)->model);
+}
+
 static void take_usage(attempt *a, const cJSON *obj) {
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(obj, "usage");
     if (!cJSON_IsObject(usage)) return;
@@ -311,9 +333,21 @@ static void take_usage(attempt *a, const cJSON *obj) {
     a->have_usage = 1;
 }
 
+/* take_usage, from a whole answer read into a tape. */
+static void take_answer_usage(attempt *a, const json_doc *answer) {
+    int usage = json_get(answer, 0, "usage");
+    double in, out;
+    if (!json_number(answer, json_get(answer, usage, "prompt_tokens"), &in) ||
+        !json_number(answer, json_get(answer, usage, "completion_tokens"), &out))
+        return;
+    a->tokens_in = (long)in;
+    a->tokens_out = (long)out;
+    a->have_usage = 1;
+}
+
 /* ---- attempts ---- */
 
-static const dispatch_events attempt_events;
+static const dispatch_callbacks attempt_events;
 
 static void unlink_attempt(chat *c, attempt *a) {
     for (int i = 0; i < 2; i++)
@@ -518,12 +552,45 @@ static cJSON *assembled_completion(chat *c) {
     return resp;
 }
 
+static void put_usage(buf *out, const chat_summary *s) {
+    buf_puts(out, "{\"prompt_tokens\":");
+    json_put_long(out, s->tokens_in);
+    buf_puts(out, ",\"completion_tokens\":");
+    json_put_long(out, s->tokens_out);
+    buf_puts(out, ",\"total_tokens\":");
+    json_put_long(out, s->tokens_in + s->tokens_out);
+    buf_putc(out, '}');
+}
+
 static void add_usage(cJSON *obj, const chat_summary *s) {
+    buf u = BUF_INIT;
+    put_usage(&u, s);
     cJSON_DeleteItemFromObjectCaseSensitive(obj, "usage");
-    cJSON *u = cJSON_AddObjectToObject(obj, "usage");
-    cJSON_AddNumberToObject(u, "prompt_tokens", (double)s->tokens_in);
-    cJSON_AddNumberToObject(u, "completion_tokens", (double)s->tokens_out);
-    cJSON_AddNumberToObject(u, "total_tokens", (double)(s->tokens_in + s->tokens_out));
+    cJSON_AddItemToObject(obj, "usage", cJSON_CreateRaw(u.data));
+    buf_free(&u);
+}
+
+/* A node's answer passed on as it came, but for what msoa says itself: its
+ * id, object, creation time and model first, usage counting every node's
+ * tokens, and the msoa report last. */
+static void relay_answer(const chat *c, const json_doc *answer, const chat_summary *s, buf *out) {
+    static const char *const ours[] = {"id", "object", "created", "model", "usage", "msoa"};
+    buf_reserve(out, answer->len + 512);
+    put_brand(c, out, "chat.completion");
+    for (uint32_t k = 1; k < answer->tok[0].end; k = answer->tok[k + 1].end) {
+        int mine = 0;
+        for (size_t i = 0; i < sizeof ours / sizeof *ours && !mine; i++) mine = json_str_eq(answer, (int)k, ours[i]);
+        if (mine) continue;
+        buf_putc(out, ',');
+        buf_append(out, json_raw(answer, (int)k), answer->tok[k].len);
+        buf_putc(out, ':');
+        buf_append(out, json_raw(answer, (int)k + 1), answer->tok[k + 1].len);
+    }
+    buf_puts(out, ",\"usage\":");
+    put_usage(out, s);
+    buf_puts(out, ",\"msoa\":");
+    put_msoa_report(out, s);
+    buf_putc(out, '}');
 }
 
 /* The ledger step: today the metrics; receipts come with the ledger. The
@@ -539,19 +606,15 @@ static void account(chat *c, const chat_summary *s) {
               s->tokens_out, s->cost_usd, s->latency_ms);
 }
 
-static void finish(chat *c, cJSON *completion, const chat_summary *s) {
+/* The answer, complete in `text` (which goes with it). */
+static void finish(chat *c, buf *text, const chat_summary *s) {
     attempt *a = c->winner;
     uint64_t now = clock_now_ns();
     latency_record_done(&a->node->latency, now / 1000000u, a->first_ns ? (a->first_ns - a->start_ns) / 1000 : 0,
                         (now - a->start_ns) / 1000, (uint64_t)(s->tokens_out - c->sum_out));
-    cJSON_DeleteItemFromObjectCaseSensitive(completion, "msoa");
-    cJSON_AddItemToObject(completion, "msoa", msoa_object(s));
-    buf text = BUF_INIT;
-    json_write(&text, completion);
     account(c, s);
-    c->sink->on_finish(c->ud, s, text.data, text.len);
-    buf_free(&text);
-    cJSON_Delete(completion);
+    c->sink->on_finish(c->ud, s, text->data, text->len);
+    buf_free(text);
     judge(a, 1);
     unlink_attempt(c, a);
     free(a);
@@ -587,7 +650,11 @@ static void finish_stream(chat *c) {
     cJSON_Delete(last);
     cJSON *completion = assembled_completion(c);
     add_usage(completion, &s);
-    finish(c, completion, &s);
+    cJSON_AddItemToObject(completion, "msoa", msoa_object(&s));
+    buf text = BUF_INIT;
+    json_write(&text, completion);
+    cJSON_Delete(completion);
+    finish(c, &text, &s);
 }
 
 /* ---- cascades ---- */
@@ -668,7 +735,6 @@ static int cascade_step(chat *c, attempt *a, const cJSON *response) {
     log_step(c, a->node, check, "escalated", r.message);
     log_info("chat %s: cascade: %s's answer failed the %s check (%s); escalating to %s", c->id, a->node->name,
              check, r.message, next->name);
-    take_usage(a, response);
     c->winner = NULL;
     end_attempt(c, a, 1);
     if (start_attempt(c, next) < 0) {
@@ -681,7 +747,6 @@ static int cascade_step(chat *c, attempt *a, const cJSON *response) {
 
 /* A client that asked for a stream gets the checked answer as one. */
 static void stream_whole(chat *c, attempt *a, cJSON *response) {
-    take_usage(a, response);
     const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(response, "choices"), 0);
     const cJSON *finish_reason = cJSON_GetObjectItemCaseSensitive(choice, "finish_reason");
     cJSON *chunk = cJSON_CreateObject();
@@ -706,16 +771,16 @@ static void stream_whole(chat *c, attempt *a, cJSON *response) {
     finish_stream(c);
 }
 
-static void on_attempt_done(void *ud, cJSON *response) {
+static void on_attempt_done(void *ud, const json_doc *answer) {
     attempt *a = ud;
     chat *c = a->c;
     a->d = NULL;
-    if (!claim(c, a)) { /* cannot happen: a loser is cancelled */
-        cJSON_Delete(response);
-        return;
-    }
+    if (!claim(c, a)) return; /* cannot happen: a loser is cancelled */
+    if (answer) take_answer_usage(a, answer);
     if (c->cascade && !a->stream) {
-        if (c->next_in_plan < c->n_plan && cascade_step(c, a, response)) {
+        /* the checks read a tree; a cascade's answer is worth building one */
+        cJSON *response = cJSON_ParseWithLength(answer->text, answer->len);
+        if (response && c->next_in_plan < c->n_plan && cascade_step(c, a, response)) {
             cJSON_Delete(response);
             return;
         }
@@ -723,17 +788,17 @@ static void on_attempt_done(void *ud, cJSON *response) {
             stream_whole(c, a, response);
             return;
         }
+        cJSON_Delete(response);
     }
     if (c->stream) {
         finish_stream(c);
         return;
     }
-    take_usage(a, response);
     chat_summary s;
     fill_summary(c, &s);
-    brand(c, response, "chat.completion");
-    add_usage(response, &s);
-    finish(c, response, &s);
+    buf text = BUF_INIT;
+    relay_answer(c, answer, &s, &text);
+    finish(c, &text, &s);
 }
 
 /* ---- failures ---- */
@@ -835,7 +900,7 @@ static void on_attempt_error(void *ud, const dispatch_error *e) {
     chat_free(c);
 }
 
-static const dispatch_events attempt_events = {on_attempt_chunk, on_attempt_done, on_attempt_error};
+static const dispatch_callbacks attempt_events = {on_attempt_chunk, on_attempt_done, on_attempt_error};
 
 /* ---- planning ---- */
 
