@@ -44,30 +44,40 @@ void json_put_long(buf *out, long v) {
     put_uint(out, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, 1);
 }
 
+/* d rounded to `decimals` (<= 15) digits after the point, from one
+ * integer; trailing zeros (and a sign on zero) dropped unless keep_zeros.
+ * 0 when d times 10^decimals is not below 2^53 (or is NaN). */
+static int put_decimal(buf *out, double d, int decimals, int keep_zeros) {
+    double scale = 1;
+    for (int i = 0; i < decimals; i++) scale *= 10;
+    double mag = fabs(d);
+    if (!(mag * scale < 9007199254740992.0)) return 0;
+    uint64_t scaled = (uint64_t)llround(mag * scale);
+    uint64_t whole = scaled / (uint64_t)scale, frac = scaled % (uint64_t)scale;
+    if (keep_zeros ? signbit(d) : d < 0 && scaled) buf_putc(out, '-');
+    put_uint(out, whole, 1);
+    if (!decimals || (!frac && !keep_zeros)) return 1;
+    while (!keep_zeros && frac % 10 == 0) {
+        frac /= 10;
+        decimals--;
+    }
+    buf_putc(out, '.');
+    put_uint(out, frac, decimals);
+    return 1;
+}
+
 void json_put_fixed(buf *out, double d, int decimals) {
     if (!isfinite(d)) {
         buf_puts(out, "null");
         return;
     }
     if (decimals > 15) decimals = 15;
-    double scale = 1;
-    for (int i = 0; i < decimals; i++) scale *= 10;
-    double mag = fabs(d);
-    if (mag * scale >= 9007199254740992.0) {
-        buf_printf(out, "%.17g", d);
-        return;
-    }
-    uint64_t scaled = (uint64_t)llround(mag * scale);
-    uint64_t whole = scaled / (uint64_t)scale, frac = scaled % (uint64_t)scale;
-    if (d < 0 && scaled) buf_putc(out, '-');
-    put_uint(out, whole, 1);
-    if (!frac) return;
-    while (frac % 10 == 0) {
-        frac /= 10;
-        decimals--;
-    }
-    buf_putc(out, '.');
-    put_uint(out, frac, decimals);
+    if (!put_decimal(out, d, decimals, 0)) buf_printf(out, "%.17g", d);
+}
+
+void json_put_decimal(buf *out, double d, int decimals) {
+    if (decimals > 15) decimals = 15;
+    if (!isfinite(d) || !put_decimal(out, d, decimals, 1)) buf_printf(out, "%.*f", decimals, d);
 }
 
 static void put_number(buf *out, double d) {
