@@ -5,27 +5,39 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Bytes a JSON string cannot hold as they are: controls, quote, backslash. */
+#define ROW(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const unsigned char must_escape[256] = {
+    ROW(1), ROW(1),
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: '"' */
+    ROW(0), ROW(0),
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50: '\\' */
+};
+#undef ROW
+
 void json_put_string(buf *out, const char *s) {
     if (!s) {
         buf_puts(out, "null");
         return;
     }
+    size_t n = strlen(s);
+    buf_reserve(out, n + 2);
     buf_putc(out, '"');
-    const char *run = s;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p >= 0x20 && *p != '"' && *p != '\\') continue;
-        buf_append(out, run, (size_t)((const char *)p - run));
+    const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
+    for (; p < e; p++) {
+        if (!must_escape[*p]) continue;
+        buf_append(out, run, (size_t)(p - run));
         switch (*p) {
-        case '"': buf_puts(out, "\\\""); break;
-        case '\\': buf_puts(out, "\\\\"); break;
-        case '\n': buf_puts(out, "\\n"); break;
-        case '\r': buf_puts(out, "\\r"); break;
-        case '\t': buf_puts(out, "\\t"); break;
+        case '"': buf_append(out, "\\\"", 2); break;
+        case '\\': buf_append(out, "\\\\", 2); break;
+        case '\n': buf_append(out, "\\n", 2); break;
+        case '\r': buf_append(out, "\\r", 2); break;
+        case '\t': buf_append(out, "\\t", 2); break;
         default: buf_printf(out, "\\u%04x", *p); break;
         }
-        run = (const char *)p + 1;
+        run = p + 1;
     }
-    buf_puts(out, run);
+    buf_append(out, run, (size_t)(e - run));
     buf_putc(out, '"');
 }
 
