@@ -223,52 +223,54 @@ static void fill_summary(chat *c, chat_summary *s) {
     s->cascade_json = c->cascade ? (c->cascade_log.data ? c->cascade_log.data : "") : NULL;
 }
 
-/* Written by hand: cJSON prints every non-integer number with sprintf and
- * checks it with sscanf, which cost more than the rest of the gateway's
- * work on a request. */
-static void put_msoa_report(buf *o, const chat_summary *s) {
-    buf_puts(o, "{\"node\":");
-    json_put_string(o, s->node);
-    buf_puts(o, ",\"model\":");
-    json_put_string(o, s->model);
-    buf_puts(o, ",\"domain\":");
-    json_put_string(o, s->domain);
-    buf_puts(o, ",\"tokens_in\":");
-    json_put_long(o, s->tokens_in);
-    buf_puts(o, ",\"tokens_out\":");
-    json_put_long(o, s->tokens_out);
-    if (s->usage_estimated) buf_puts(o, ",\"usage_estimated\":true");
-    buf_puts(o, ",\"nodes\":[");
+/* The report, appended to out. Written by hand: cJSON prints every
+ * non-integer number with sprintf and checks it with sscanf, which cost
+ * more than the rest of the gateway's work on a request. */
+static void put_msoa_report(buf *out, const chat_summary *s) {
+    buf o = *out; /* taken over, handed back at the end */
+    buf_puts(&o, "{\"node\":");
+    json_put_string(&o, s->node);
+    buf_puts(&o, ",\"model\":");
+    json_put_string(&o, s->model);
+    buf_puts(&o, ",\"domain\":");
+    json_put_string(&o, s->domain);
+    buf_puts(&o, ",\"tokens_in\":");
+    json_put_long(&o, s->tokens_in);
+    buf_puts(&o, ",\"tokens_out\":");
+    json_put_long(&o, s->tokens_out);
+    if (s->usage_estimated) buf_puts(&o, ",\"usage_estimated\":true");
+    buf_puts(&o, ",\"nodes\":[");
     for (int i = 0; i < s->n_nodes; i++) {
-        if (i) buf_putc(o, ',');
-        json_put_string(o, s->nodes[i]->name);
+        if (i) buf_putc(&o, ',');
+        json_put_string(&o, s->nodes[i]->name);
     }
-    buf_puts(o, "],\"failovers\":");
-    json_put_long(o, s->n_nodes - 1 - s->hedged > 0 ? s->n_nodes - 1 - s->hedged : 0);
-    if (s->hedged) buf_puts(o, ",\"hedged\":true");
+    buf_puts(&o, "],\"failovers\":");
+    json_put_long(&o, s->n_nodes - 1 - s->hedged > 0 ? s->n_nodes - 1 - s->hedged : 0);
+    if (s->hedged) buf_puts(&o, ",\"hedged\":true");
     if (s->route_json) {
-        buf_puts(o, ",\"route\":");
-        buf_puts(o, s->route_json);
+        buf_puts(&o, ",\"route\":");
+        buf_puts(&o, s->route_json);
     }
-    if (s->flagged) buf_puts(o, ",\"guard_flagged\":true");
-    if (s->cascade_json) buf_printf(o, ",\"cascade\":[%s]", s->cascade_json);
-    buf_puts(o, s->degraded ? ",\"degraded\":true" : ",\"degraded\":false");
+    if (s->flagged) buf_puts(&o, ",\"guard_flagged\":true");
+    if (s->cascade_json) buf_printf(&o, ",\"cascade\":[%s]", s->cascade_json);
+    buf_puts(&o, s->degraded ? ",\"degraded\":true" : ",\"degraded\":false");
     if (s->degraded) {
-        buf_puts(o, ",\"degraded_reason\":");
-        json_put_string(o, s->degraded);
+        buf_puts(&o, ",\"degraded_reason\":");
+        json_put_string(&o, s->degraded);
     }
-    buf_puts(o, ",\"cost_usd\":");
-    json_put_fixed(o, s->cost_usd, 12);
-    buf_puts(o, ",\"baseline_cost_usd\":");
-    json_put_fixed(o, s->baseline_cost_usd, 12);
-    buf_puts(o, ",\"saved_usd\":");
-    json_put_fixed(o, s->saved_usd, 12);
-    buf_puts(o, ",\"latency_ms\":");
-    json_put_fixed(o, s->latency_ms, 3);
-    buf_putc(o, '}');
+    buf_puts(&o, ",\"cost_usd\":");
+    json_put_fixed(&o, s->cost_usd, 12);
+    buf_puts(&o, ",\"baseline_cost_usd\":");
+    json_put_fixed(&o, s->baseline_cost_usd, 12);
+    buf_puts(&o, ",\"saved_usd\":");
+    json_put_fixed(&o, s->saved_usd, 12);
+    buf_puts(&o, ",\"latency_ms\":");
+    json_put_fixed(&o, s->latency_ms, 3);
+    buf_putc(&o, '}');
+    *out = o;
 }
 
-/* The report as a raw cJSON item, for answers built as trees. */
+/* The report as a raw item, for answers built as trees. */
 static cJSON *msoa_object(const chat_summary *s) {
     buf o = BUF_INIT;
     put_msoa_report(&o, s);
