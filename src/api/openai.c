@@ -10,6 +10,7 @@
 #include "api/metrics.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/json.h"
 #include "base/utf8.h"
 #include "base/xalloc.h"
 #include "net/sse.h"
@@ -144,10 +145,11 @@ static void on_finish(void *ud, const chat_summary *s, const char *json, size_t 
         write_event(hc, "[DONE]", 6);
         http_stream_end(hc->x);
     } else {
-        char cost[64];
-        snprintf(cost, sizeof cost, "%.10f", s->cost_usd);
+        buf cost = BUF_INIT;
+        json_put_decimal(&cost, s->cost_usd, 10);
         add_route_headers(hc->x, s);
-        http_add_header(hc->x, "x-msoa-cost-usd", cost);
+        http_add_header(hc->x, "x-msoa-cost-usd", cost.data);
+        buf_free(&cost);
         http_respond(hc->x, 200, "application/json", json, len);
     }
     http_chat_free(hc);

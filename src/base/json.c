@@ -5,27 +5,39 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Bytes a JSON string cannot hold as they are: controls, quote, backslash. */
+#define ROW(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const unsigned char must_escape[256] = {
+    ROW(1), ROW(1),
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: '"' */
+    ROW(0), ROW(0),
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50: '\\' */
+};
+#undef ROW
+
 void json_put_string(buf *out, const char *s) {
     if (!s) {
         buf_puts(out, "null");
         return;
     }
+    size_t n = strlen(s);
+    buf_reserve(out, n + 2);
     buf_putc(out, '"');
-    const char *run = s;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p >= 0x20 && *p != '"' && *p != '\\') continue;
-        buf_append(out, run, (size_t)((const char *)p - run));
+    const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
+    for (; p < e; p++) {
+        if (!must_escape[*p]) continue;
+        buf_append(out, run, (size_t)(p - run));
         switch (*p) {
-        case '"': buf_puts(out, "\\\""); break;
-        case '\\': buf_puts(out, "\\\\"); break;
-        case '\n': buf_puts(out, "\\n"); break;
-        case '\r': buf_puts(out, "\\r"); break;
-        case '\t': buf_puts(out, "\\t"); break;
+        case '"': buf_append(out, "\\\"", 2); break;
+        case '\\': buf_append(out, "\\\\", 2); break;
+        case '\n': buf_append(out, "\\n", 2); break;
+        case '\r': buf_append(out, "\\r", 2); break;
+        case '\t': buf_append(out, "\\t", 2); break;
         default: buf_printf(out, "\\u%04x", *p); break;
         }
-        run = (const char *)p + 1;
+        run = p + 1;
     }
-    buf_puts(out, run);
+    buf_append(out, run, (size_t)(e - run));
     buf_putc(out, '"');
 }
 
@@ -44,30 +56,40 @@ void json_put_long(buf *out, long v) {
     put_uint(out, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, 1);
 }
 
+/* d rounded to `decimals` (<= 15) digits after the point, from one
+ * integer; trailing zeros (and a sign on zero) dropped unless keep_zeros.
+ * 0 when d times 10^decimals is not below 2^53 (or is NaN). */
+static int put_decimal(buf *out, double d, int decimals, int keep_zeros) {
+    double scale = 1;
+    for (int i = 0; i < decimals; i++) scale *= 10;
+    double mag = fabs(d);
+    if (!(mag * scale < 9007199254740992.0)) return 0;
+    uint64_t scaled = (uint64_t)llround(mag * scale);
+    uint64_t whole = scaled / (uint64_t)scale, frac = scaled % (uint64_t)scale;
+    if (keep_zeros ? signbit(d) : d < 0 && scaled) buf_putc(out, '-');
+    put_uint(out, whole, 1);
+    if (!decimals || (!frac && !keep_zeros)) return 1;
+    while (!keep_zeros && frac % 10 == 0) {
+        frac /= 10;
+        decimals--;
+    }
+    buf_putc(out, '.');
+    put_uint(out, frac, decimals);
+    return 1;
+}
+
 void json_put_fixed(buf *out, double d, int decimals) {
     if (!isfinite(d)) {
         buf_puts(out, "null");
         return;
     }
     if (decimals > 15) decimals = 15;
-    double scale = 1;
-    for (int i = 0; i < decimals; i++) scale *= 10;
-    double mag = fabs(d);
-    if (mag * scale >= 9007199254740992.0) {
-        buf_printf(out, "%.17g", d);
-        return;
-    }
-    uint64_t scaled = (uint64_t)llround(mag * scale);
-    uint64_t whole = scaled / (uint64_t)scale, frac = scaled % (uint64_t)scale;
-    if (d < 0 && scaled) buf_putc(out, '-');
-    put_uint(out, whole, 1);
-    if (!frac) return;
-    while (frac % 10 == 0) {
-        frac /= 10;
-        decimals--;
-    }
-    buf_putc(out, '.');
-    put_uint(out, frac, decimals);
+    if (!put_decimal(out, d, decimals, 0)) buf_printf(out, "%.17g", d);
+}
+
+void json_put_decimal(buf *out, double d, int decimals) {
+    if (decimals > 15) decimals = 15;
+    if (!isfinite(d) || !put_decimal(out, d, decimals, 1)) buf_printf(out, "%.*f", decimals, d);
 }
 
 static void put_number(buf *out, double d) {

@@ -20,6 +20,9 @@ void json_put_long(buf *out, long v);
  * than printf. Beyond 1e15 in magnitude it falls back to %.17g; non-finite
  * values are written as null. */
 void json_put_fixed(buf *out, double d, int decimals);
+/* Appends d as printf's "%.*f" writes it (decimals <= 15): the same digits
+ * but in the last place, where this rounds the scaled value once. */
+void json_put_decimal(buf *out, double d, int decimals);
 /* Appends item as compact JSON, as cJSON_PrintUnformatted would (numbers that
  * are whole and below 2^53 as integers, others with 17 significant digits,
  * non-finite ones as null). */

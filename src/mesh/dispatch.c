@@ -1,4 +1,8 @@
-/* dispatch: see dispatch.h. */
+/* dispatch: see dispatch.h.
+ *
+ * A node's non-streamed answer is read into a JSON tape, not a cJSON tree:
+ * the caller mostly passes it on, and building and freeing a tree for
+ * that cost more than the rest of a proxied request. */
 #include "mesh/dispatch.h"
 
 #include <stdio.h>
@@ -14,6 +18,8 @@
 /* Error bodies and whole responses beyond this are not trusted. */
 #define MAX_RESPONSE_BYTES (16u << 20)
 #define MAX_ERROR_BODY_BYTES (64u << 10)
+/* Tokens of an answer's tape held on the stack; larger answers use the heap. */
+#define ANSWER_TOKENS 128
 
 struct dispatch {
     http_call *call;
@@ -26,7 +32,7 @@ struct dispatch {
     int finished;        /* an end event was delivered */
     buf body;            /* non-streaming body, or an error body */
     sse_parser sse;
-    dispatch_events ev;
+    dispatch_callbacks ev;
     void *ud;
 };
 
@@ -146,6 +152,22 @@ static void finish_http_error(dispatch *d) {
     cJSON_Delete(holder);
 }
 
+/* An answer must be a JSON object with a "choices" array. */
+static void deliver_answer(dispatch *d, const char *text, size_t len) {
+    json_tok space[ANSWER_TOKENS];
+    json_doc doc;
+    json_doc_init(&doc, space, ANSWER_TOKENS);
+    if (json_parse(&doc, text, len) != 0 || json_type_of(&doc, 0) != JSON_OBJECT ||
+        json_type_of(&doc, json_get(&doc, 0, "choices")) != JSON_ARRAY) {
+        fail(d, 502, "upstream_bad_response", "node '%s' sent an invalid response (%s at byte %zu): %.80s",
+             d->node->name, doc.error ? doc.error : "no \"choices\" array", doc.error_at, len ? text : "(empty)");
+    } else {
+        d->finished = 1;
+        d->ev.on_done(d->ud, &doc);
+    }
+    json_doc_free(&doc);
+}
+
 static void finish_response(dispatch *d) {
     if (d->stream) {
         if (!d->saw_done) {
@@ -157,15 +179,7 @@ static void finish_response(dispatch *d) {
         d->ev.on_done(d->ud, NULL);
         return;
     }
-    cJSON *resp = cJSON_ParseWithLength(d->body.data ? d->body.data : "", d->body.len);
-    if (!cJSON_IsObject(resp) || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(resp, "choices"))) {
-        cJSON_Delete(resp);
-        fail(d, 502, "upstream_bad_response", "node '%s' sent an invalid response: %.80s",
-             d->node->name, d->body.len ? d->body.data : "(empty)");
-        return;
-    }
-    d->finished = 1;
-    d->ev.on_done(d->ud, resp);
+    deliver_answer(d, d->body.data ? d->body.data : "", d->body.len);
 }
 
 /* Ends the dispatch; the node's in-flight count follows it. */
@@ -222,11 +236,21 @@ static void backend_chunk(void *ud, cJSON *chunk) {
     d->ev.on_chunk(d->ud, chunk);
 }
 
+/* A backend's answer is a tree: printed, it goes the way of an HTTP node's
+ * (a backend is far slower than the print). */
 static void backend_done(void *ud, cJSON *response) {
     dispatch *d = ud;
     d->backend_call = NULL;
-    d->finished = 1;
-    d->ev.on_done(d->ud, response);
+    if (response) {
+        buf text = BUF_INIT;
+        json_write(&text, response);
+        cJSON_Delete(response);
+        deliver_answer(d, text.data, text.len);
+        buf_free(&text);
+    } else {
+        d->finished = 1;
+        d->ev.on_done(d->ud, NULL);
+    }
     dispatch_free(d);
 }
 
@@ -242,11 +266,11 @@ static void backend_error(void *ud, const dispatch_error *e) {
 static const dispatch_events backend_events = {backend_chunk, backend_done, backend_error};
 
 dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *request, int stream,
-                         const dispatch_timeouts *t, const dispatch_events *ev, void *ud) {
+                         const dispatch_timeouts *t, const dispatch_callbacks *cb, void *ud) {
     dispatch *d = xcalloc(1, sizeof *d);
     d->node = n;
     d->stream = stream;
-    d->ev = *ev;
+    d->ev = *cb;
     d->ud = ud;
     sse_parser_init(&d->sse);
     atomic_fetch_add(&n->inflight, 1);

@@ -19,11 +19,17 @@
  *   LLM streams come in small pieces). Idle connections keep reading, so a
  *   close by the server is seen at once.
  * - Calls: one allocation holding the call, its request head and body,
- *   written with one uv_write. One timer per call carries the connect,
- *   total and stall deadlines (checked when it fires: a byte does not
- *   re-arm it) and the work deferred to the next loop turn: delivering what
- *   a pause held back, and reporting a failure met inside
- *   http_client_start, which must not call back.
+ *   written with one uv_try_write (uv_write for what does not fit) once
+ *   the loop's phase that made it ends (a uv_check after the I/O
+ *   callbacks, a uv_prepare before the loop blocks): requests made from
+ *   one poll's events leave together, so a busy server wakes once for them
+ *   all, not once for each (on a loaded gateway, waking peers was much of
+ *   the kernel's time). One
+ *   timer per call carries the connect, total and stall deadlines
+ *   (checked when it fires: a byte does not re-arm it) and the work
+ *   deferred to the next loop turn: delivering what a pause held back, and
+ *   reporting a failure met inside http_client_start, which must not call
+ *   back.
  *
  * Callbacks may cancel, pause or start calls. A call is freed only by its
  * timer's close callback and a connection by its handle's, so both stay
@@ -91,10 +97,11 @@ struct hc_conn {
     hc_host *host;
     hc_call *call;              /* NULL while idle */
     hc_conn *prev, *next;       /* host's idle list */
+    hc_conn *sprev, *snext;     /* the client's list of requests to send */
     http_resp_parser resp;
     buf pending;                /* read but held back by a pause */
     uint64_t idle_since;
-    unsigned connected : 1, writing : 1, reused : 1, reading : 1, closing : 1, idle : 1;
+    unsigned connected : 1, writing : 1, reused : 1, reading : 1, closing : 1, idle : 1, queued : 1;
     unsigned fresh : 1;         /* nothing of the call's response read yet */
 };
 
@@ -130,6 +137,10 @@ struct hconn_client {
     hc_call *calls;
     char *rbuf;                 /* the shared read buffer, READ_BUF_SIZE */
     uv_timer_t sweep;
+    uv_check_t sender;          /* sends the requests queued by I/O callbacks */
+    uv_prepare_t presender;     /* and those queued before the loop polls */
+    hc_conn *send_head;         /* connections with a request to send */
+    int open_handles;           /* the client is freed with the last */
 };
 
 static void call_fail(hc_call *c, enum http_call_error err, const char *fmt, ...)
@@ -157,10 +168,20 @@ static void idle_remove(hc_conn *k) {
     h->n_idle--;
 }
 
+static void send_remove(hc_conn *k) {
+    hconn_client *cl = k->host->cl;
+    if (k->sprev) k->sprev->snext = k->snext;
+    else cl->send_head = k->snext;
+    if (k->snext) k->snext->sprev = k->sprev;
+    k->sprev = k->snext = NULL;
+    k->queued = 0;
+}
+
 static void conn_close(hc_conn *k) {
     if (k->closing) return;
     k->closing = 1;
     if (k->idle) idle_remove(k);
+    if (k->queued) send_remove(k);
     uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
 }
 
@@ -364,18 +385,50 @@ static void on_written(uv_write_t *req, int status) {
     if (status < 0 && k->call) conn_broken(k, status);
 }
 
-static void send_request(hc_conn *k) {
+/* The head and the body lie end to end in c->req. Most requests fit the
+ * socket buffer and leave with uv_try_write; only a remainder goes through
+ * uv_write, whose completion costs libuv an epoll_ctl per request. */
+static void write_request(hc_conn *k) {
     hc_call *c = k->call;
-    uv_buf_t b[2] = {uv_buf_init(c->req, (unsigned)c->head_len),
-                     uv_buf_init(c->req + c->head_len, (unsigned)c->body_len)};
-    int rc = uv_write(&k->req.write, (uv_stream_t *)&k->tcp, b, c->body_len ? 2 : 1, on_written);
-    if (rc < 0) {
-        conn_broken(k, rc);
+    size_t total = c->head_len + c->body_len;
+    uv_buf_t b = uv_buf_init(c->req, (unsigned)total);
+    int sent = uv_try_write((uv_stream_t *)&k->tcp, &b, 1);
+    if (sent < 0 && sent != UV_EAGAIN) {
+        conn_broken(k, sent);
         return;
     }
-    k->writing = 1;
+    if (sent > 0) b = uv_buf_init(c->req + sent, (unsigned)(total - (size_t)sent));
+    if (b.len) {
+        int rc = uv_write(&k->req.write, (uv_stream_t *)&k->tcp, &b, 1, on_written);
+        if (rc < 0) {
+            conn_broken(k, rc);
+            return;
+        }
+        k->writing = 1;
+    }
     conn_read_start(k);
 }
+
+/* Queued for the end of the loop turn (on_send). */
+static void send_request(hc_conn *k) {
+    hconn_client *cl = k->host->cl;
+    k->sprev = NULL;
+    k->snext = cl->send_head;
+    if (cl->send_head) cl->send_head->sprev = k;
+    cl->send_head = k;
+    k->queued = 1;
+}
+
+static void send_queued(hconn_client *cl) {
+    while (cl->send_head) {
+        hc_conn *k = cl->send_head;
+        send_remove(k);
+        write_request(k);
+    }
+}
+
+static void on_send(uv_check_t *h) { send_queued(h->data); }
+static void on_presend(uv_prepare_t *h) { send_queued(h->data); }
 
 static void conn_open(hc_call *c);
 
@@ -792,10 +845,22 @@ hconn_client *hconn_client_new(uv_loop_t *loop) {
     cl->sweep.data = cl;
     uv_timer_start(&cl->sweep, on_sweep, SWEEP_EVERY_MS, SWEEP_EVERY_MS);
     uv_unref((uv_handle_t *)&cl->sweep); /* idle connections alone do not keep a loop running */
+    uv_check_init(loop, &cl->sender);
+    cl->sender.data = cl;
+    uv_check_start(&cl->sender, on_send);
+    uv_unref((uv_handle_t *)&cl->sender);
+    uv_prepare_init(loop, &cl->presender);
+    cl->presender.data = cl;
+    uv_prepare_start(&cl->presender, on_presend);
+    uv_unref((uv_handle_t *)&cl->presender);
+    cl->open_handles = 3;
     return cl;
 }
 
-static void free_client_cb(uv_handle_t *h) { free(h->data); }
+static void free_client_cb(uv_handle_t *h) {
+    hconn_client *cl = h->data;
+    if (--cl->open_handles == 0) free(cl);
+}
 
 void hconn_client_free(hconn_client *cl) {
     if (!cl) return;
@@ -817,6 +882,8 @@ void hconn_client_free(hconn_client *cl) {
     }
     free(cl->rbuf);
     uv_close((uv_handle_t *)&cl->sweep, free_client_cb);
+    uv_close((uv_handle_t *)&cl->sender, free_client_cb);
+    uv_close((uv_handle_t *)&cl->presender, free_client_cb);
 }
 
 http_call *hconn_start(hconn_client *cl, const http_call_opts *o, int *unsupported) {

@@ -77,9 +77,41 @@ static void test_fixed(void) {
     cJSON_Delete(j);
 }
 
+/* json_put_decimal writes what printf's %.*f writes: the same text for
+ * costs as they come (prices times token counts), and elsewhere at most
+ * one unit apart in the last place. */
+static void test_decimal_matches_printf(void) {
+    char want[64];
+    buf b = BUF_INIT;
+    static const double edge[] = {0, -0.0, 1, -1, 0.5, 1e-11, -1e-12, 123456.789, 1e20, INFINITY, NAN};
+    for (size_t i = 0; i < sizeof edge / sizeof *edge; i++) {
+        buf_clear(&b);
+        json_put_decimal(&b, edge[i], 10);
+        snprintf(want, sizeof want, "%.10f", edge[i]);
+        CHECK_STR(b.data, want);
+    }
+    buf_clear(&b);
+    json_put_decimal(&b, 2.5, 0);
+    CHECK_STR(b.data, "3"); /* rounded half away from zero; printf rounds to even */
+    int differ = 0;
+    for (long tokens = 0; tokens < 20000; tokens += 7) {
+        for (int p = 0; p < 4; p++) {
+            static const double price[] = {3.0, 10.0, 0.15, 0.6};
+            double cost = (double)tokens * price[p] / 1e6;
+            buf_clear(&b);
+            json_put_decimal(&b, cost, 10);
+            snprintf(want, sizeof want, "%.10f", cost);
+            differ += strcmp(b.data, want) != 0;
+        }
+    }
+    CHECK_EQ_INT(differ, 0);
+    buf_free(&b);
+}
+
 int main(void) {
     TEST(test_strings);
     TEST(test_fixed);
+    TEST(test_decimal_matches_printf);
     TEST(test_write_matches_cjson);
     return test_done();
 }
