@@ -77,6 +77,7 @@ struct route_model {
      * weight*hid_proj[n_hidden]]. */
     float *pack;
     int pack_stride;
+    int pack_only;             /* loaded from a file: the arrays above are freed */
     float prior_w, prior_h;    /* pseudo-counts added to the word weight sum and to
                                   the hashed count: a short text is pulled
                                   towards the average text instead of being

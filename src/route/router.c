@@ -74,6 +74,10 @@ static void put_u32(writer *w, uint32_t v) { put(w, &v, 4); }
 
 
 int route_model_save(const route_model *m, const char *path, char **err) {
+    if (m->pack_only) {
+        *err = xstrdup("a model loaded from a file cannot be saved: save it when it is trained");
+        return -1;
+    }
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     writer w = {fopen(tmp, "wb"), 0};
@@ -266,6 +270,22 @@ static int parse_body(reader *r, route_model *m) {
     return r->err || memcmp(end, "END.", 4) != 0 || r->pos != r->len ? -1 : 0;
 }
 
+/* A loaded model serves classification only, which reads m->pack: the
+ * per-row arrays it was built from are a third of the model's memory, and
+ * a gateway holding 1,000 streams counts every megabyte. Such a model
+ * cannot be saved again (route_model_save says so). */
+static void keep_only_pack(route_model *m) {
+    free(m->proj);
+    free(m->proto_sim);
+    free(m->guard_word);
+    free(m->row_ids);
+    free(m->hid_proj);
+    free(m->vocab.row_weight);
+    m->proj = m->proto_sim = m->guard_word = m->hid_proj = m->vocab.row_weight = NULL;
+    m->row_ids = NULL;
+    m->pack_only = 1;
+}
+
 route_model *route_model_load(const char *path, char **err) {
     buf data = BUF_INIT;
     FILE *f = fopen(path, "rb");
@@ -285,7 +305,10 @@ route_model *route_model_load(const char *path, char **err) {
                 route_model_free(m);
                 m = NULL;
             }
-            if (m) route_model_prepare(m);
+            if (m) {
+                route_model_prepare(m);
+                keep_only_pack(m);
+            }
         }
     }
     buf_free(&data);

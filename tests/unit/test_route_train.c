@@ -194,6 +194,10 @@ static void test_roundtrip_and_accuracy(void) {
     }
     CHECK(right * 100 >= total * 90);
     if (l) {
+        char *again = NULL;   /* a loaded model keeps only what classifying reads */
+        CHECK_EQ_INT(route_model_save(l, path, &again), -1);
+        CHECK_CONTAINS(again ? again : "", "cannot be saved");
+        free(again);
         CHECK_EQ_INT(route_model_n_classes(l), 3);   /* harmful goes to the guard */
         CHECK_STR(route_model_class_name(l, 2), "language");
         CHECK(route_model_has_guard(l));
