@@ -55,6 +55,8 @@ AVX512 static INLINE void gemm_q4_0_x8_body(const void *w, size_t row_bytes, con
         prefetch_ahead(ahead, i, 8 * sizeof(block_q4_0), &pf);
         const block_q4_0 *x0 = (const block_q4_0 *)base + i;
         __m512i lo[2], hi[2];
+        /* unrolled (here and below) so that lo, hi and v live in registers */
+#pragma GCC unroll 2
         for (int p = 0; p < 2; p++) {   /* rows 4p .. 4p+3, unpacked once for all the tokens */
             __m512i q = load_4x16((const uint8_t *)x0 + 4 * p * row_bytes + 2, row_bytes);
             lo[p] = _mm512_and_si512(q, m4);
@@ -71,6 +73,7 @@ AVX512 static INLINE void gemm_q4_0_x8_body(const void *w, size_t row_bytes, con
             /* each row's lanes start from -8 * y, summed the same 4 at a time */
             __m512i y8 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, ylo), eights, yhi);
             __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), y8), v[2];
+#pragma GCC unroll 2
             for (int p = 0; p < 2; p++) v[p] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo[p], ylo), hi[p], yhi);
             /* within each 128-bit lane k: [a0..a3] of row k (v[0]) and
              * [b0..b3] of row 4+k (v[1]) -> [a, b, a, b] */
@@ -120,6 +123,7 @@ AVX512 static void dot4_q8_0(const void *w, size_t row_bytes, const void *a, siz
         __m128i dh = _mm_setr_epi16((short)x[0]->d, (short)x[1]->d, (short)x[2]->d, (short)x[3]->d, 0, 0, 0, 0);
         __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(dh), _mm_set1_ps(h2f(y[i].d))));
         __m512 d[2] = {_mm512_permutexvar_ps(pick0, d4), _mm512_permutexvar_ps(pick1, d4)};
+#pragma GCC unroll 2
         for (int p = 0; p < 2; p++) {
             __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[2 * p]->qs)),
                                             _mm256_loadu_si256((const __m256i *)x[2 * p + 1]->qs), 1);
