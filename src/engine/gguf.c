@@ -450,8 +450,8 @@ gguf *gguf_open_mem(const void *data, size_t size, char *err, size_t errlen) {
  * page cache then allocates 2 MiB folios for it and maps them whole (Linux
  * with transparent huge pages in "madvise" mode; pages already cached stay
  * as they are). A model's matrices are read end to end for every token,
- * and with 4 KiB pages the TLB misses cost ~25% of the read bandwidth
- * (1b-q4_0 with 2 threads: 23 vs 29 GB/s). Only advice: where the kernel
+ * and with 4 KiB pages they read ~25% slower (1b-q4_0 with 2 threads:
+ * 23 vs 29 GB/s). Only advice: where the kernel
  * cannot follow it (no THP, another OS), the mapping works the same with
  * small pages, so a failure is not an error. */
 static void advise_huge_pages(void *map, size_t size) {
