@@ -132,7 +132,7 @@ typedef void (*vec_dotn_fn)(const void *w, const void *act, size_t act_stride, i
 typedef void (*vec_dot4_fn)(const void *w, size_t row_bytes, const void *act, size_t n, float out[4]);
 
 typedef struct quant_kernels {
-    const char *name;           /* "scalar", "avx2", "avx-vnni", "avx512-vnni" */
+    const char *name;           /* "scalar", "avx2", "avx-vnni", "avx512-vnni"... */
     int prefetches;             /* the weight kernels prefetch QUANT_PREFETCH_ROWS ahead */
     vec_dot_fn dot[QT_COUNT];
     vec_dotn_fn dotn[QT_COUNT]; /* NULL where there is none: use dot[] per token */
@@ -161,8 +161,11 @@ const quant_kernels *quant_kernels_vnni(void);
  * (dot4), bit-identical to the AVX2 ones; NULL unless the CPU has AVX-512
  * F/BW/VL/VNNI and the OS saves ZMM state. */
 const quant_kernels *quant_kernels_avx512(void);
-/* The best table for this CPU; chosen once. MSOA_SIMD=<a table's name>
- * ("avx-vnni", "avx2", "scalar") caps the choice (for comparisons). */
+/* The best table for this CPU; chosen once. With both AVX-512 VNNI and
+ * AVX-VNNI that is "avx512-vnni+avx-vnni": the AVX-512 table with the
+ * AVX-VNNI Q4_0 kernel (see quant.c). MSOA_SIMD=<a table's name>
+ * ("avx512-vnni", "avx-vnni", "avx2", "scalar") picks another one the CPU
+ * has (for comparisons). */
 const quant_kernels *quant_kernels_best(void);
 
 static inline float vec_dot(qtype t, const void *w, const void *act, size_t n) {
