@@ -446,6 +446,23 @@ gguf *gguf_open_mem(const void *data, size_t size, char *err, size_t errlen) {
     return parse(g, err, errlen);
 }
 
+/* Asks for 2 MiB pages where the file is read in through this mapping: the
+ * page cache then allocates 2 MiB folios for it and maps them whole (Linux
+ * with transparent huge pages in "madvise" mode; pages already cached stay
+ * as they are). A model's matrices are read end to end for every token,
+ * and with 4 KiB pages they read ~25% slower (1b-q4_0 with 2 threads:
+ * 23 vs 29 GB/s). Only advice: where the kernel
+ * cannot follow it (no THP, another OS), the mapping works the same with
+ * small pages, so a failure is not an error. */
+static void advise_huge_pages(void *map, size_t size) {
+#ifdef MADV_HUGEPAGE
+    (void)madvise(map, size, MADV_HUGEPAGE);
+#else
+    (void)map;
+    (void)size;
+#endif
+}
+
 gguf *gguf_open(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -458,6 +475,7 @@ gguf *gguf_open(const char *path, char *err, size_t errlen) {
     if (!why) {
         map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) why = strerror(errno);
+        else advise_huge_pages(map, (size_t)st.st_size);
     }
     if (fd >= 0) close(fd);
     if (why) {

@@ -10,7 +10,8 @@
  * integer dot products.
  *
  * Every kernel has a portable scalar version; AVX2/FMA versions (simd_avx2.c,
- * some with AVX-VNNI variants) are picked at run time when the CPU has them. The type ids are ggml's, so
+ * some with AVX-VNNI variants) and AVX-512 VNNI versions of the two decode
+ * kernels (simd_avx512.c) are picked at run time when the CPU has them. The type ids are ggml's, so
  * a GGUF tensor's type field can be used directly. */
 #ifndef MSOA_ENGINE_QUANT_H
 #define MSOA_ENGINE_QUANT_H
@@ -131,7 +132,7 @@ typedef void (*vec_dotn_fn)(const void *w, const void *act, size_t act_stride, i
 typedef void (*vec_dot4_fn)(const void *w, size_t row_bytes, const void *act, size_t n, float out[4]);
 
 typedef struct quant_kernels {
-    const char *name;           /* "scalar", "avx2" */
+    const char *name;           /* "scalar", "avx2", "avx-vnni", "avx512-vnni"... */
     int prefetches;             /* the weight kernels prefetch QUANT_PREFETCH_ROWS ahead */
     vec_dot_fn dot[QT_COUNT];
     vec_dotn_fn dotn[QT_COUNT]; /* NULL where there is none: use dot[] per token */
@@ -156,8 +157,15 @@ const quant_kernels *quant_kernels_scalar(void);
 const quant_kernels *quant_kernels_avx2(void);
 /* AVX2 plus AVX-VNNI byte dot products; NULL without AVX-VNNI. */
 const quant_kernels *quant_kernels_vnni(void);
-/* The best table for this CPU; chosen once. MSOA_SIMD=avx2 or =scalar caps
- * the choice. */
+/* AVX2 plus 512-bit AVX-512 VNNI kernels for Q4_0 (gemm_q4_0_x8) and Q8_0
+ * (dot4), bit-identical to the AVX2 ones; NULL unless the CPU has AVX-512
+ * F/BW/VL/VNNI and the OS saves ZMM state. */
+const quant_kernels *quant_kernels_avx512(void);
+/* The best table for this CPU; chosen once. With both AVX-512 VNNI and
+ * AVX-VNNI that is "avx512-vnni+avx-vnni": the AVX-512 table with the
+ * AVX-VNNI Q4_0 kernel (see quant.c). MSOA_SIMD=<a table's name>
+ * ("avx512-vnni", "avx-vnni", "avx2", "scalar") picks another one the CPU
+ * has (for comparisons). */
 const quant_kernels *quant_kernels_best(void);
 
 static inline float vec_dot(qtype t, const void *w, const void *act, size_t n) {

@@ -13,46 +13,9 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 
-#include <immintrin.h>
 #include <string.h>
 
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define INLINE __attribute__((always_inline)) inline
-
-AVX2 static inline float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AVX2 static inline int hsum_epi32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-AVX2 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
-/* The row kernels prefetch the weights QUANT_PREFETCH_ROWS rows further on
- * (quant.h), a little per block: `ahead` is where that part of the matrix
- * starts, and block i of `block` bytes is about to be read here. The cache
- * lines of the same part ahead are requested, so memory keeps working while
- * these rows are computed (prefetching a whole tile at once stalls on the
- * core's few outstanding-miss slots and leaves memory idle during the
- * arithmetic that follows). The lines go to L2 (hint T1): the core's loads
- * find them there soon enough, and decode used ~2-8% less CPU per token
- * than with L1 as the target. *pf starts at `ahead` and remembers the next
- * line to request. */
-AVX2 static inline void prefetch_ahead(const uint8_t *ahead, size_t i, size_t block, const uint8_t **pf) {
-    for (; *pf < ahead + (i + 1) * block; *pf += 64) _mm_prefetch((const char *)*pf, _MM_HINT_T1);
-}
-
-/* The start of the rows QUANT_PREFETCH_ROWS further on than w. */
-static inline const uint8_t *rows_ahead(const void *w, size_t row_bytes) {
-    return (const uint8_t *)w + QUANT_PREFETCH_ROWS * row_bytes;
-}
+#include "engine/simd_x86.h"
 
 /* Sum of x*y over 32 signed bytes, as 8 int32 lanes. */
 AVX2 static inline __m256i dot_s8(__m256i x, __m256i y) {
@@ -550,7 +513,7 @@ void quant_avx2_fill(quant_kernels *k) {
 
 #else
 
-void quant_vnni_fill(quant_kernels *k) { k->gemm_q4_0_x8 = gemm_q4_0_x8_vnni; }
+void quant_vnni_fill(quant_kernels *k) { (void)k; }
 
 void quant_avx2_fill(quant_kernels *k) { (void)k; }
 

@@ -298,9 +298,9 @@ static void test_exact_order_kernels(void) {
     static block_q8_0 xs[3][COLS / QK8_0];
     static float x3[COLS];
     float out3[3 * 10];
-    const quant_kernels *tabs[3] = {s, v, quant_kernels_vnni()};
+    const quant_kernels *tabs[4] = {s, v, quant_kernels_vnni(), quant_kernels_avx512()};
     for (int t = 0; t < 3; t++) { fill(x3, COLS); quantize_row(QT_Q8_0, x3, xs[t], COLS); }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         if (!tabs[k]) continue;
         tabs[k]->gemm_q4_0_x8(wq, rb, xs, sizeof xs[0], 3, COLS, out3, 10);
         for (int t = 0; t < 3; t++)
@@ -357,11 +357,11 @@ static void test_exact_order_kernels(void) {
 /* Multi-token kernels give each token exactly what the one-token kernel
  * gives (a prompt processed in a batch or token by token is the same). */
 static void test_dotn(void) {
-    const quant_kernels *tabs[3] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni()};
+    const quant_kernels *tabs[4] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni(), quant_kernels_avx512()};
     enum { COLS = 1024 };
     static float w[COLS], x[COLS];
     static uint8_t wq[COLS * 4], xq[3][COLS * 2];
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         for (int t = 0; t < QT_COUNT; t++) {
             if (!tabs[k] || !tabs[k]->dotn[t]) continue;
             fill(w, COLS);
@@ -382,12 +382,12 @@ static void test_dotn(void) {
 /* Four-row kernels give each row exactly what the one-row kernel gives
  * (decode takes rows four at a time, the golden tests one at a time). */
 static void test_dot4(void) {
-    const quant_kernels *tabs[3] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni()};
+    const quant_kernels *tabs[4] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni(), quant_kernels_avx512()};
     enum { COLS = 1024, ROWS = 4 };
     static float w[COLS], x[COLS];
     static uint8_t wq[ROWS][COLS * 2], xq[COLS * 2];
     int tried = 0;
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         for (int t = 0; t < QT_COUNT; t++) {
             if (!tabs[k] || !tabs[k]->dot4[t]) continue;
             tried++;
@@ -407,10 +407,78 @@ static void test_dot4(void) {
     CHECK(tried > 0 || !quant_kernels_avx2());
 }
 
+/* Random bytes as weight blocks (any bit pattern is a valid block once its
+ * scale is finite; Q8_0 bytes then include -128, which our quantiser never
+ * writes), with small random scales. */
+static void random_blocks(qtype t, uint8_t *q, size_t n_blocks) {
+    size_t bb = qtype_block_bytes(t);
+    for (size_t i = 0; i < n_blocks * bb; i++) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; q[i] = (uint8_t)rng; }
+    for (size_t b = 0; b < n_blocks; b++) {
+        uint16_t d = fp32_to_fp16((float)(rng % 1000 + 1) * 1e-5f);
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+        memcpy(q + b * bb, &d, 2);
+    }
+}
+
+/* The AVX-512 kernels against the scalar reference: the 8-row Q4_0 kernel
+ * bit for bit (it follows dot_q4_0_x8's order), the 4-row Q8_0 kernel bit
+ * for bit against the AVX2 one-row kernel (same lanes, same order) and
+ * within 1e-5 of the scalar one (which sums block after block in one
+ * float). Rows of several lengths, quantised and random, 1 to 4 tokens. */
+static void test_avx512_vs_scalar(void) {
+    const quant_kernels *s = quant_kernels_scalar(), *v = quant_kernels_avx2(), *z = quant_kernels_avx512();
+    if (!z) {
+        fprintf(stderr, "  SKIPPED: this CPU (or its OS) has no AVX-512 F/BW/VL/VNNI with ZMM state enabled; "
+                        "the AVX-512 kernels were not tested\n");
+        return;
+    }
+    CHECK(!strncmp(quant_kernels_best()->name, "avx512-vnni", 11) || getenv("MSOA_SIMD"));
+    CHECK(quant_kernels_best()->dot4[QT_Q8_0] == z->dot4[QT_Q8_0] || getenv("MSOA_SIMD"));
+    enum { MAXC = 4096 };
+    static float w[8 * MAXC], x[4][MAXC];
+    static uint8_t wq[8 * MAXC * 2], xq[4][MAXC * 2];
+    const size_t cols[] = {32, 64, 96, 224, 768, 2048, 4096};
+    for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++)
+        for (int rnd = 0; rnd < 2; rnd++) {
+            size_t n = cols[c];
+            for (int t = 0; t < 4; t++) { fill(x[t], n); quantize_row(QT_Q8_0, x[t], xq[t], n); }
+            /* Q4_0, 8 rows */
+            size_t rb = qtype_row_bytes(QT_Q4_0, n);
+            if (rnd) random_blocks(QT_Q4_0, wq, 8 * n / QK4_0);
+            else { fill(w, 8 * n); quantize_row(QT_Q4_0, w, wq, 8 * n); }
+            for (int nt = 1; nt <= 4; nt++) {
+                float got[4 * 9], want[4 * 9];
+                z->gemm_q4_0_x8(wq, rb, xq, sizeof xq[0], nt, n, got, 9);
+                s->gemm_q4_0_x8(wq, rb, xq, sizeof xq[0], nt, n, want, 9);
+                for (int t = 0; t < nt; t++)
+                    for (int r = 0; r < 8; r++) {
+                        float g = got[9 * t + r], e = want[9 * t + r], plain = s->dot[QT_Q4_0](wq + r * rb, xq[t], n);
+                        if (memcmp(&g, &e, sizeof g) || fabsf(g - plain) > 1e-5f * (fabsf(plain) + 1)) {
+                            fprintf(stderr, "  avx512 q4_0 n=%zu tokens=%d t=%d row %d: %.9g, scalar %.9g / %.9g\n", n, nt, t, r, g, e, plain);
+                            CHECK(0);
+                        }
+                    }
+            }
+            /* Q8_0, 4 rows */
+            rb = qtype_row_bytes(QT_Q8_0, n);
+            if (rnd) random_blocks(QT_Q8_0, wq, 4 * n / QK8_0);
+            else { fill(w, 4 * n); quantize_row(QT_Q8_0, w, wq, 4 * n); }
+            float got[4];
+            z->dot4[QT_Q8_0](wq, rb, xq[0], n, got);
+            for (int r = 0; r < 4; r++) {
+                float e = v->dot[QT_Q8_0](wq + r * rb, xq[0], n), plain = s->dot[QT_Q8_0](wq + r * rb, xq[0], n);
+                if (memcmp(&got[r], &e, sizeof e) || fabsf(got[r] - plain) > 1e-5f * (fabsf(plain) + 1)) {
+                    fprintf(stderr, "  avx512 q8_0 n=%zu row %d: %.9g, avx2 %.9g, scalar %.9g\n", n, r, got[r], e, plain);
+                    CHECK(0);
+                }
+            }
+        }
+}
+
 /* The SIMD activation quantiser writes quantize_row's bytes, ties that
  * round to even included. */
 static void test_quantize_q8_0(void) {
-    const quant_kernels *tabs[3] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni()};
+    const quant_kernels *tabs[4] = {quant_kernels_scalar(), quant_kernels_avx2(), quant_kernels_vnni(), quant_kernels_avx512()};
     enum { N = 32 * 40 };
     static float x[N];
     static uint8_t ref[N * 2], got[N * 2];
@@ -421,7 +489,7 @@ static void test_quantize_q8_0(void) {
     for (int j = 64; j < 96; j++) x[j] = 0;   /* an all-zero block */
     for (int j = 96; j < 128; j++) x[j] = -0.0f;
     CHECK_EQ_INT(quantize_row(QT_Q8_0, x, ref, N), 0);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         if (!tabs[k]) continue;
         memset(got, 0xAA, sizeof got);
         tabs[k]->quantize_q8_0(x, got, N);
@@ -443,6 +511,7 @@ int main(void) {
     TEST(test_exact_order_kernels);
     TEST(test_dotn);
     TEST(test_dot4);
+    TEST(test_avx512_vs_scalar);
     TEST(test_quantize_q8_0);
     return test_done();
 }
