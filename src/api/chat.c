@@ -50,7 +50,7 @@
  * before that, no hedging. */
 #define HEDGE_MIN_SAMPLES 20
 #define MAX_PLAN 64
-#define MAX_SPARE_CHATS 64  /* finished chats a worker keeps for reuse */
+#define MAX_SPARE_CHATS 256 /* finished chats a worker keeps for reuse: at most ~0.6 MB */
 /* Price against time in the planner: a node $0.001 dearer per request must
  * be a second faster to be preferred. */
 #define PLAN_MS_PER_USD 1e6
