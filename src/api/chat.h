@@ -64,6 +64,8 @@ typedef struct chat_sink {
 chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_sink *sink, void *ud);
 /* The client went away: stop the node's work, no sink callback runs. */
 void chat_cancel(chat *c);
+/* Frees the chats a worker keeps for reuse, once its loop has stopped. */
+void chat_free_spares(worker *w);
 /* The client's backlog has drained: read from the node again. */
 void chat_resume(chat *c);
 

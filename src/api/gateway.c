@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/chat.h"
 #include "api/metrics.h"
 #include "api/openai.h"
 #include "api/rpc.h"
@@ -410,6 +411,7 @@ void gateway_free(gateway *gw) {
         if (w->client) http_client_free(w->client);
         uv_walk(&w->loop, walk_close, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
+        chat_free_spares(w);
         uv_loop_close(&w->loop);
     }
     free(gw->workers);

@@ -34,6 +34,8 @@ typedef struct worker {
     http_server *server;
     http_client *client;
     unsigned long next_id;    /* for response ids */
+    struct chat *spare_chats; /* finished chats kept for reuse (chat.c) */
+    int n_spare_chats;
 } worker;
 
 struct gateway {

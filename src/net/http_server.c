@@ -76,6 +76,7 @@ struct conn {
     int refs;
     int mode;
     int timer_kind;
+    uint64_t timer_due;       /* loop time at which timer_kind is due */
     unsigned closed : 1;      /* uv_close called */
     unsigned failed : 1;      /* broken; closes on the next loop turn */
     unsigned closing : 1;     /* send what is queued, then shut down */
@@ -164,16 +165,25 @@ static void on_timer(uv_timer_t *t);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
 
+/* The connection's one timer is set and cleared around every request (idle,
+ * then request, then idle again), and each uv_timer_start or _stop is a
+ * heap operation over all the loop's timers, which at hundreds of
+ * connections touches as many cold cache lines. So the deadline lives in
+ * the connection and the uv timer is moved only when it would fire too
+ * late: a timer that fires early, or for a cleared deadline, is re-armed
+ * for what is left or does nothing (on_timer). */
 static void timer_set(conn *c, int kind, unsigned ms) {
     if (c->failed && kind != T_FAIL) return;
+    uint64_t due = uv_now(c->s->loop) + ms;
     c->timer_kind = kind;
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    c->timer_due = due;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > ms)
+        uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
 static void timer_stop(conn *c) {
     if (c->failed) return;
     c->timer_kind = T_NONE;
-    uv_timer_stop(&c->timer);
 }
 
 /* Ends the connection now. An exchange still in the handler's hands is
@@ -654,6 +664,12 @@ static void http_process(conn *c) {
 
 static void on_timer(uv_timer_t *t) {
     conn *c = t->data;
+    uint64_t now = uv_now(c->s->loop);
+    if (c->timer_kind == T_NONE) return;
+    if (c->timer_due > now) {  /* moved later since it was armed */
+        uv_timer_start(&c->timer, on_timer, c->timer_due - now, 0);
+        return;
+    }
     int kind = c->timer_kind;
     c->timer_kind = T_NONE;
     switch (kind) {

@@ -487,6 +487,25 @@ static void test_idle_timeout(void) {
     cl_close(c);
 }
 
+/* The idle timeout counts from the last response, not from the accept:
+ * the connection's deadline moves later with each request while its timer
+ * stays armed for the earlier one. */
+static void test_idle_timeout_restarts_per_request(void) {
+    client *c = cl();
+    resp r = {0};
+    usleep(1000000);
+    cl_puts(c, "GET /echo HTTP/1.1\r\n\r\n");
+    CHECK_EQ_INT(read_resp(c, &r), 200);
+    resp_free(&r);
+    usleep(1000000);    /* 2 s after the accept, 1 s after the response */
+    cl_puts(c, "GET /echo HTTP/1.1\r\n\r\n");
+    memset(&r, 0, sizeof r);
+    CHECK_EQ_INT(read_resp(c, &r), 200);
+    resp_free(&r);
+    CHECK(cl_eof(c));   /* and it still ends, idle */
+    cl_close(c);
+}
+
 static void test_streaming_chunked(void) {
     client *c = cl();
     resp r = {0};
@@ -761,6 +780,7 @@ int main(void) {
     TEST(test_ws_protocol_errors);
     TEST(test_ws_bad_handshake);
     TEST(test_idle_timeout);
+    TEST(test_idle_timeout_restarts_per_request);
     TEST(test_max_connections);
     TEST(test_reuseport);
     srv_stop(g_srv);
