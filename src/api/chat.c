@@ -440,6 +440,12 @@ static uint64_t remaining_ms(const chat *c) {
     return now >= c->deadline_ns ? 0 : (c->deadline_ns - now) / 1000000u;
 }
 
+/* Whether n serves what the request asks for: the named model (a node's
+ * model or its name), or anything for `auto`. */
+static int serves(const chat *c, const node *n) {
+    return !c->model || !strcmp(n->model, c->model) || !strcmp(n->name, c->model);
+}
+
 static int tries_on(const chat *c, const node *n) {
     int k = 0;
     for (int i = 0; i < c->n_used; i++) k += c->used[i] == n;
@@ -640,14 +646,14 @@ static void relay_answer(const chat *c, const json_doc *answer, const chat_summa
     static const char *const ours[] = {"id", "object", "created", "model", "usage", "msoa"};
     buf_reserve(out, answer->len + 512);
     put_brand(c, out, "chat.completion");
-    for (uint32_t k = 1; k < answer->tok[0].end; k = answer->tok[k + 1].end) {
+    for (int k = json_member_next(answer, 0, -1); k >= 0; k = json_member_next(answer, 0, k)) {
         int mine = 0;
-        for (size_t i = 0; i < sizeof ours / sizeof *ours && !mine; i++) mine = json_str_eq(answer, (int)k, ours[i]);
+        for (size_t i = 0; i < sizeof ours / sizeof *ours && !mine; i++) mine = json_str_eq(answer, k, ours[i]);
         if (mine) continue;
         buf_putc(out, ',');
-        buf_append(out, json_raw(answer, (int)k), answer->tok[k].len);
+        buf_append(out, json_raw(answer, k), answer->tok[k].len);
         buf_putc(out, ':');
-        buf_append(out, json_raw(answer, (int)k + 1), answer->tok[k + 1].len);
+        buf_append(out, json_raw(answer, k + 1), answer->tok[k + 1].len);
     }
     buf_puts(out, ",\"usage\":");
     put_usage(out, s);
@@ -940,8 +946,7 @@ static int node_expected(const chat *c) {
     const node_registry *reg = &c->w->gw->nodes;
     for (int i = 0; i < reg->n; i++) {
         const node *n = &reg->nodes[i];
-        int serves = !c->model || !strcmp(n->model, c->model) || !strcmp(n->name, c->model);
-        if (serves && tries_on(c, n) < MAX_TRIES_PER_NODE && (c->started || atomic_load(&n->reachable) != 0))
+        if (serves(c, n) && tries_on(c, n) < MAX_TRIES_PER_NODE && (c->started || atomic_load(&n->reachable) != 0))
             return 1;
     }
     return 0;
@@ -1141,7 +1146,7 @@ static void fill_plan(chat *c) {
     uint64_t now = clock_now_ms_u64();
     for (int i = 0; i < reg->n && n < MAX_PLAN; i++) {
         node *nd = &reg->nodes[i];
-        if (c->model && strcmp(nd->model, c->model) != 0 && strcmp(nd->name, c->model) != 0) continue;
+        if (!serves(c, nd)) continue;
         plan_candidate *pc = &cands[n];
         memset(pc, 0, sizeof *pc);
         pc->name = nd->name;

@@ -219,14 +219,18 @@ int json_parse(json_doc *d, const char *text, size_t len) {
     }
 }
 
-int json_get(const json_doc *d, int obj, const char *key) {
+int json_member_next(const json_doc *d, int obj, int key) {
     if (obj < 0 || d->tok[obj].type != JSON_OBJECT) return -1;
+    uint32_t k = key < 0 ? (uint32_t)obj + 1 : d->tok[key + 1].end;
+    return k < d->tok[obj].end ? (int)k : -1;
+}
+
+int json_get(const json_doc *d, int obj, const char *key) {
     size_t n = strlen(key);
-    for (uint32_t k = (uint32_t)obj + 1; k < d->tok[obj].end; k = d->tok[k + 1].end) {
+    for (int k = json_member_next(d, obj, -1); k >= 0; k = json_member_next(d, obj, k)) {
         const json_tok *t = &d->tok[k];
-        if (t->escaped ? json_str_eq(d, (int)k, key)
-                       : t->len == n + 2 && !memcmp(d->text + t->start + 1, key, n))
-            return (int)k + 1;
+        if (t->escaped ? json_str_eq(d, k, key) : t->len == n + 2 && !memcmp(d->text + t->start + 1, key, n))
+            return k + 1;
     }
     return -1;
 }

@@ -56,6 +56,10 @@ void json_doc_free(json_doc *d);
 /* The value of `key` in object token `obj` (the first if repeated), or -1
  * when obj is -1, not an object, or has no such key. */
 int json_get(const json_doc *d, int obj, const char *key);
+/* The key token of object `obj`'s first member (key -1) or of the member
+ * after key `key`; its value is the token after it. -1 when there is none
+ * or obj is not an object. */
+int json_member_next(const json_doc *d, int obj, int key);
 /* The i-th element of array token `arr`, or -1. */
 int json_at(const json_doc *d, int arr, int i);
 /* The type of token t, or 0 when t is -1. */

@@ -259,6 +259,24 @@ static void test_keys_and_strings(void) {
     json_doc_free(&d);
 }
 
+static void test_members(void) {
+    const char *text = "{\"a\":[1,{\"x\":2}],\"b\":{},\"c\":\"s\"}";
+    json_doc d;
+    json_doc_init(&d, NULL, 0);
+    CHECK_EQ_INT(json_parse(&d, text, strlen(text)), 0);
+    const char *keys[] = {"a", "b", "c"};
+    int n = 0;
+    for (int k = json_member_next(&d, 0, -1); k >= 0; k = json_member_next(&d, 0, k), n++) {
+        CHECK(n < 3 && json_str_eq(&d, k, keys[n]));   /* nested members are stepped over */
+        CHECK_EQ_INT(k + 1, json_get(&d, 0, keys[n < 3 ? n : 0]));
+    }
+    CHECK_EQ_INT(n, 3);
+    CHECK_EQ_INT(json_member_next(&d, json_get(&d, 0, "b"), -1), -1);   /* empty object */
+    CHECK_EQ_INT(json_member_next(&d, json_get(&d, 0, "a"), -1), -1);   /* not an object */
+    CHECK_EQ_INT(json_member_next(&d, -1, -1), -1);
+    json_doc_free(&d);
+}
+
 static void test_numbers(void) {
     const char *text = "[0,-0,12345678901234567890,1.25e2,-3.5E-1,1e400]";
     json_doc d;
@@ -298,6 +316,7 @@ int main(void) {
     TEST(test_depth_limit);
     TEST(test_tape_layout);
     TEST(test_keys_and_strings);
+    TEST(test_members);
     TEST(test_numbers);
     TEST(test_reuse);
     return test_done();
