@@ -219,12 +219,6 @@ int json_parse(json_doc *d, const char *text, size_t len) {
     }
 }
 
-int json_member_next(const json_doc *d, int obj, int key) {
-    if (obj < 0 || d->tok[obj].type != JSON_OBJECT) return -1;
-    uint32_t k = key < 0 ? (uint32_t)obj + 1 : d->tok[key + 1].end;
-    return k < d->tok[obj].end ? (int)k : -1;
-}
-
 int json_get(const json_doc *d, int obj, const char *key) {
     size_t n = strlen(key);
     for (int k = json_member_next(d, obj, -1); k >= 0; k = json_member_next(d, obj, k)) {

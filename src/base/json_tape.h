@@ -59,7 +59,11 @@ int json_get(const json_doc *d, int obj, const char *key);
 /* The key token of object `obj`'s first member (key -1) or of the member
  * after key `key`; its value is the token after it. -1 when there is none
  * or obj is not an object. */
-int json_member_next(const json_doc *d, int obj, int key);
+static inline int json_member_next(const json_doc *d, int obj, int key) {
+    if (obj < 0 || d->tok[obj].type != JSON_OBJECT) return -1;
+    uint32_t k = key < 0 ? (uint32_t)obj + 1 : d->tok[key + 1].end;
+    return k < d->tok[obj].end ? (int)k : -1;
+}
 /* The i-th element of array token `arr`, or -1. */
 int json_at(const json_doc *d, int arr, int i);
 /* The type of token t, or 0 when t is -1. */
