@@ -203,17 +203,24 @@ static double bw_measure(bw_job *j, int threads, int passes) {
     return best;
 }
 
-/* The bytes a decoded token reads: every matrix but the embeddings (read
- * one row per token), unless the output shares them. */
+static void bw_add_range(void *j, const void *p, size_t n) { bw_add(j, p, n); }
+
+/* The bytes a decoded token reads, where it reads them (the model's
+ * repacked copies of Q4_0 matrices, once made, else the mapped file). The
+ * file's own matrices (every one but the embeddings, read one row per
+ * token, unless the output shares them) are read too: the faster of the two
+ * is the roofline, so that neither copy's pages (huge or not) make it
+ * easier. */
 static double weights_bandwidth(const llama_model *m, int threads) {
     const gguf *g = llama_gguf(m);
-    bw_job j = {.n_runs = 0, .next = 0};
+    bw_job j = {.n_runs = 0, .next = 0}, used = {.n_runs = 0, .next = 0};
     for (int i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
         if (t->n_dims == 2 && (strcmp(t->name, "token_embd.weight") || llama_model_hparams(m)->tied_output))
             bw_add(&j, t->data, t->nbytes);
     }
-    return bw_measure(&j, threads, 5);
+    llama_weight_ranges(m, bw_add_range, &used);
+    return fmax(bw_measure(&j, threads, 5), bw_measure(&used, threads, 5));
 }
 
 static int bw(int threads) {

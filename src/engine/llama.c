@@ -45,11 +45,31 @@
  * order. */
 #define ATT_PAD 32
 
+/* A Q4_0 matrix's rows repacked for the SIMD kernels (quant_pack_q4_0_x16,
+ * quant.h: no per-block reductions, about twice as fast as the kernel on
+ * the file's layout). Made on first use, by the threads of the product that
+ * first meets the matrix (each packs the tiles it computes), so that
+ * loading stays a mapping of the file: load only reserves address space
+ * for the copies (one anonymous mapping, 2 MiB pages where the kernel
+ * gives them), the first token pays the copy (a few ms per 100 MB, next
+ * to reading the file from disk), and the process then holds the copy
+ * besides the file's pages (clean page cache, which the kernel reclaims
+ * first). MSOA_REPACK=0 turns it off. States go NONE -> BUSY (one product
+ * packs it) -> READY. */
+enum { PACK_NONE, PACK_BUSY, PACK_READY };
+
+typedef struct q4pack {
+    atomic_int state;
+    uint8_t *data;                      /* rows [0, rows & ~15), same offsets as in the file */
+    size_t bytes;
+} q4pack;
+
 typedef struct wmat {
     const uint8_t *data;
     qtype type;
     int rows, cols;
     size_t row_bytes;
+    q4pack *pack;                       /* NULL: not repacked */
 } wmat;
 
 typedef struct layer {
@@ -67,6 +87,9 @@ struct llama_model {
     layer *layers;
     float **owned;                      /* vectors converted to F32 at load */
     int n_owned;
+    q4pack *packs;                      /* one per repackable matrix */
+    void *pack_map;                     /* the copies' reserved memory */
+    size_t pack_map_len;
 };
 
 /* ---- loading ---- */
@@ -127,6 +150,56 @@ static int load_mat(loader *ld, const char *name, int cols, int rows, int requir
     w->rows = rows;
     w->cols = cols;
     return 0;
+}
+
+/* The matrices a token multiplies with, for those that walk them all. */
+static int model_mats(const llama_model *m, const wmat **out) {
+    int n = 0;
+    out[n++] = &m->output;
+    for (int i = 0; i < m->hp.n_layers; i++) {
+        const layer *L = &m->layers[i];
+        const wmat *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 7; k++) out[n++] = w[k];
+    }
+    return n;
+}
+
+/* Marks the Q4_0 matrices to repack on first use (see q4pack): those with
+ * at least one 16-row group, when the kernel table has a repacked kernel.
+ * Only address space is reserved here (no page is touched); without it,
+ * nothing is repacked. */
+static void plan_packs(llama_model *m) {
+    const char *env = getenv("MSOA_REPACK");
+    if (!quant_kernels_best()->gemm_q4_0_x16p || (env && !strcmp(env, "0"))) return;
+    const wmat **mats = xmalloc((size_t)(1 + 7 * m->hp.n_layers) * sizeof *mats);
+    int n = model_mats(m, mats);
+    size_t total = 0, huge = (size_t)2 << 20;
+    for (int i = 0; i < n; i++)
+        if (mats[i]->type == QT_Q4_0 && mats[i]->rows >= 16)
+            total += ((size_t)(mats[i]->rows & ~15) * mats[i]->row_bytes + 63) & ~(size_t)63;
+    void *map = total ? mmap(NULL, total + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                      : MAP_FAILED;
+    if (map == MAP_FAILED) {
+        free(mats);
+        return;
+    }
+    m->pack_map = map;
+    m->pack_map_len = total + huge;
+    uint8_t *at = (uint8_t *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
+#ifdef MADV_HUGEPAGE
+    madvise(at, total, MADV_HUGEPAGE);   /* a hint: without it, 4 KiB pages */
+#endif
+    m->packs = xcalloc((size_t)n, sizeof *m->packs);
+    for (int i = 0; i < n; i++) {
+        wmat *w = (wmat *)mats[i];   /* m's own, not const here */
+        if (w->type != QT_Q4_0 || w->rows < 16) continue;
+        atomic_init(&m->packs[i].state, PACK_NONE);
+        m->packs[i].bytes = (size_t)(w->rows & ~15) * w->row_bytes;
+        m->packs[i].data = at;
+        at += (m->packs[i].bytes + 63) & ~(size_t)63;
+        w->pack = &m->packs[i];
+    }
+    free(mats);
 }
 
 static int arch_rope_neox(const char *arch) {
@@ -232,6 +305,7 @@ llama_model *llama_load_gguf(gguf *g, char *err, size_t errlen) {
     m->layers = xcalloc((size_t)hp->n_layers, sizeof *m->layers);
     for (int i = 0; i < hp->n_layers; i++)
         if (load_layer(&ld, i) < 0) goto fail;
+    plan_packs(m);
     return m;
 fail:
     llama_free(m);
@@ -247,6 +321,8 @@ void llama_free(llama_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
+    free(m->packs);
+    if (m->pack_map) munmap(m->pack_map, m->pack_map_len);
     free(m->layers);
     gguf_close(m->g);
     free(m);
@@ -269,6 +345,21 @@ const llama_hparams *llama_model_hparams(const llama_model *m) { return &m->hp; 
 const gguf *llama_gguf(const llama_model *m) { return m->g; }
 
 static size_t mat_bytes(const wmat *w) { return w->row_bytes * (size_t)w->rows; }
+
+void llama_weight_ranges(const llama_model *m, void (*f)(void *arg, const void *p, size_t n), void *arg) {
+    const wmat **mats = xmalloc((size_t)(1 + 7 * m->hp.n_layers) * sizeof *mats);
+    int n = model_mats(m, mats);
+    for (int i = 0; i < n; i++) {
+        const wmat *w = mats[i];
+        size_t packed = 0;
+        if (w->pack && atomic_load_explicit(&w->pack->state, memory_order_acquire) == PACK_READY) {
+            packed = w->pack->bytes;
+            f(arg, w->pack->data, packed);
+        }
+        if (mat_bytes(w) > packed) f(arg, w->data + packed, mat_bytes(w) - packed);
+    }
+    free(mats);
+}
 
 size_t llama_weight_bytes(const llama_model *m) {
     size_t s = mat_bytes(&m->output);
@@ -299,6 +390,7 @@ struct llama_ctx {
     uint16_t *att_f16;               /* [thread][n_ctx + head_dim]: the query or the weights in F16 */
     uint8_t *act[2];                 /* quantised activations: Q8_0, Q8_K */
     size_t act_stride;               /* bytes per token in act[] */
+    q8_0_aux *act_aux;               /* [token][block] of act[0], for repacked Q4_0 */
 };
 
 llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp) {
@@ -329,6 +421,7 @@ llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp)
     /* Q8_0 and Q8_K both take at most 34/32 and 292/256 bytes per element */
     c->act_stride = qtype_row_bytes(QT_Q8_K, (wide + QK_K - 1) / QK_K * QK_K);
     for (int i = 0; i < 2; i++) c->act[i] = xmalloc(CHUNK * c->act_stride);
+    c->act_aux = xmalloc(CHUNK * (wide / QK8_0 + 1) * sizeof *c->act_aux);
     return c;
 }
 
@@ -350,6 +443,7 @@ void llama_ctx_free(llama_ctx *c) {
     free(c->att_f16);
     free(c->act[0]);
     free(c->act[1]);
+    free(c->act_aux);
     free(c);
 }
 
@@ -379,6 +473,9 @@ typedef struct mm_job {
     float *out[3];                   /* [n_tok][rows] */
     const uint8_t *act[3];           /* the input in each matrix's activation type */
     size_t act_stride[3];
+    uint8_t *packed[3];              /* a repacked copy to use (NULL: the file's rows) */
+    int packing[3];                  /* ... which this step fills as it goes */
+    const q8_0_aux *aux;             /* of act[], where a copy is used */
     atomic_long next_tile;           /* tiles taken, see mm_task */
 } mm_job;
 
@@ -396,7 +493,24 @@ static void dot_rows(const quant_kernels *kern, const wmat *w, const uint8_t *a,
     for (; r < r1; r++) o[r] = kern->dot[w->type](w->data + (size_t)r * w->row_bytes, a, (size_t)w->cols);
 }
 
-/* Rows [r0, r1) of matrix k (r0 a multiple of ROW_TILE) for every token:
+/* Rows per tile of matrix k: the repacked kernel's 16, or ROW_TILE. */
+static long tile_rows(const mm_job *j, int k) { return j->packed[k] ? 16 : ROW_TILE; }
+
+/* One 16-row group of a repacked matrix (packing it first if this step
+ * makes the copy) for every token. */
+static void mm_group(const mm_job *j, int k, long rt) {
+    const wmat *w = j->w[k];
+    size_t cols = (size_t)w->cols, stride = j->act_stride[k], nb = cols / QK8_0;
+    uint8_t *g = j->packed[k] + (size_t)rt * w->row_bytes;
+    if (j->packing[k]) quant_pack_q4_0_x16(w->data + (size_t)rt * w->row_bytes, w->row_bytes, cols, g);
+    for (int t = 0; t < j->n_tok; t += 4) {
+        int nt = j->n_tok - t < 4 ? j->n_tok - t : 4;
+        j->kern->gemm_q4_0_x16p(g, j->act[k] + (size_t)t * stride, stride, j->aux + (size_t)t * nb, nt, cols,
+                                j->out[k] + (size_t)t * w->rows + rt, (size_t)w->rows);
+    }
+}
+
+/* Rows [r0, r1) of matrix k (r0 a multiple of its tile) for every token:
  * each tile of rows is prefetched one tile ahead, then reused by all the
  * tokens while it is in L1. */
 static void mm_rows(const mm_job *j, int k, long r0, long r1) {
@@ -406,8 +520,13 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     int x8 = w->type == QT_Q4_0 && w->rows % 8 == 0;
     vec_dotn_fn dotn = j->n_tok > 1 ? j->kern->dotn[w->type] : NULL;
     size_t tile_bytes = ROW_TILE * w->row_bytes, cols = (size_t)w->cols, stride = j->act_stride[k];
-    for (long rt = r0; rt < r1; rt += ROW_TILE) {
-        long re = rt + ROW_TILE < r1 ? rt + ROW_TILE : r1;
+    long tr = tile_rows(j, k);
+    for (long rt = r0; rt < r1; rt += tr) {
+        long re = rt + tr < r1 ? rt + tr : r1;
+        if (re - rt == 16 && j->packed[k]) {
+            mm_group(j, k, rt);
+            continue;
+        }
         const uint8_t *tile = w->data + (size_t)rt * w->row_bytes;
         if (!j->kern->prefetches && re < w->rows) prefetch(tile + tile_bytes, tile_bytes);
         /* several tokens per call where a kernel unpacks weights once for them */
@@ -434,13 +553,13 @@ static void mm_task(void *arg, int ith, int nth) {
     (void)ith;
     mm_job *j = arg;
     long tiles[3], total = 0, lo, hi;
-    for (int k = 0; k < j->n_mat; k++) total += tiles[k] = (j->w[k]->rows + ROW_TILE - 1) / ROW_TILE;
+    for (int k = 0; k < j->n_mat; k++) total += tiles[k] = (j->w[k]->rows + tile_rows(j, k) - 1) / tile_rows(j, k);
     while (tp_claim(&j->next_tile, total, total / (8L * nth) + 1, &lo, &hi)) {
         long base = 0;
         for (int k = 0; k < j->n_mat; base += tiles[k], k++) {
             long t0 = lo > base ? lo - base : 0, t1 = hi - base < tiles[k] ? hi - base : tiles[k];
-            long rows = j->w[k]->rows;
-            if (t0 < t1) mm_rows(j, k, t0 * ROW_TILE, t1 * ROW_TILE < rows ? t1 * ROW_TILE : rows);
+            long rows = j->w[k]->rows, tr = tile_rows(j, k);
+            if (t0 < t1) mm_rows(j, k, t0 * tr, t1 * tr < rows ? t1 * tr : rows);
         }
     }
 }
@@ -452,15 +571,32 @@ static void quantize_act(const llama_ctx *c, qtype at, const float *x, uint8_t *
     else quantize_row(at, x, out, n);
 }
 
+/* Which copy of w the product uses: the repacked one when it is ready, or
+ * when this step gets to make it (*packing set); else NULL, the file's
+ * rows (not repacked, or another context is making the copy right now:
+ * the results are the same either way). */
+static uint8_t *use_pack(const wmat *w, int *packing) {
+    q4pack *p = w->pack;
+    *packing = 0;
+    if (!p) return NULL;
+    int st = atomic_load_explicit(&p->state, memory_order_acquire);
+    if (st == PACK_READY) return p->data;
+    if (st != PACK_NONE || !atomic_compare_exchange_strong(&p->state, &st, PACK_BUSY)) return NULL;
+    *packing = 1;
+    return p->data;
+}
+
 /* out[k] = in x w[k]^T for n_tok rows of in (width w[0]->cols). The input
  * is converted once per activation type the matrices need. */
 static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wmat *const *w, float *const *out) {
-    mm_job j = {.kern = c->kern, .n_tok = n_tok, .n_mat = n_mat};
-    int done[2] = {0, 0};
+    mm_job j = {.kern = c->kern, .n_tok = n_tok, .n_mat = n_mat, .aux = c->act_aux};
+    int done[2] = {0, 0}, need_aux = 0;
     size_t cols = (size_t)w[0]->cols;
     for (int k = 0; k < n_mat; k++) {
         j.w[k] = w[k];
         j.out[k] = out[k];
+        j.packed[k] = use_pack(w[k], &j.packing[k]);
+        need_aux |= j.packed[k] != NULL;
         qtype at = qtype_act_type(w[k]->type);
         if (at == QT_F32) {
             j.act[k] = (const uint8_t *)in;
@@ -475,8 +611,13 @@ static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wm
         j.act[k] = c->act[slot];
         j.act_stride[k] = c->act_stride;
     }
+    if (need_aux)   /* repacked matrices are Q4_0: their input is act[0] */
+        for (int t = 0; t < n_tok; t++)
+            quant_q8_0_aux(c->act[0] + (size_t)t * c->act_stride, cols, c->act_aux + (size_t)t * (cols / QK8_0));
     atomic_init(&j.next_tile, 0);
     tp_run(c->tp, mm_task, &j);
+    for (int k = 0; k < n_mat; k++)
+        if (j.packing[k]) atomic_store_explicit(&w[k]->pack->state, PACK_READY, memory_order_release);
 }
 
 static void matmul1(llama_ctx *c, const float *in, int n_tok, const wmat *w, float *out) {

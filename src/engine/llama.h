@@ -1,8 +1,10 @@
 /* llama: a Llama-family transformer read from a GGUF file, and its forward
  * pass with a KV cache.
  *
- * One model (the weights, mmap'ed through gguf.h and never copied) can be
- * shared by any number of contexts; a context holds one sequence's KV cache,
+ * One model (the weights, mmap'ed through gguf.h; Q4_0 matrices are also
+ * repacked into an interleaved copy by the first product that uses them,
+ * unless MSOA_REPACK=0, see llama.c) can be shared by any number of
+ * contexts; a context holds one sequence's KV cache,
  * scratch buffers and a thread pool, and is used by one thread at a time.
  * The hyper-parameters come from the file's metadata, so the same code runs
  * Llama 2/3, Mistral, TinyLlama, SmolLM ("llama" architecture: RoPE on
@@ -68,6 +70,10 @@ int llama_prefault(const llama_model *m);
 const llama_hparams *llama_model_hparams(const llama_model *m);
 const gguf *llama_gguf(const llama_model *m);      /* for the tokenizer */
 size_t llama_weight_bytes(const llama_model *m);  /* bytes read per token */
+/* Calls f for each range of memory a token reads its matrices from: the
+ * mapped file's, or the repacked copy of a Q4_0 matrix made by the first
+ * product with it (see llama.c). */
+void llama_weight_ranges(const llama_model *m, void (*f)(void *arg, const void *p, size_t n), void *arg);
 
 /* A context for up to n_ctx positions (0: the model's training length,
  * capped at 4096; rounded up to a multiple of 32), with n_threads threads

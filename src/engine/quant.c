@@ -593,6 +593,26 @@ static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
     return s;
 }
 
+void quant_pack_q4_0_x16(const void *rows, size_t row_bytes, size_t n, void *dst) {
+    uint8_t *o = dst;
+    for (size_t i = 0; i < n / QK4_0; i++, o += Q4_0_X16P_BLOCK)
+        for (int r = 0; r < 16; r++) {
+            const block_q4_0 *x = (const block_q4_0 *)((const uint8_t *)rows + r * row_bytes) + i;
+            memcpy(o + 2 * r, &x->d, 2);
+            for (int c = 0; c < 4; c++) memcpy(o + 32 + 64 * c + 4 * r, x->qs + 4 * c, 4);
+        }
+}
+
+void quant_q8_0_aux(const void *act, size_t n, q8_0_aux *aux) {
+    const block_q8_0 *y = act;
+    for (size_t i = 0; i < n / QK8_0; i++) {
+        int s = 0;
+        for (int j = 0; j < QK8_0; j++) s += y[i].qs[j];
+        aux[i].d = fp16_to_fp32(y[i].d);
+        aux[i].m8 = -8 * s;
+    }
+}
+
 static void gemm_q4_0_x8(const void *w, size_t row_bytes, const void *act, size_t act_stride, int n_tok,
                          size_t n, float *out, size_t out_stride) {
     for (int t = 0; t < n_tok; t++)

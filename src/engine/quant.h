@@ -127,6 +127,29 @@ typedef void (*vec_dotn_fn)(const void *w, const void *act, size_t act_stride, i
  * (Q8_0 decode read memory ~25% faster with 16 than with 8). */
 #define QUANT_PREFETCH_ROWS 16
 
+/* Repacked Q4_0 ("x16p"): 16 rows of a matrix interleaved so that the
+ * SIMD kernels need no per-block reduction. For each block i of the rows,
+ * 288 bytes: the 16 rows' fp16 scales (row order), then 4 chunks of 64
+ * bytes, chunk c holding bytes 4c..4c+3 of each row's nibbles (row r at
+ * 4r). A 64-byte load then gives one 32-bit lane per row (32 bytes: 8
+ * rows), and a byte dot product against 4 broadcast activation bytes sums
+ * each row in its own lane. A matrix's groups have the bytes and offsets of
+ * its 16-row tiles. */
+#define Q4_0_X16P_BLOCK 288
+void quant_pack_q4_0_x16(const void *rows, size_t row_bytes, size_t n, void *dst);
+
+/* What the repacked kernels need of a Q8_0 activation block besides its
+ * bytes, computed once per activation (quant_q8_0_aux): the scale as a
+ * float and -8 * the sum of its bytes (Q4_0 values are q - 8). */
+typedef struct q8_0_aux { float d; int32_t m8; } q8_0_aux;
+void quant_q8_0_aux(const void *act, size_t n, q8_0_aux *aux);
+
+/* gemm_q4_0_x8 on one repacked group of 16 rows: out[t * out_stride + r]
+ * for r < 16 and n_tok <= 4 activations (act_stride bytes apart; aux of
+ * token t at aux + t * n / 32), bit for bit dot_q4_0_x8 of the rows. */
+typedef void (*gemm16p_fn)(const void *group, const void *act, size_t act_stride, const q8_0_aux *aux, int n_tok,
+                           size_t n, float *out, size_t out_stride);
+
 /* Four rows (row_bytes apart) against one activation: out[r] exactly as
  * dot[] computes row r. */
 typedef void (*vec_dot4_fn)(const void *w, size_t row_bytes, const void *act, size_t n, float out[4]);
@@ -141,6 +164,9 @@ typedef struct quant_kernels {
     /* dot_q4_0_x8 of 8 consecutive rows and up to 4 activations at once,
      * same results; the rows' sums advance side by side in one vector. */
     gemm8_fn gemm_q4_0_x8;
+    /* the same on repacked rows; NULL where the table has none (then
+     * matrices are not repacked) */
+    gemm16p_fn gemm_q4_0_x16p;
     float (*dot_f16_f16)(const uint16_t *x, const float *y, size_t n);
     /* dot_f16_f16 of 4 rows x (stride elements apart) with one y, each
      * exactly as dot_f16_f16 computes it (4 positions, or 4 outputs) */

@@ -135,6 +135,27 @@ AVX2 static float dot_q4_0_x8(const void *w, const void *a, size_t n) {
 #undef Q4X8_TARGET
 #undef Q4X8_DOT
 
+/* The same on repacked rows (see simd_q4_0_x16p.h), both ways. */
+#define X16P_NAME gemm_q4_0_x16p
+#define X16P_TARGET AVX2
+#define X16P_DOT(acc, u, s) _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1)))
+#define X16P_HI_SHIFT 1
+#include "engine/simd_q4_0_x16p.h"
+#undef X16P_NAME
+#undef X16P_TARGET
+#undef X16P_DOT
+#undef X16P_HI_SHIFT
+
+#define X16P_NAME gemm_q4_0_x16p_vnni
+#define X16P_TARGET VNNI
+#define X16P_DOT(acc, u, s) _mm256_dpbusd_avx_epi32((acc), (u), (s))
+#define X16P_HI_SHIFT 0
+#include "engine/simd_q4_0_x16p.h"
+#undef X16P_NAME
+#undef X16P_TARGET
+#undef X16P_DOT
+#undef X16P_HI_SHIFT
+
 /* ggml's F16 order (see quant.h): four 8-lane accumulators over each 32
  * elements, folded as (a0 + a2) + (a1 + a3), the two halves added, then
  * two horizontal adds; the remainder in double. Written for R rows against
@@ -483,7 +504,10 @@ AVX2 static float dot_q6_K(const void *w, const void *a, size_t n) {
     return s;
 }
 
-void quant_vnni_fill(quant_kernels *k) { k->gemm_q4_0_x8 = gemm_q4_0_x8_vnni; }
+void quant_vnni_fill(quant_kernels *k) {
+    k->gemm_q4_0_x8 = gemm_q4_0_x8_vnni;
+    k->gemm_q4_0_x16p = gemm_q4_0_x16p_vnni;
+}
 
 void quant_avx2_fill(quant_kernels *k) {
     k->prefetches = 1;
@@ -505,6 +529,7 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dotn[QT_Q6_K] = dotn_q6_K;
     k->dot_q4_0_x8 = dot_q4_0_x8;
     k->gemm_q4_0_x8 = gemm_q4_0_x8;
+    k->gemm_q4_0_x16p = gemm_q4_0_x16p;
     k->dot_f16_f16 = dot_f16_f16;
     k->dot_f16_f16_x4 = dot_f16_f16_x4;
     k->to_f16 = to_f16;

@@ -101,6 +101,59 @@ AVX512 static void gemm_q4_0_x8(const void *w, size_t row_bytes, const void *act
     }
 }
 
+/* A repacked group of 16 Q4_0 rows (quant_pack_q4_0_x16) against n_tok
+ * <= 4 activations, the contract of gemm_q4_0_x16p (quant.h) and the method
+ * of simd_q4_0_x16p.h with one 512-bit register per chunk: lane r is row r,
+ * so the 16 rows take 8 byte dot products per block and per token, and
+ * their scales one conversion. Each lane's float work is that of the
+ * 256-bit kernels (and of dot_q4_0_x8): the same results, bit for bit.
+ * Always inlined with a constant n_tok (below). */
+AVX512 static INLINE void gemm_q4_0_x16p_body(const void *w, const void *act, size_t act_stride, const q8_0_aux *aux,
+                                              int n_tok, size_t n, float *out, size_t out_stride) {
+    const uint8_t *g = w, *acts = act;
+    const size_t nb = n / QK8_0;
+    const __m512i m4 = _mm512_set1_epi8(0xF);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const uint8_t *ahead = g + 2 * nb * Q4_0_X16P_BLOCK, *pf = ahead;
+    for (size_t i = 0; i < nb; i++) {
+        const uint8_t *b = g + i * Q4_0_X16P_BLOCK;
+        prefetch_ahead(ahead, i, Q4_0_X16P_BLOCK, &pf);
+        const __m512 dx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        __m512i lo[4], hi[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m512i q = _mm512_loadu_si512((const void *)(b + 32 + 64 * c));
+            lo[c] = _mm512_and_si512(q, m4);
+            hi[c] = _mm512_andnot_si512(m4, q);   /* 16 * q: the sum is divided by 16 */
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < n_tok; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)(acts + (size_t)t * act_stride) + i;
+            const q8_0_aux *a = aux + (size_t)t * nb + i;
+            __m512i sl = _mm512_set1_epi32(a->m8), sh = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                sl = _mm512_dpbusd_epi32(sl, lo[c], _mm512_set1_epi32(act_u32(y->qs + 4 * c)));
+                sh = _mm512_dpbusd_epi32(sh, hi[c], _mm512_set1_epi32(act_u32(y->qs + 16 + 4 * c)));
+            }
+            __m512i isum = _mm512_add_epi32(sl, _mm512_srai_epi32(sh, 4));
+            __m512 d = _mm512_mul_ps(dx, _mm512_set1_ps(a->d));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, acc[t]);
+        }
+    }
+    for (int t = 0; t < n_tok; t++) _mm512_storeu_ps(out + (size_t)t * out_stride, acc[t]);
+}
+
+AVX512 static void gemm_q4_0_x16p(const void *w, const void *act, size_t act_stride, const q8_0_aux *aux, int n_tok,
+                                  size_t n, float *out, size_t out_stride) {
+    switch (n_tok) {
+    case 1: gemm_q4_0_x16p_body(w, act, act_stride, aux, 1, n, out, out_stride); break;
+    case 2: gemm_q4_0_x16p_body(w, act, act_stride, aux, 2, n, out, out_stride); break;
+    case 3: gemm_q4_0_x16p_body(w, act, act_stride, aux, 3, n, out, out_stride); break;
+    default: gemm_q4_0_x16p_body(w, act, act_stride, aux, 4, n, out, out_stride); break;
+    }
+}
+
 /* Four Q8_0 rows against one activation, each exactly as the AVX2 dot_q8_0
  * computes it: 8 float lanes per row (lane j sums elements 4j..4j+3 of
  * every block), one fused multiply-add per block, hsum_ps at the end. Two
@@ -143,6 +196,7 @@ AVX512 static void dot4_q8_0(const void *w, size_t row_bytes, const void *a, siz
 
 void quant_avx512_fill(quant_kernels *k) {
     k->gemm_q4_0_x8 = gemm_q4_0_x8;
+    k->gemm_q4_0_x16p = gemm_q4_0_x16p;
     k->dot4[QT_Q8_0] = dot4_q8_0;
 }
 

@@ -10,6 +10,7 @@
 #include "engine/quant.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE __attribute__((always_inline)) inline
@@ -29,6 +30,13 @@ AVX2 static inline int hsum_epi32(__m256i v) {
 }
 
 AVX2 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* 4 bytes of an activation block as one int (for a broadcast) */
+static inline int act_u32(const int8_t *p) {
+    int v;
+    memcpy(&v, p, 4);
+    return v;
+}
 
 /* The row kernels prefetch the weights QUANT_PREFETCH_ROWS rows further on
  * (quant.h), a little per block: `ahead` is where that part of the matrix

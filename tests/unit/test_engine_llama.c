@@ -16,6 +16,7 @@
 #include "testlib.h"
 
 #include "engine/llama.h"
+#include "engine/quant.h"
 #include "engine/quantize.h"
 #include "engine/threadpool.h"
 #include "engine/tokenizer.h"
@@ -588,6 +589,65 @@ static void test_synthetic_rope_variants(void) {
     check_synth(&b, "qwen2-rope.gguf");
 }
 
+/* Bytes of the ranges, and of those in the model's file mapping. */
+typedef struct { const uint8_t *file; size_t file_size, bytes, in_file; } ranges;
+
+static void add_range(void *arg, const void *p, size_t n) {
+    ranges *r = arg;
+    r->bytes += n;
+    if ((const uint8_t *)p >= r->file && (const uint8_t *)p < r->file + r->file_size) r->in_file += n;
+}
+
+/* Q4_0 matrices are repacked by their first product (see llama.c): the
+ * logits are the same bit for bit with the copy (MSOA_REPACK unset) and
+ * without it (MSOA_REPACK=0), prompt and decode, 1 and 2 threads; then a
+ * token reads as many weight bytes as before, from the copy where the CPU
+ * has a repacked kernel. */
+static void test_repack(void) {
+    char err[256];
+    const char *path = test_shared_path("models/stories260K-Q4_0-mixed.gguf");
+    setenv("MSOA_REPACK", "0", 1);
+    llama_model *plain = llama_load(path, err, sizeof err);
+    unsetenv("MSOA_REPACK");
+    llama_model *packed = llama_load(path, err, sizeof err);
+    CHECK(plain && packed);
+    if (!plain || !packed) { llama_free(plain); llama_free(packed); return; }
+    int nv = llama_model_hparams(plain)->n_vocab;
+    int32_t toks[24];
+    for (int i = 0; i < 24; i++) toks[i] = (i * 53 + 7) % nv;
+    for (int threads = 1; threads <= 2; threads++) {
+        llama_ctx *a = llama_ctx_new(plain, 64, threads), *b = llama_ctx_new(packed, 64, threads);
+        const float *la = llama_forward(a, toks, 16), *lb = llama_forward(b, toks, 16);
+        CHECK(la && lb && memcmp(la, lb, (size_t)nv * sizeof *la) == 0);
+        for (int i = 16; i < 24; i++) {
+            la = llama_forward(a, &toks[i], 1);
+            lb = llama_forward(b, &toks[i], 1);
+            CHECK(la && lb && memcmp(la, lb, (size_t)nv * sizeof *la) == 0);
+        }
+        llama_ctx_free(a);
+        llama_ctx_free(b);
+    }
+    ranges rp = {gguf_base(llama_gguf(plain)), gguf_file_size(llama_gguf(plain)), 0, 0};
+    ranges rq = {gguf_base(llama_gguf(packed)), gguf_file_size(llama_gguf(packed)), 0, 0};
+    llama_weight_ranges(plain, add_range, &rp);
+    llama_weight_ranges(packed, add_range, &rq);
+    CHECK(rp.bytes == llama_weight_bytes(plain) && rp.in_file == rp.bytes && rq.bytes == rp.bytes);
+    /* the copy: the Q4_0 matrices' 16-row groups (the embeddings are not
+     * multiplied with: this model has an output matrix) */
+    const gguf *g = llama_gguf(packed);
+    size_t want = 0;
+    for (int i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        if (t->type == GGUF_Q4_0 && t->n_dims == 2 && strcmp(t->name, "token_embd.weight"))
+            want += (size_t)(t->ne[1] & ~15) * qtype_row_bytes(QT_Q4_0, (size_t)t->ne[0]);
+    }
+    CHECK(want > 0);
+    if (quant_kernels_best()->gemm_q4_0_x16p) CHECK_EQ_INT(rq.bytes - rq.in_file, want);
+    else fprintf(stderr, "  (no repacked kernel on this CPU: the copy is not made)\n");
+    llama_free(plain);
+    llama_free(packed);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/msoa-test-llama-XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
@@ -598,6 +658,7 @@ int main(void) {
     TEST(test_quantize_q4_0);
     TEST(test_quantize_q8_0);
     TEST(test_batch_threads_rewind);
+    TEST(test_repack);
     TEST(test_load_rejects);
     TEST(test_synthetic_qwen2);
     TEST(test_synthetic_llama);

@@ -475,6 +475,66 @@ static void test_avx512_vs_scalar(void) {
         }
 }
 
+/* The repacked Q4_0 kernels (quant_pack_q4_0_x16's layout) of every SIMD
+ * table the CPU has, bit for bit against the scalar dot_q4_0_x8 of the
+ * original rows: quantised and random blocks (every nibble value, every
+ * activation byte), 7 row lengths, 1 to 4 tokens, outputs strided. Also
+ * the activation facts they use (quant_q8_0_aux). */
+static void test_repacked_q4_0(void) {
+    const quant_kernels *s = quant_kernels_scalar();
+    const quant_kernels *tabs[3] = {quant_kernels_avx2(), quant_kernels_vnni(), quant_kernels_avx512()};
+    static const char *const names[3] = {"AVX2", "AVX-VNNI", "AVX-512 VNNI"};
+    CHECK(s->gemm_q4_0_x16p == NULL);   /* no copy for the scalar path: it would not be faster */
+    enum { MAXC = 4096 };
+    static float w[16 * MAXC], x[4][MAXC];
+    static uint8_t wq[16 * MAXC], packed[16 * MAXC], xq[4][MAXC * 2];
+    static q8_0_aux aux[4 * MAXC / QK8_0];
+    const size_t cols[] = {32, 64, 96, 224, 768, 2048, 4096};
+    for (int k = 0; k < 3; k++) {
+        if (!tabs[k] || !tabs[k]->gemm_q4_0_x16p) {
+            fprintf(stderr, "  SKIPPED: no %s on this CPU: its repacked Q4_0 kernel was not tested\n", names[k]);
+            continue;
+        }
+        for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++)
+            for (int rnd = 0; rnd < 2; rnd++) {
+                size_t n = cols[c], nb = n / QK8_0, rb = qtype_row_bytes(QT_Q4_0, n);
+                for (int t = 0; t < 4; t++) {
+                    fill(x[t], n);
+                    if (rnd) for (size_t i = 0; i < n; i++) x[t][i] = (float)((int)(i * 37 + t * 11) % 255 - 127);
+                    quantize_row(QT_Q8_0, x[t], xq[t], n);
+                    quant_q8_0_aux(xq[t], n, aux + t * nb);
+                    for (size_t b = 0; b < nb; b++) {
+                        const block_q8_0 *y = (const block_q8_0 *)xq[t] + b;
+                        int sum = 0;
+                        for (int j = 0; j < QK8_0; j++) sum += y->qs[j];
+                        CHECK(aux[t * nb + b].m8 == -8 * sum && aux[t * nb + b].d == fp16_to_fp32(y->d));
+                    }
+                }
+                if (rnd) random_blocks(QT_Q4_0, wq, 16 * nb);
+                else { fill(w, 16 * n); quantize_row(QT_Q4_0, w, wq, 16 * n); }
+                memset(packed, 0xAA, sizeof packed);
+                quant_pack_q4_0_x16(wq, rb, n, packed);
+                CHECK(packed[16 * rb] == 0xAA);   /* 16 rows' bytes, no more */
+                for (int nt = 1; nt <= 4; nt++) {
+                    float got[4 * 17];
+                    for (int i = 0; i < 4 * 17; i++) got[i] = -1;
+                    tabs[k]->gemm_q4_0_x16p(packed, xq, sizeof xq[0], aux, nt, n, got, 17);
+                    for (int t = 0; t < nt; t++) {
+                        CHECK(got[17 * t + 16] == -1);   /* nothing beyond the 16 rows */
+                        for (int r = 0; r < 16; r++) {
+                            float e = s->dot_q4_0_x8(wq + r * rb, xq[t], n);
+                            if (memcmp(&got[17 * t + r], &e, sizeof e)) {
+                                fprintf(stderr, "  %s repacked q4_0 n=%zu %s tokens=%d t=%d row %d: %.9g, scalar %.9g\n",
+                                        tabs[k]->name, n, rnd ? "random" : "quantised", nt, t, r, got[17 * t + r], e);
+                                CHECK(0);
+                            }
+                        }
+                    }
+                }
+            }
+    }
+}
+
 /* The SIMD activation quantiser writes quantize_row's bytes, ties that
  * round to even included. */
 static void test_quantize_q8_0(void) {
@@ -512,6 +572,7 @@ int main(void) {
     TEST(test_dotn);
     TEST(test_dot4);
     TEST(test_avx512_vs_scalar);
+    TEST(test_repacked_q4_0);
     TEST(test_quantize_q8_0);
     return test_done();
 }
