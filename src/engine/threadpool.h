@@ -15,7 +15,12 @@
  * when a step starts therefore costs nothing: the caller does its share and
  * goes on, instead of waiting a scheduler time slice for a thread that would
  * find nothing left to do. tp_run returns when the work is done and every
- * worker that joined has left. */
+ * worker that joined has left.
+ *
+ * A worker that finds itself on the CPU the caller runs on narrows its own
+ * CPU set to the others (see leave_caller_cpu in threadpool.c), unless the
+ * pool has more threads than the machine has CPUs or MSOA_PIN_THREADS is
+ * "0". */
 #ifndef MSOA_ENGINE_THREADPOOL_H
 #define MSOA_ENGINE_THREADPOOL_H
 
