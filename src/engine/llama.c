@@ -476,7 +476,8 @@ typedef struct mm_job {
     uint8_t *packed[3];              /* a repacked copy to use (NULL: the file's rows) */
     int packing[3];                  /* ... which this step fills as it goes */
     const q8_0_aux *aux;             /* of act[], where a copy is used */
-    atomic_long next_tile;           /* tiles taken, see mm_task */
+    long tiles[3], total;            /* tiles per matrix, in all */
+    tp_ranges ranges;                /* of the tiles, see mm_task */
 } mm_job;
 
 static void prefetch(const uint8_t *p, size_t n) {
@@ -545,16 +546,16 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     }
 }
 
-/* Threads take runs of tiles from a shared counter (tp_claim), across all
- * the matrices of the job, until none are left: a thread that is slowed
- * down (the machine may be shared) simply takes fewer. Each row's result
- * does not depend on which thread computes it. */
+/* Threads take runs of tiles (tp_ranges: each its own contiguous part
+ * first, then the others' leftovers), across all the matrices of the job,
+ * until none are left: a thread that is slowed down (the machine may be
+ * shared) simply takes fewer. Each row's result does not depend on which
+ * thread computes it. */
 static void mm_task(void *arg, int ith, int nth) {
-    (void)ith;
     mm_job *j = arg;
-    long tiles[3], total = 0, lo, hi;
-    for (int k = 0; k < j->n_mat; k++) total += tiles[k] = (j->w[k]->rows + tile_rows(j, k) - 1) / tile_rows(j, k);
-    while (tp_claim(&j->next_tile, total, total / (8L * nth) + 1, &lo, &hi)) {
+    const long *tiles = j->tiles;
+    long lo, hi;
+    while (tp_ranges_claim(&j->ranges, ith, j->total / (8L * nth) + 1, &lo, &hi)) {
         long base = 0;
         for (int k = 0; k < j->n_mat; base += tiles[k], k++) {
             long t0 = lo > base ? lo - base : 0, t1 = hi - base < tiles[k] ? hi - base : tiles[k];
@@ -614,7 +615,8 @@ static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wm
     if (need_aux)   /* repacked matrices are Q4_0: their input is act[0] */
         for (int t = 0; t < n_tok; t++)
             quant_q8_0_aux(c->act[0] + (size_t)t * c->act_stride, cols, c->act_aux + (size_t)t * (cols / QK8_0));
-    atomic_init(&j.next_tile, 0);
+    for (int k = 0; k < n_mat; k++) j.total += j.tiles[k] = (w[k]->rows + tile_rows(&j, k) - 1) / tile_rows(&j, k);
+    tp_ranges_init(&j.ranges, j.total, tp_size(c->tp));
     tp_run(c->tp, mm_task, &j);
     for (int k = 0; k < n_mat; k++)
         if (j.packing[k]) atomic_store_explicit(&w[k]->pack->state, PACK_READY, memory_order_release);

@@ -218,3 +218,39 @@ int tp_claim(atomic_long *next, long n, long run, long *lo, long *hi) {
     *hi = at + run < n ? at + run : n;
     return 1;
 }
+
+void tp_ranges_init(tp_ranges *s, long n, int parts) {
+    if (parts > TP_RANGES_MAX) parts = TP_RANGES_MAX;
+    if (parts > n) parts = n > 0 ? (int)n : 1;
+    s->parts = parts < 1 ? 1 : parts;
+    for (int p = 0; p < s->parts; p++) {
+        unsigned long long lo = (unsigned long long)(n * p / s->parts), hi = (unsigned long long)(n * (p + 1) / s->parts);
+        atomic_init(&s->r[p].lohi, lo << 32 | hi);
+    }
+}
+
+/* Takes up to run items from the front (own range) or the back of range p. */
+static int take(tp_ranges *s, int p, int front, long run, long *lo, long *hi) {
+    unsigned long long v = atomic_load(&s->r[p].lohi);
+    for (;;) {
+        long l = (long)(v >> 32), h = (long)(v & 0xffffffffu);
+        if (l >= h) return 0;
+        if (front) h = l + run < h ? l + run : h;
+        else l = h - run > l ? h - run : l;
+        unsigned long long next = front ? (unsigned long long)h << 32 | (v & 0xffffffffu)
+                                        : (v & ~0xffffffffull) | (unsigned long long)l;
+        if (atomic_compare_exchange_weak(&s->r[p].lohi, &v, next)) {
+            *lo = l;
+            *hi = h;
+            return 1;
+        }
+    }
+}
+
+int tp_ranges_claim(tp_ranges *s, int ith, long run, long *lo, long *hi) {
+    int own = ith % s->parts;
+    if (take(s, own, 1, run, lo, hi)) return 1;
+    for (int k = 1; k < s->parts; k++)
+        if (take(s, (own + k) % s->parts, 0, run, lo, hi)) return 1;
+    return 0;
+}

@@ -50,4 +50,23 @@ void tp_run(threadpool *tp, tp_task task, void *arg);
  * taking them small and the wait for the last one short. */
 int tp_claim(atomic_long *next, long n, long run, long *lo, long *hi);
 
+/* Work sharing that keeps each thread's memory contiguous: items [0, n)
+ * cut in `parts` ranges (one per thread of the pool), thread ith taking
+ * runs from the front of its own range, in order, then, once it is empty,
+ * runs from the back of the others'. Why: a thread that streams a matrix's
+ * rows in one direction has the rows after its run already prefetched (its
+ * kernels prefetch ahead), where runs taken from one shared counter
+ * alternate between the threads and every run starts cold. Any subset of
+ * the threads still completes the step. Initialise before the step
+ * (tp_ranges_init), claim with tp_ranges_claim. */
+#define TP_RANGES_MAX 16
+typedef struct tp_ranges {
+    struct { _Alignas(64) _Atomic unsigned long long lohi; } r[TP_RANGES_MAX];   /* lo << 32 | hi */
+    int parts;
+} tp_ranges;
+
+/* n < 2^31; parts is capped at TP_RANGES_MAX and at n. */
+void tp_ranges_init(tp_ranges *s, long n, int parts);
+int tp_ranges_claim(tp_ranges *s, int ith, long run, long *lo, long *hi);
+
 #endif
