@@ -45,9 +45,10 @@
  * order. */
 #define ATT_PAD 32
 
-/* A Q4_0 matrix's rows repacked for the SIMD kernels (quant_pack_q4_0_x16,
- * quant.h: no per-block reductions, about twice as fast as the kernel on
- * the file's layout). Made on first use, by the threads of the product that
+/* A Q4_0 or Q8_0 matrix's rows repacked for the SIMD kernels (Q4_0:
+ * quant_pack_q4_0_x16, no per-block reductions, about twice as fast as the
+ * kernel on the file's layout; Q8_0: quant_pack_q8_0_x4, half the
+ * instructions, with AVX-512 only). Made on first use, by the threads of the product that
  * first meets the matrix (each packs the tiles it computes), so that
  * loading stays a mapping of the file: load only reserves address space
  * for the copies (one anonymous mapping, 2 MiB pages where the kernel
@@ -58,18 +59,18 @@
  * packs it) -> READY. */
 enum { PACK_NONE, PACK_BUSY, PACK_READY };
 
-typedef struct q4pack {
+typedef struct wpack {
     atomic_int state;
-    uint8_t *data;                      /* rows [0, rows & ~15), same offsets as in the file */
+    uint8_t *data;                      /* rows [0, pack_rows), same offsets as in the file */
     size_t bytes;
-} q4pack;
+} wpack;
 
 typedef struct wmat {
     const uint8_t *data;
     qtype type;
     int rows, cols;
     size_t row_bytes;
-    q4pack *pack;                       /* NULL: not repacked */
+    wpack *pack;                        /* NULL: not repacked */
 } wmat;
 
 typedef struct layer {
@@ -87,7 +88,7 @@ struct llama_model {
     layer *layers;
     float **owned;                      /* vectors converted to F32 at load */
     int n_owned;
-    q4pack *packs;                      /* one per repackable matrix */
+    wpack *packs;                       /* one per repackable matrix */
     void *pack_map;                     /* the copies' reserved memory */
     size_t pack_map_len;
 };
@@ -164,19 +165,27 @@ static int model_mats(const llama_model *m, const wmat **out) {
     return n;
 }
 
-/* Marks the Q4_0 matrices to repack on first use (see q4pack): those with
- * at least one 16-row group, when the kernel table has a repacked kernel.
- * Only address space is reserved here (no page is touched); without it,
- * nothing is repacked. */
+/* The rows of w a repacked copy holds (whole groups of its kernel's, and
+ * for Q8_0 whole 8-row tiles), 0 if the kernel table has no repacked
+ * kernel for its type. */
+static int pack_rows(const wmat *w) {
+    const quant_kernels *k = quant_kernels_best();
+    if (w->type == QT_Q4_0 && k->gemm_q4_0_x16p) return w->rows & ~15;
+    if (w->type == QT_Q8_0 && k->dot4p_q8_0) return w->rows & ~7;
+    return 0;
+}
+
+/* Marks the matrices to repack on first use (see wpack): those with at
+ * least one group, when the kernel table has a repacked kernel for their
+ * type. Only address space is reserved here (no page is touched); without
+ * it, nothing is repacked. */
 static void plan_packs(llama_model *m) {
     const char *env = getenv("MSOA_REPACK");
-    if (!quant_kernels_best()->gemm_q4_0_x16p || (env && !strcmp(env, "0"))) return;
+    if (env && !strcmp(env, "0")) return;
     const wmat **mats = xmalloc((size_t)(1 + 7 * m->hp.n_layers) * sizeof *mats);
     int n = model_mats(m, mats);
     size_t total = 0, huge = (size_t)2 << 20;
-    for (int i = 0; i < n; i++)
-        if (mats[i]->type == QT_Q4_0 && mats[i]->rows >= 16)
-            total += ((size_t)(mats[i]->rows & ~15) * mats[i]->row_bytes + 63) & ~(size_t)63;
+    for (int i = 0; i < n; i++) total += ((size_t)pack_rows(mats[i]) * mats[i]->row_bytes + 63) & ~(size_t)63;
     void *map = total ? mmap(NULL, total + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
                       : MAP_FAILED;
     if (map == MAP_FAILED) {
@@ -192,9 +201,9 @@ static void plan_packs(llama_model *m) {
     m->packs = xcalloc((size_t)n, sizeof *m->packs);
     for (int i = 0; i < n; i++) {
         wmat *w = (wmat *)mats[i];   /* m's own, not const here */
-        if (w->type != QT_Q4_0 || w->rows < 16) continue;
+        if (!pack_rows(w)) continue;
         atomic_init(&m->packs[i].state, PACK_NONE);
-        m->packs[i].bytes = (size_t)(w->rows & ~15) * w->row_bytes;
+        m->packs[i].bytes = (size_t)pack_rows(w) * w->row_bytes;
         m->packs[i].data = at;
         at += (m->packs[i].bytes + 63) & ~(size_t)63;
         w->pack = &m->packs[i];
@@ -391,6 +400,7 @@ struct llama_ctx {
     uint8_t *act[2];                 /* quantised activations: Q8_0, Q8_K */
     size_t act_stride;               /* bytes per token in act[] */
     q8_0_aux *act_aux;               /* [token][block] of act[0], for repacked Q4_0 */
+    int32_t *act_lanes;              /* quant_q8_0_lane_sums of act[0]'s first token, for repacked Q8_0 */
 };
 
 llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp) {
@@ -422,6 +432,7 @@ llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp)
     c->act_stride = qtype_row_bytes(QT_Q8_K, (wide + QK_K - 1) / QK_K * QK_K);
     for (int i = 0; i < 2; i++) c->act[i] = xmalloc(CHUNK * c->act_stride);
     c->act_aux = xmalloc(CHUNK * (wide / QK8_0 + 1) * sizeof *c->act_aux);
+    c->act_lanes = xmalloc((wide / QK8_0 + 1) * 8 * sizeof *c->act_lanes);
     return c;
 }
 
@@ -444,6 +455,7 @@ void llama_ctx_free(llama_ctx *c) {
     free(c->act[0]);
     free(c->act[1]);
     free(c->act_aux);
+    free(c->act_lanes);
     free(c);
 }
 
@@ -475,7 +487,8 @@ typedef struct mm_job {
     size_t act_stride[3];
     uint8_t *packed[3];              /* a repacked copy to use (NULL: the file's rows) */
     int packing[3];                  /* ... which this step fills as it goes */
-    const q8_0_aux *aux;             /* of act[], where a copy is used */
+    const q8_0_aux *aux;             /* of act[0], for repacked Q4_0 */
+    const int32_t *lanes;            /* of act[0], for repacked Q8_0 (one token) */
     long tiles[3], total;            /* tiles per matrix, in all */
     tp_ranges ranges;                /* of the tiles, see mm_task */
 } mm_job;
@@ -494,8 +507,23 @@ static void dot_rows(const quant_kernels *kern, const wmat *w, const uint8_t *a,
     for (; r < r1; r++) o[r] = kern->dot[w->type](w->data + (size_t)r * w->row_bytes, a, (size_t)w->cols);
 }
 
-/* Rows per tile of matrix k: the repacked kernel's 16, or ROW_TILE. */
-static long tile_rows(const mm_job *j, int k) { return j->packed[k] ? 16 : ROW_TILE; }
+/* Rows per tile of matrix k: the repacked Q4_0 kernel's 16, or ROW_TILE. */
+static long tile_rows(const mm_job *j, int k) { return j->packed[k] && j->w[k]->type == QT_Q4_0 ? 16 : ROW_TILE; }
+
+/* One 8-row tile of a repacked Q8_0 matrix (packing it first if this step
+ * makes the copy); 0 if it must be computed from the file's rows (prompt
+ * batches: the kernel takes one token). */
+static int mm_q8_tile(const mm_job *j, int k, long rt) {
+    const wmat *w = j->w[k];
+    size_t cols = (size_t)w->cols;
+    uint8_t *g = j->packed[k] + (size_t)rt * w->row_bytes;
+    if (j->packing[k])
+        for (int h = 0; h < 2; h++)
+            quant_pack_q8_0_x4(w->data + (size_t)(rt + 4 * h) * w->row_bytes, w->row_bytes, cols, g + 4 * h * w->row_bytes);
+    if (j->n_tok != 1) return 0;
+    for (int h = 0; h < 2; h++) j->kern->dot4p_q8_0(g + 4 * h * w->row_bytes, j->act[k], j->lanes, cols, j->out[k] + rt + 4 * h);
+    return 1;
+}
 
 /* One 16-row group of a repacked matrix (packing it first if this step
  * makes the copy) for every token. */
@@ -524,10 +552,11 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     long tr = tile_rows(j, k);
     for (long rt = r0; rt < r1; rt += tr) {
         long re = rt + tr < r1 ? rt + tr : r1;
-        if (re - rt == 16 && j->packed[k]) {
+        if (j->packed[k] && w->type == QT_Q4_0 && re - rt == 16) {
             mm_group(j, k, rt);
             continue;
         }
+        if (j->packed[k] && w->type == QT_Q8_0 && re - rt == 8 && mm_q8_tile(j, k, rt)) continue;
         const uint8_t *tile = w->data + (size_t)rt * w->row_bytes;
         if (!j->kern->prefetches && re < w->rows) prefetch(tile + tile_bytes, tile_bytes);
         /* several tokens per call where a kernel unpacks weights once for them */
@@ -577,7 +606,7 @@ static void quantize_act(const llama_ctx *c, qtype at, const float *x, uint8_t *
  * rows (not repacked, or another context is making the copy right now:
  * the results are the same either way). */
 static uint8_t *use_pack(const wmat *w, int *packing) {
-    q4pack *p = w->pack;
+    wpack *p = w->pack;
     *packing = 0;
     if (!p) return NULL;
     int st = atomic_load_explicit(&p->state, memory_order_acquire);
@@ -590,14 +619,15 @@ static uint8_t *use_pack(const wmat *w, int *packing) {
 /* out[k] = in x w[k]^T for n_tok rows of in (width w[0]->cols). The input
  * is converted once per activation type the matrices need. */
 static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wmat *const *w, float *const *out) {
-    mm_job j = {.kern = c->kern, .n_tok = n_tok, .n_mat = n_mat, .aux = c->act_aux};
-    int done[2] = {0, 0}, need_aux = 0;
+    mm_job j = {.kern = c->kern, .n_tok = n_tok, .n_mat = n_mat, .aux = c->act_aux, .lanes = c->act_lanes};
+    int done[2] = {0, 0}, need_aux = 0, need_lanes = 0;
     size_t cols = (size_t)w[0]->cols;
     for (int k = 0; k < n_mat; k++) {
         j.w[k] = w[k];
         j.out[k] = out[k];
         j.packed[k] = use_pack(w[k], &j.packing[k]);
-        need_aux |= j.packed[k] != NULL;
+        need_aux |= j.packed[k] && w[k]->type == QT_Q4_0;
+        need_lanes |= j.packed[k] && w[k]->type == QT_Q8_0 && n_tok == 1;
         qtype at = qtype_act_type(w[k]->type);
         if (at == QT_F32) {
             j.act[k] = (const uint8_t *)in;
@@ -612,9 +642,11 @@ static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wm
         j.act[k] = c->act[slot];
         j.act_stride[k] = c->act_stride;
     }
-    if (need_aux)   /* repacked matrices are Q4_0: their input is act[0] */
+    /* repacked matrices' input is act[0] (Q8_0) */
+    if (need_aux)
         for (int t = 0; t < n_tok; t++)
             quant_q8_0_aux(c->act[0] + (size_t)t * c->act_stride, cols, c->act_aux + (size_t)t * (cols / QK8_0));
+    if (need_lanes) quant_q8_0_lane_sums(c->act[0], cols, c->act_lanes);
     for (int k = 0; k < n_mat; k++) j.total += j.tiles[k] = (w[k]->rows + tile_rows(&j, k) - 1) / tile_rows(&j, k);
     tp_ranges_init(&j.ranges, j.total, tp_size(c->tp));
     tp_run(c->tp, mm_task, &j);

@@ -603,6 +603,28 @@ void quant_pack_q4_0_x16(const void *rows, size_t row_bytes, size_t n, void *dst
         }
 }
 
+void quant_pack_q8_0_x4(const void *rows, size_t row_bytes, size_t n, void *dst) {
+    uint8_t *o = dst;
+    for (size_t i = 0; i < n / QK8_0; i++, o += Q8_0_X4P_BLOCK)
+        for (int r = 0; r < 4; r++) {
+            const block_q8_0 *x = (const block_q8_0 *)((const uint8_t *)rows + r * row_bytes) + i;
+            memcpy(o + 2 * r, &x->d, 2);
+            for (int k = 0; k < QK8_0; k += 8) {
+                uint64_t v;
+                memcpy(&v, x->qs + k, 8);
+                v ^= 0x8080808080808080ull;
+                memcpy(o + 8 + 32 * r + k, &v, 8);
+            }
+        }
+}
+
+void quant_q8_0_lane_sums(const void *act, size_t n, int32_t *out) {
+    const block_q8_0 *y = act;
+    for (size_t i = 0; i < n / QK8_0; i++)
+        for (int l = 0; l < 8; l++)
+            out[8 * i + l] = -128 * (y[i].qs[4 * l] + y[i].qs[4 * l + 1] + y[i].qs[4 * l + 2] + y[i].qs[4 * l + 3]);
+}
+
 void quant_q8_0_aux(const void *act, size_t n, q8_0_aux *aux) {
     const block_q8_0 *y = act;
     for (size_t i = 0; i < n / QK8_0; i++) {

@@ -150,6 +150,23 @@ void quant_q8_0_aux(const void *act, size_t n, q8_0_aux *aux);
 typedef void (*gemm16p_fn)(const void *group, const void *act, size_t act_stride, const q8_0_aux *aux, int n_tok,
                            size_t n, float *out, size_t out_stride);
 
+/* Repacked Q8_0 ("x4p"): 4 rows interleaved for the 4-row kernel. For
+ * each block i, 136 bytes: the 4 rows' fp16 scales, then each row's 32
+ * values as unsigned bytes x + 128 (x ^ 0x80), row after row: one load
+ * per two rows' values, one conversion for the 4 scales, no sign flip. A
+ * group has the bytes and offsets of its 4 rows in the file. */
+#define Q8_0_X4P_BLOCK 136
+void quant_pack_q8_0_x4(const void *rows, size_t row_bytes, size_t n, void *dst);
+
+/* For each Q8_0 activation block, 8 int32: lane j holds -128 * the sum of
+ * elements 4j..4j+3 (what the repacked Q8_0 kernel takes back out). */
+void quant_q8_0_lane_sums(const void *act, size_t n, int32_t *out);
+
+/* dot4[QT_Q8_0] on a repacked group (lane_sums of the activation, as
+ * above): out[r] bit for bit what dot[QT_Q8_0] of the SIMD tables gives
+ * row r. */
+typedef void (*vec_dot4p_fn)(const void *group, const void *act, const int32_t *lane_sums, size_t n, float out[4]);
+
 /* Four rows (row_bytes apart) against one activation: out[r] exactly as
  * dot[] computes row r. */
 typedef void (*vec_dot4_fn)(const void *w, size_t row_bytes, const void *act, size_t n, float out[4]);
@@ -167,6 +184,7 @@ typedef struct quant_kernels {
     /* the same on repacked rows; NULL where the table has none (then
      * matrices are not repacked) */
     gemm16p_fn gemm_q4_0_x16p;
+    vec_dot4p_fn dot4p_q8_0;    /* NULL where the table has none: not repacked */
     float (*dot_f16_f16)(const uint16_t *x, const float *y, size_t n);
     /* dot_f16_f16 of 4 rows x (stride elements apart) with one y, each
      * exactly as dot_f16_f16 computes it (4 positions, or 4 outputs) */

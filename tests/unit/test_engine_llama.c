@@ -598,14 +598,13 @@ static void add_range(void *arg, const void *p, size_t n) {
     if ((const uint8_t *)p >= r->file && (const uint8_t *)p < r->file + r->file_size) r->in_file += n;
 }
 
-/* Q4_0 matrices are repacked by their first product (see llama.c): the
- * logits are the same bit for bit with the copy (MSOA_REPACK unset) and
- * without it (MSOA_REPACK=0), prompt and decode, 1 and 2 threads; then a
- * token reads as many weight bytes as before, from the copy where the CPU
- * has a repacked kernel. */
-static void test_repack(void) {
+/* Q4_0 and Q8_0 matrices are repacked by their first product (see
+ * llama.c): the logits are the same bit for bit with the copy (MSOA_REPACK
+ * unset) and without it (MSOA_REPACK=0), prompt and decode, 1 and 2
+ * threads; then a token reads as many weight bytes as before, from the
+ * copy where the CPU has a repacked kernel for the type. */
+static void check_repack(const char *path, qtype type, int group, int have_kernel) {
     char err[256];
-    const char *path = test_shared_path("models/stories260K-Q4_0-mixed.gguf");
     setenv("MSOA_REPACK", "0", 1);
     llama_model *plain = llama_load(path, err, sizeof err);
     unsetenv("MSOA_REPACK");
@@ -632,20 +631,30 @@ static void test_repack(void) {
     llama_weight_ranges(plain, add_range, &rp);
     llama_weight_ranges(packed, add_range, &rq);
     CHECK(rp.bytes == llama_weight_bytes(plain) && rp.in_file == rp.bytes && rq.bytes == rp.bytes);
-    /* the copy: the Q4_0 matrices' 16-row groups (the embeddings are not
-     * multiplied with: this model has an output matrix) */
+    /* the copy: the matrices' whole groups (the embeddings are not
+     * multiplied with: these models have an output matrix) */
     const gguf *g = llama_gguf(packed);
     size_t want = 0;
     for (int i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
-        if (t->type == GGUF_Q4_0 && t->n_dims == 2 && strcmp(t->name, "token_embd.weight"))
-            want += (size_t)(t->ne[1] & ~15) * qtype_row_bytes(QT_Q4_0, (size_t)t->ne[0]);
+        if (t->type == (uint32_t)type && t->n_dims == 2 && strcmp(t->name, "token_embd.weight"))
+            want += (size_t)(t->ne[1] / group * group) * qtype_row_bytes(type, (size_t)t->ne[0]);
     }
     CHECK(want > 0);
-    if (quant_kernels_best()->gemm_q4_0_x16p) CHECK_EQ_INT(rq.bytes - rq.in_file, want);
-    else fprintf(stderr, "  (no repacked kernel on this CPU: the copy is not made)\n");
+    if (have_kernel) CHECK_EQ_INT(rq.bytes - rq.in_file, want);
+    else fprintf(stderr, "  (no repacked %s kernel on this CPU: the copy is not made)\n", qtype_name(type));
     llama_free(plain);
     llama_free(packed);
+}
+
+static void test_repack(void) {
+    char err[256];
+    const quant_kernels *k = quant_kernels_best();
+    check_repack(test_shared_path("models/stories260K-Q4_0-mixed.gguf"), QT_Q4_0, 16, k->gemm_q4_0_x16p != NULL);
+    const char *q8 = tmp_path("repack-q8_0.gguf");
+    CHECK_EQ_INT(quantize_file(test_shared_path("models/stories260K.gguf"), q8, QT_Q8_0, NULL, err, sizeof err), 0);
+    check_repack(q8, QT_Q8_0, 8, k->dot4p_q8_0 != NULL);
+    remove(q8);
 }
 
 int main(void) {

@@ -535,6 +535,45 @@ static void test_repacked_q4_0(void) {
     }
 }
 
+/* The repacked Q8_0 kernel (quant_pack_q8_0_x4's layout) against the
+ * 4-row kernel of the same table on the original rows, bit for bit (and so
+ * against the AVX2 one-row kernel, see test_avx512_vs_scalar), random
+ * blocks with -128 included; and the lane sums it takes. */
+static void test_repacked_q8_0(void) {
+    const quant_kernels *z = quant_kernels_avx512();
+    CHECK(quant_kernels_scalar()->dot4p_q8_0 == NULL);
+    enum { MAXC = 4096 };
+    static float x[MAXC];
+    static uint8_t wq[4 * MAXC * 2], packed[4 * MAXC * 2], xq[MAXC * 2];
+    static int32_t lanes[8 * MAXC / QK8_0];
+    const size_t cols[] = {32, 64, 96, 224, 768, 2048, 4096};
+    for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++) {
+        size_t n = cols[c], nb = n / QK8_0, rb = qtype_row_bytes(QT_Q8_0, n);
+        fill(x, n);
+        quantize_row(QT_Q8_0, x, xq, n);
+        quant_q8_0_lane_sums(xq, n, lanes);
+        for (size_t b = 0; b < nb; b++)
+            for (int l = 0; l < 8; l++) {
+                const int8_t *q = ((const block_q8_0 *)xq)[b].qs + 4 * l;
+                CHECK(lanes[8 * b + l] == -128 * (q[0] + q[1] + q[2] + q[3]));
+            }
+        random_blocks(QT_Q8_0, wq, 4 * nb);
+        memset(packed, 0xAA, sizeof packed);
+        quant_pack_q8_0_x4(wq, rb, n, packed);
+        CHECK(packed[4 * rb] == 0xAA);
+        if (!z) continue;
+        float got[4], want[4];
+        z->dot4p_q8_0(packed, xq, lanes, n, got);
+        z->dot4[QT_Q8_0](wq, rb, xq, n, want);
+        for (int r = 0; r < 4; r++)
+            if (memcmp(&got[r], &want[r], sizeof got[r])) {
+                fprintf(stderr, "  repacked q8_0 n=%zu row %d: %.9g, 4-row kernel %.9g\n", n, r, got[r], want[r]);
+                CHECK(0);
+            }
+    }
+    if (!z) fprintf(stderr, "  SKIPPED: no AVX-512 VNNI on this CPU: the repacked Q8_0 kernel was not tested\n");
+}
+
 /* The SIMD activation quantiser writes quantize_row's bytes, ties that
  * round to even included. */
 static void test_quantize_q8_0(void) {
@@ -573,6 +612,7 @@ int main(void) {
     TEST(test_dot4);
     TEST(test_avx512_vs_scalar);
     TEST(test_repacked_q4_0);
+    TEST(test_repacked_q8_0);
     TEST(test_quantize_q8_0);
     return test_done();
 }
