@@ -489,7 +489,8 @@ typedef struct mm_job {
     int packing[3];                  /* ... which this step fills as it goes */
     const q8_0_aux *aux;             /* of act[0], for repacked Q4_0 */
     const int32_t *lanes;            /* of act[0], for repacked Q8_0 (one token) */
-    long tiles[3], total;            /* tiles per matrix, in all */
+    long tiles[3], total;            /* tiles per matrix, work items in all */
+    int swiglu;                      /* items are (gate, up) tile pairs, see mm_task */
     tp_ranges ranges;                /* of the tiles, see mm_task */
 } mm_job;
 
@@ -575,6 +576,24 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     }
 }
 
+static inline float swiglu(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
+
+/* The FFN's gate and up products fused: item g is tile g of both, and
+ * the thread that computed them applies SwiGLU to those rows (gate =
+ * silu(gate) * up, in place), spreading the expf calls over the threads
+ * and into the time the step streams weights, instead of one thread doing
+ * them all after the step. */
+static void mm_swiglu_pair(const mm_job *j, long g) {
+    long tr = tile_rows(j, 0), rows = j->w[0]->rows, r0 = g * tr, r1 = r0 + tr < rows ? r0 + tr : rows;
+    mm_rows(j, 0, r0, r1);
+    mm_rows(j, 1, r0, r1);
+    for (int t = 0; t < j->n_tok; t++)
+        for (long r = r0; r < r1; r++) {
+            size_t i = (size_t)t * rows + r;
+            j->out[0][i] = swiglu(j->out[0][i], j->out[1][i]);
+        }
+}
+
 /* Threads take runs of tiles (tp_ranges: each its own contiguous part
  * first, then the others' leftovers), across all the matrices of the job,
  * until none are left: a thread that is slowed down (the machine may be
@@ -584,7 +603,9 @@ static void mm_task(void *arg, int ith, int nth) {
     mm_job *j = arg;
     const long *tiles = j->tiles;
     long lo, hi;
-    while (tp_ranges_claim(&j->ranges, ith, j->total / (8L * nth) + 1, &lo, &hi)) {
+    while (j->swiglu && tp_ranges_claim(&j->ranges, ith, j->total / (8L * nth) + 1, &lo, &hi))
+        for (long g = lo; g < hi; g++) mm_swiglu_pair(j, g);
+    while (!j->swiglu && tp_ranges_claim(&j->ranges, ith, j->total / (8L * nth) + 1, &lo, &hi)) {
         long base = 0;
         for (int k = 0; k < j->n_mat; base += tiles[k], k++) {
             long t0 = lo > base ? lo - base : 0, t1 = hi - base < tiles[k] ? hi - base : tiles[k];
@@ -617,8 +638,12 @@ static uint8_t *use_pack(const wmat *w, int *packing) {
 }
 
 /* out[k] = in x w[k]^T for n_tok rows of in (width w[0]->cols). The input
- * is converted once per activation type the matrices need. */
-static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wmat *const *w, float *const *out) {
+ * is converted once per activation type the matrices need. With swiglu
+ * (two matrices of one shape: gate and up), out[0] becomes silu(gate) * up
+ * where the two matrices' tiles match (returns 1), else the caller does it
+ * (returns 0). */
+static int matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wmat *const *w, float *const *out,
+                  int swiglu) {
     mm_job j = {.kern = c->kern, .n_tok = n_tok, .n_mat = n_mat, .aux = c->act_aux, .lanes = c->act_lanes};
     int done[2] = {0, 0}, need_aux = 0, need_lanes = 0;
     size_t cols = (size_t)w[0]->cols;
@@ -648,14 +673,17 @@ static void matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wm
             quant_q8_0_aux(c->act[0] + (size_t)t * c->act_stride, cols, c->act_aux + (size_t)t * (cols / QK8_0));
     if (need_lanes) quant_q8_0_lane_sums(c->act[0], cols, c->act_lanes);
     for (int k = 0; k < n_mat; k++) j.total += j.tiles[k] = (w[k]->rows + tile_rows(&j, k) - 1) / tile_rows(&j, k);
+    j.swiglu = swiglu && n_mat == 2 && w[0]->rows == w[1]->rows && tile_rows(&j, 0) == tile_rows(&j, 1);
+    if (j.swiglu) j.total = j.tiles[0];
     tp_ranges_init(&j.ranges, j.total, tp_size(c->tp));
     tp_run(c->tp, mm_task, &j);
     for (int k = 0; k < n_mat; k++)
         if (j.packing[k]) atomic_store_explicit(&w[k]->pack->state, PACK_READY, memory_order_release);
+    return j.swiglu;
 }
 
 static void matmul1(llama_ctx *c, const float *in, int n_tok, const wmat *w, float *out) {
-    matmul(c, in, n_tok, 1, &w, &out);
+    matmul(c, in, n_tok, 1, &w, &out, 0);
 }
 
 /* ---- the other operations ---- */
@@ -756,7 +784,7 @@ static void attention_block(llama_ctx *c, int l, int n_tok) {
         rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->attn_norm, dim, hp->rms_eps);
     const wmat *w[3] = {&L->wq, &L->wk, &L->wv};
     float *out[3] = {c->q, c->k, c->v};
-    matmul(c, c->xb, n_tok, 3, w, out);
+    matmul(c, c->xb, n_tok, 3, w, out, 0);
     add_bias(c->q, L->bq, n_tok, q_dim);
     add_bias(c->k, L->bk, n_tok, kv_dim);
     add_bias(c->v, L->bv, n_tok, kv_dim);
@@ -782,11 +810,8 @@ static void ffn_block(llama_ctx *c, int l, int n_tok) {
         rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->ffn_norm, dim, hp->rms_eps);
     const wmat *w[2] = {&L->w_gate, &L->w_up};
     float *out[2] = {c->gate, c->up};
-    matmul(c, c->xb, n_tok, 2, w, out);
-    for (size_t i = 0; i < (size_t)n_tok * hp->ffn_dim; i++) {
-        float g = c->gate[i];
-        c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
-    }
+    if (!matmul(c, c->xb, n_tok, 2, w, out, 1))
+        for (size_t i = 0; i < (size_t)n_tok * hp->ffn_dim; i++) c->gate[i] = swiglu(c->gate[i], c->up[i]);
     matmul1(c, c->gate, n_tok, &L->w_down, c->xb);
     for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];
 }
