@@ -476,6 +476,17 @@ int llama_ctx_rewind(llama_ctx *c, int pos) {
 
 /* ---- matrix products ---- */
 
+/* Where the Q/K/V step writes V's rows, converted to F16, as each tile is
+ * done: V is stored transposed ([kv_dim][n_ctx]), so one token's values
+ * land on kv_dim different cache lines, and those store misses were the
+ * largest serial cost of a decoded token (110M: ~3% of its time) before
+ * they were spread over the threads of the step. cache NULL: none. */
+typedef struct mm_vstore {
+    uint16_t *cache;                 /* the layer's V cache */
+    const float *bias;               /* added first (NULL: none) */
+    int pos, n_ctx;                  /* position of the step's first token */
+} mm_vstore;
+
 /* Up to three products sharing one input (Q/K/V, gate/up), run as one
  * parallel step: the rows of all of them are split across the threads. */
 typedef struct mm_job {
@@ -491,6 +502,7 @@ typedef struct mm_job {
     const int32_t *lanes;            /* of act[0], for repacked Q8_0 (one token) */
     long tiles[3], total;            /* tiles per matrix, work items in all */
     int swiglu;                      /* items are (gate, up) tile pairs, see mm_task */
+    mm_vstore vs;                    /* matrix 2 (V) also goes to the KV cache */
     tp_ranges ranges;                /* of the tiles, see mm_task */
 } mm_job;
 
@@ -594,6 +606,19 @@ static void mm_swiglu_pair(const mm_job *j, long g) {
         }
 }
 
+/* Rows [r0, r1) of V (matrix 2) into the V cache, bias added first, as
+ * add_bias and fp32_to_fp16 would do them. */
+static void store_v(const mm_job *j, long r0, long r1) {
+    const mm_vstore *vs = &j->vs;
+    long rows = j->w[2]->rows;
+    for (int t = 0; t < j->n_tok; t++)
+        for (long r = r0; r < r1; r++) {
+            float v = j->out[2][(size_t)t * rows + r];
+            if (vs->bias) v += vs->bias[r];
+            vs->cache[(size_t)r * vs->n_ctx + vs->pos + t] = fp32_to_fp16(v);
+        }
+}
+
 /* Threads take runs of tiles (tp_ranges: each its own contiguous part
  * first, then the others' leftovers), across all the matrices of the job,
  * until none are left: a thread that is slowed down (the machine may be
@@ -609,8 +634,10 @@ static void mm_task(void *arg, int ith, int nth) {
         long base = 0;
         for (int k = 0; k < j->n_mat; base += tiles[k], k++) {
             long t0 = lo > base ? lo - base : 0, t1 = hi - base < tiles[k] ? hi - base : tiles[k];
-            long rows = j->w[k]->rows, tr = tile_rows(j, k);
-            if (t0 < t1) mm_rows(j, k, t0 * tr, t1 * tr < rows ? t1 * tr : rows);
+            long rows = j->w[k]->rows, tr = tile_rows(j, k), r0 = t0 * tr, r1 = t1 * tr < rows ? t1 * tr : rows;
+            if (t0 >= t1) continue;
+            mm_rows(j, k, r0, r1);
+            if (k == 2 && j->vs.cache) store_v(j, r0, r1);
         }
     }
 }
@@ -643,7 +670,7 @@ static uint8_t *use_pack(const wmat *w, int *packing) {
  * where the two matrices' tiles match (returns 1), else the caller does it
  * (returns 0). */
 static int matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wmat *const *w, float *const *out,
-                  int swiglu) {
+                  int swiglu, const mm_vstore *vs) {
     mm_job j = {.kern = c->kern, .n_tok = n_tok, .n_mat = n_mat, .aux = c->act_aux, .lanes = c->act_lanes};
     int done[2] = {0, 0}, need_aux = 0, need_lanes = 0;
     size_t cols = (size_t)w[0]->cols;
@@ -674,6 +701,7 @@ static int matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wma
     if (need_lanes) quant_q8_0_lane_sums(c->act[0], cols, c->act_lanes);
     for (int k = 0; k < n_mat; k++) j.total += j.tiles[k] = (w[k]->rows + tile_rows(&j, k) - 1) / tile_rows(&j, k);
     j.swiglu = swiglu && n_mat == 2 && w[0]->rows == w[1]->rows && tile_rows(&j, 0) == tile_rows(&j, 1);
+    if (vs && n_mat == 3) j.vs = *vs;
     if (j.swiglu) j.total = j.tiles[0];
     tp_ranges_init(&j.ranges, j.total, tp_size(c->tp));
     tp_run(c->tp, mm_task, &j);
@@ -683,7 +711,7 @@ static int matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wma
 }
 
 static void matmul1(llama_ctx *c, const float *in, int n_tok, const wmat *w, float *out) {
-    matmul(c, in, n_tok, 1, &w, &out, 0);
+    matmul(c, in, n_tok, 1, &w, &out, 0, NULL);
 }
 
 /* ---- the other operations ---- */
@@ -784,17 +812,15 @@ static void attention_block(llama_ctx *c, int l, int n_tok) {
         rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->attn_norm, dim, hp->rms_eps);
     const wmat *w[3] = {&L->wq, &L->wk, &L->wv};
     float *out[3] = {c->q, c->k, c->v};
-    matmul(c, c->xb, n_tok, 3, w, out, 0);
+    mm_vstore vs = {c->v_cache + (size_t)l * c->n_ctx * kv_dim, L->bv, c->pos, c->n_ctx};
+    matmul(c, c->xb, n_tok, 3, w, out, 0, &vs);
     add_bias(c->q, L->bq, n_tok, q_dim);
     add_bias(c->k, L->bk, n_tok, kv_dim);
-    add_bias(c->v, L->bv, n_tok, kv_dim);
-    uint16_t *vc = c->v_cache + (size_t)l * c->n_ctx * kv_dim;
     for (int t = 0; t < n_tok; t++) {
         int pos = c->pos + t;
         rope(c->m, c->q + (size_t)t * q_dim, hp->n_heads, pos);
         rope(c->m, c->k + (size_t)t * kv_dim, hp->n_kv_heads, pos);
         c->kern->to_f16(c->k + (size_t)t * kv_dim, c->k_cache + ((size_t)l * c->n_ctx + pos) * kv_dim, (size_t)kv_dim);
-        for (int i = 0; i < kv_dim; i++) vc[(size_t)i * c->n_ctx + pos] = fp32_to_fp16(c->v[(size_t)t * kv_dim + i]);
     }
     att_job aj = {c, l, n_tok, c->pos, 0};
     tp_run(c->tp, att_task, &aj);
@@ -810,7 +836,7 @@ static void ffn_block(llama_ctx *c, int l, int n_tok) {
         rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->ffn_norm, dim, hp->rms_eps);
     const wmat *w[2] = {&L->w_gate, &L->w_up};
     float *out[2] = {c->gate, c->up};
-    if (!matmul(c, c->xb, n_tok, 2, w, out, 1))
+    if (!matmul(c, c->xb, n_tok, 2, w, out, 1, NULL))
         for (size_t i = 0; i < (size_t)n_tok * hp->ffn_dim; i++) c->gate[i] = swiglu(c->gate[i], c->up[i]);
     matmul1(c, c->gate, n_tok, &L->w_down, c->xb);
     for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];
