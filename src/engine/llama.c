@@ -770,7 +770,9 @@ static void attend(llama_ctx *c, const att_job *j, long pair, float *s, uint16_t
     size_t kvh = (size_t)(h / group) * hd;
     /* the query, rounded to F16 (held as floats: it meets every key) */
     k->to_f16(c->q + t * q_dim + (size_t)h * hd, h16, (size_t)hd);
-    dequantize_row(QT_F16, h16, qf, (size_t)hd);
+    k->from_f16(h16, qf, (size_t)hd);
+    if (k->dot_f16_f16_x8)
+        for (; p + 8 <= n; p += 8) k->dot_f16_f16_x8(kc + p * kv_dim + kvh, kv_dim, qf, (size_t)hd, s + p);
     for (; p + 4 <= n; p += 4) k->dot_f16_f16_x4(kc + p * kv_dim + kvh, kv_dim, qf, (size_t)hd, s + p);
     for (; p < n; p++) s[p] = k->dot_f16_f16(kc + p * kv_dim + kvh, qf, (size_t)hd);
     float max = -INFINITY;
@@ -784,11 +786,13 @@ static void attend(llama_ctx *c, const att_job *j, long pair, float *s, uint16_t
     float inv = (float)(1.0 / sum);
     for (p = 0; p < n; p++) s[p] *= inv;
     k->to_f16(s, h16, (size_t)n);
-    dequantize_row(QT_F16, h16, s, (size_t)n);
+    k->from_f16(h16, s, (size_t)n);
     memset(s + n, 0, (size_t)(n_pad - n) * sizeof *s);
     float *o = c->att + t * q_dim + (size_t)h * hd;
     const uint16_t *v = vc + kvh * c->n_ctx;
     int i = 0;
+    if (k->dot_f16_f16_x8)
+        for (; i + 8 <= hd; i += 8) k->dot_f16_f16_x8(v + (size_t)i * c->n_ctx, c->n_ctx, s, (size_t)n_pad, o + i);
     for (; i + 4 <= hd; i += 4) k->dot_f16_f16_x4(v + (size_t)i * c->n_ctx, c->n_ctx, s, (size_t)n_pad, o + i);
     for (; i < hd; i++) o[i] = k->dot_f16_f16(v + (size_t)i * c->n_ctx, s, (size_t)n_pad);
 }

@@ -669,6 +669,8 @@ static void to_f16(const float *x, uint16_t *y, size_t n) {
 
 static void quantize_q8_0(const float *x, void *y, size_t n) { quant_q8_0(x, y, n / QK8_0); }
 
+static void from_f16(const uint16_t *x, float *y, size_t n) { dequantize_row(QT_F16, x, y, n); }
+
 static const quant_kernels scalar_kernels = {
     .name = "scalar",
     .dot = {
@@ -682,6 +684,7 @@ static const quant_kernels scalar_kernels = {
     .dot_f16_f16 = dot_f16_f16,
     .dot_f16_f16_x4 = dot_f16_f16_x4,
     .to_f16 = to_f16,
+    .from_f16 = from_f16,
     .quantize_q8_0 = quantize_q8_0,
 };
 

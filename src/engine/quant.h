@@ -189,8 +189,12 @@ typedef struct quant_kernels {
     /* dot_f16_f16 of 4 rows x (stride elements apart) with one y, each
      * exactly as dot_f16_f16 computes it (4 positions, or 4 outputs) */
     void (*dot_f16_f16_x4)(const uint16_t *x, size_t stride, const float *y, size_t n, float out[4]);
+    /* the same for 8 rows; NULL where the table has none (use x4) */
+    void (*dot_f16_f16_x8)(const uint16_t *x, size_t stride, const float *y, size_t n, float out[8]);
     /* n floats to F16, rounding to nearest even (the F16 KV cache) */
     void (*to_f16)(const float *x, uint16_t *y, size_t n);
+    /* n F16 values to floats (exact), as dequantize_row(QT_F16, ...) */
+    void (*from_f16)(const uint16_t *x, float *y, size_t n);
     /* quantize_row(QT_Q8_0, ...), the same bytes: the activations of every
      * product with a 32-element weight type */
     void (*quantize_q8_0)(const float *x, void *y, size_t n);

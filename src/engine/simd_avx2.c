@@ -211,6 +211,12 @@ AVX2 static void to_f16(const float *x, uint16_t *y, size_t n) {
     for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
 }
 
+AVX2 static void from_f16(const uint16_t *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) y[i] = fp16_to_fp32(x[i]);
+}
+
 /* quant.c's quant_q8_0, eight lanes at a time: the same maximum, the same
  * product with 127 / amax and the same rounding to nearest even, so the
  * same bytes. */
@@ -533,6 +539,7 @@ void quant_avx2_fill(quant_kernels *k) {
     k->dot_f16_f16 = dot_f16_f16;
     k->dot_f16_f16_x4 = dot_f16_f16_x4;
     k->to_f16 = to_f16;
+    k->from_f16 = from_f16;
     k->quantize_q8_0 = quantize_q8_0;
 }
 

@@ -352,6 +352,18 @@ static void test_exact_order_kernels(void) {
     s->to_f16(big, h_s, 1003);
     v->to_f16(big, h_v, 1003);
     CHECK(memcmp(h_s, h_v, sizeof h_s) == 0);
+    /* and back, exactly, every half (subnormals, infinities; NaNs stay
+     * NaNs, the hardware quiets signalling ones) */
+    static uint16_t all[65536];
+    static float back_s[65536], back_v[65536];
+    for (int i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+    s->from_f16(all, back_s, 65533);   /* a tail after the vector part */
+    v->from_f16(all, back_v, 65533);
+    int same = 1;
+    for (int i = 0; i < 65533; i++)
+        same &= isnan(back_s[i]) ? isnan(back_v[i]) != 0 : !memcmp(&back_s[i], &back_v[i], sizeof(float));
+    CHECK(same);
+    CHECK(back_s[0x3c00] == 1.0f && back_s[0x7c00] == INFINITY);
 }
 
 /* Multi-token kernels give each token exactly what the one-token kernel
@@ -535,6 +547,36 @@ static void test_repacked_q4_0(void) {
     }
 }
 
+/* The 8-row F16 attention kernel gives each row exactly what the scalar
+ * dot_f16_f16 gives (ggml's order), lengths with and without a
+ * remainder. */
+static void test_f16_x8(void) {
+    const quant_kernels *s = quant_kernels_scalar(), *z = quant_kernels_avx512();
+    if (!z || !z->dot_f16_f16_x8) {
+        fprintf(stderr, "  SKIPPED: no AVX-512 on this CPU: the 8-row F16 kernel was not tested\n");
+        return;
+    }
+    enum { STRIDE = 300 };
+    static float w[8 * STRIDE], y[STRIDE];
+    static uint16_t x[8 * STRIDE], yh[STRIDE];
+    fill(w, 8 * STRIDE);
+    quantize_row(QT_F16, w, x, 8 * STRIDE);
+    fill(w, STRIDE);
+    quantize_row(QT_F16, w, yh, STRIDE);
+    dequantize_row(QT_F16, yh, y, STRIDE);
+    for (size_t n = 1; n <= STRIDE; n += 13) {
+        float got[8];
+        z->dot_f16_f16_x8(x, STRIDE, y, n, got);
+        for (int r = 0; r < 8; r++) {
+            float e = s->dot_f16_f16(x + r * STRIDE, y, n);
+            if (memcmp(&e, &got[r], sizeof e)) {
+                fprintf(stderr, "  f16 x8 n=%zu row %d: %.9g vs %.9g\n", n, r, got[r], e);
+                CHECK(0);
+            }
+        }
+    }
+}
+
 /* The repacked Q8_0 kernel (quant_pack_q8_0_x4's layout) against the
  * 4-row kernel of the same table on the original rows, bit for bit (and so
  * against the AVX2 one-row kernel, see test_avx512_vs_scalar), random
@@ -613,6 +655,7 @@ int main(void) {
     TEST(test_avx512_vs_scalar);
     TEST(test_repacked_q4_0);
     TEST(test_repacked_q8_0);
+    TEST(test_f16_x8);
     TEST(test_quantize_q8_0);
     return test_done();
 }
