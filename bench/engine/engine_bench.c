@@ -7,8 +7,9 @@
  *   engine_bench run MODEL.gguf [--threads K] [--prompt N] [--gen M]
  *       load time, prefill and decode tokens/s, weight bytes read per token,
  *       and the bandwidth of reading those very bytes (the model's mapped
- *       matrices) with the same threads right after decoding: the roofline
- *       decode is compared with. Where the weights fit in the last-level
+ *       matrices, and the repacked copies decode reads instead where it
+ *       made them; the faster counts) with the same threads right after
+ *       decoding: the roofline decode is compared with. Where the weights fit in the last-level
  *       cache (the VMs measured report 480 MiB), so do these reads, and the
  *       roofline is the cache's, not the DRAM's;
  *   engine_bench bw [--threads K]
@@ -139,24 +140,33 @@ static int gen(const char *path, const shape *s, qtype t) {
  * range is harmless (prefetches never fault). */
 
 #define BW_RUN ((size_t)1 << 20)
-/* Reads are prefetched this far ahead, as the kernels prefetch theirs: the
- * hardware prefetcher alone got 20-40% less from the same memory here, which
- * would make the roofline too easy. 1-2 KiB measured best (2-4 KiB less). */
-#define BW_PREFETCH 2048
+/* Reads are prefetched ahead, as the kernels prefetch theirs: the hardware
+ * prefetcher alone got 20-40% less from the same memory here, which would
+ * make the roofline too easy. Two ways, each pass done with both and the
+ * faster kept: 2 KiB ahead into L1 (best from DRAM, 1-2 KiB measured best)
+ * and 16 KiB ahead into L2, as the kernels do (from the last-level cache:
+ * 25 vs 22 GB/s with 1 thread, 52 vs 37 with 2, on 110m-q8_0; with only
+ * the first, 110m-q8_0 decoded at 106% of its 1-thread "roofline"). */
+static const struct { int far, dist; } bw_ways[2] = {{0, 2048}, {1, 16384}};
 
 typedef struct bw_job {
     const uint8_t **start;
     size_t *len;
     long n_runs;
+    int way;                         /* bw_ways[way] */
     atomic_long next;
     uint64_t sink[64];
 } bw_job;
 
-static uint64_t xor_words(const uint8_t *p, size_t n) {
+static uint64_t xor_words(const uint8_t *p, size_t n, int way) {
     uint64_t a = 0, b = 0, c = 0, d = 0, w;
-    size_t i = 0;
+    size_t i = 0, dist = (size_t)bw_ways[way].dist;
+    int far = bw_ways[way].far;
     for (; i + 32 <= n; i += 32) {
-        if (i % 64 == 0) __builtin_prefetch(p + i + BW_PREFETCH);
+        if (i % 64 == 0) {
+            if (far) __builtin_prefetch(p + i + dist, 0, 2);
+            else __builtin_prefetch(p + i + dist);
+        }
         const uint64_t *q = (const uint64_t *)(const void *)(p + i);
         a ^= q[0]; b ^= q[1]; c ^= q[2]; d ^= q[3];
     }
@@ -170,7 +180,7 @@ static void bw_task(void *arg, int ith, int nth) {
     long lo, hi;
     uint64_t x = 0;
     while (tp_claim(&j->next, j->n_runs, 1, &lo, &hi))
-        for (long r = lo; r < hi; r++) x ^= xor_words(j->start[r], j->len[r]);
+        for (long r = lo; r < hi; r++) x ^= xor_words(j->start[r], j->len[r], j->way);
     j->sink[ith] ^= x;
 }
 
@@ -184,13 +194,14 @@ static void bw_add(bw_job *j, const uint8_t *p, size_t n) {
     }
 }
 
-/* GB/s of the best of `passes` reads of the job's ranges. */
+/* GB/s of the best of `passes` reads of the job's ranges, each way. */
 static double bw_measure(bw_job *j, int threads, int passes) {
     size_t bytes = 0;
     for (long r = 0; r < j->n_runs; r++) bytes += j->len[r];
     threadpool *tp = tp_create(threads);
     double best = 0;
-    for (int rep = 0; rep < passes; rep++) {
+    for (int rep = 0; rep < 2 * passes; rep++) {
+        j->way = rep % 2;
         atomic_store(&j->next, 0);
         uint64_t t0 = clock_now_ns();
         tp_run(tp, bw_task, j);
