@@ -81,6 +81,50 @@ static void test_threadpool(void) {
     CHECK_EQ_INT(at, 100);
 }
 
+/* tp_ranges: every item done once whichever threads join (each starts in
+ * its own part, then takes the others' leftovers), and the order a thread
+ * takes them in: its own part from the front, the others' from the back. */
+typedef struct { tp_ranges r; long n; atomic_int done[1001]; } ranges_arg;
+
+static void ranges_work(void *p, int ith, int nth) {
+    ranges_arg *a = p;
+    long lo, hi;
+    (void)nth;
+    while (tp_ranges_claim(&a->r, ith, 7, &lo, &hi))
+        for (long i = lo; i < hi; i++) atomic_fetch_add(&a->done[i], 1);
+}
+
+static void test_ranges(void) {
+    static ranges_arg a = {.n = 1001};
+    for (int n = 1; n <= 3; n++) {
+        threadpool *tp = tp_create(n);
+        CHECK(tp != NULL);
+        if (!tp) continue;
+        int ok = 1;
+        for (int rep = 0; rep < 500 && ok; rep++) {
+            tp_ranges_init(&a.r, a.n, n);
+            for (long i = 0; i < a.n; i++) atomic_store(&a.done[i], 0);
+            tp_run(tp, ranges_work, &a);
+            for (long i = 0; i < a.n; i++) ok &= atomic_load(&a.done[i]) == 1;
+        }
+        CHECK(ok);
+        tp_destroy(tp);
+    }
+    /* one thread (ith 1) of two parts of 100: [50, 100) in runs of 16,
+     * then [0, 50) from the back */
+    tp_ranges r;
+    tp_ranges_init(&r, 100, 2);
+    long lo, hi, want[][2] = {{50, 66}, {66, 82}, {82, 98}, {98, 100}, {34, 50}, {18, 34}, {2, 18}, {0, 2}};
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        CHECK(tp_ranges_claim(&r, 1, 16, &lo, &hi));
+        CHECK_EQ_INT(lo, want[k][0]);
+        CHECK_EQ_INT(hi, want[k][1]);
+    }
+    CHECK(!tp_ranges_claim(&r, 0, 16, &lo, &hi));
+    tp_ranges_init(&r, 0, 2);   /* an empty step */
+    CHECK(!tp_ranges_claim(&r, 1, 16, &lo, &hi));
+}
+
 /* ---- golden outputs ---- */
 
 static const char *const prompts[4] = {
@@ -661,6 +705,7 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/msoa-test-llama-XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
     TEST(test_threadpool);
+    TEST(test_ranges);
     TEST(test_load_errors);
     TEST(test_golden_f32);
     TEST(test_golden_q4_0);
