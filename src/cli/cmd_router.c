@@ -34,6 +34,8 @@ static const char usage[] =
     "                      the hidden layer is the router's only)\n"
     "  --hidden N          units of the router's hidden layer with 'hidden', a multiple\n"
     "                      of 8 up to 128 (default 16)\n"
+    "  --average 0|1       router: average the weights of the second half of the\n"
+    "                      epochs (default 1)\n"
     "  --proto-nn X        class lexicons: words within cosine X of a seed word\n"
     "                      (0: similarity to the mean of the seeds instead)\n"
     "  --guard-nn X        the same for the guard's lexicons (default 0.7)\n"
@@ -41,13 +43,16 @@ static const char usage[] =
     "  --unstyle 0|1       hide from the router how sources of a class differ\n"
     "  --hash-bits N       hashed n-gram table size 2^N (default 16)\n"
     "  --epochs N  --guard-epochs N  --lr X  --l2 X  --l2-hash X  --l2-guard X\n"
-    "  --sif A  --shrink W\n"
+    "  --sif A  --shrink W  --shrink-embed W   pseudo-words in the lexicon densities'\n"
+    "                      and in the mean word vector's averages (defaults 4 and 32)\n"
     "  --balance 0|1|2  --guard-balance 0|1|2   example weights: none, by class,\n"
     "                      by class and source (defaults 1 and 2)\n"
     "  --guard-threshold X fixed guard threshold (default: lowest with <= 2% false\n"
     "                      positives on every benign source, out of source)\n"
     "  --max-bytes N       bytes of each text read (default 2048)\n"
     "  --folds N           eval: N random folds of rows instead of leave-one-source-out\n"
+    "  --dump FILE         eval: each example's out-of-source prediction (source, label,\n"
+    "                      predicted, guard score, text; tab-separated)\n"
     "  --no-calibrate      train: skip the leave-one-source-out pass (temperature 1)\n"
     "  --no-augment        no chat-phrased copies of the examples\n"
     "  -v                  progress on stderr\n";
@@ -105,10 +110,12 @@ static int parse_args(int argc, char **argv, router_args *a) {
         else if (strcmp(f, "--l2-guard") == 0) a->o.l2_guard = strtof(v, NULL);
         else if (strcmp(f, "--sif") == 0) a->o.sif_a = strtof(v, NULL);
         else if (strcmp(f, "--shrink") == 0) a->o.shrink = strtof(v, NULL);
+        else if (strcmp(f, "--shrink-embed") == 0) a->o.shrink_embed = strtof(v, NULL);
         else if (strcmp(f, "--guard-threshold") == 0) a->o.guard_threshold = strtof(v, NULL);
         else if (strcmp(f, "--cluster-tables") == 0) a->o.cluster_tables = atoi(v);
         else if (strcmp(f, "--cluster-bits") == 0) a->o.cluster_bits = atoi(v);
         else if (strcmp(f, "--hidden") == 0) a->o.hidden = atoi(v);
+        else if (strcmp(f, "--average") == 0) a->o.average = atoi(v);
         else if (strcmp(f, "--proto-nn") == 0) a->o.proto_nn = strtof(v, NULL);
         else if (strcmp(f, "--guard-epochs") == 0) a->o.guard_epochs = atoi(v);
         else if (strcmp(f, "--guard-nn") == 0) a->o.guard_nn = strtof(v, NULL);
@@ -121,14 +128,15 @@ static int parse_args(int argc, char **argv, router_args *a) {
         }
         else if (strcmp(f, "--balance") == 0) a->o.balance = atoi(v);
         else if (strcmp(f, "--guard-balance") == 0) a->o.guard_balance = atoi(v);
+        else if (strcmp(f, "--dump") == 0) a->o.dump = v;
         else if (strcmp(f, "--max-bytes") == 0) a->o.max_bytes = (uint32_t)atoi(v);
         else return bad("unknown option", f);
         i += takes;
     }
     if (!a->data) return bad("--data is required", NULL);
     if (a->o.hash_bits > 22 || a->o.cluster_tables < 1 || a->o.cluster_tables > 64 ||
-        a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.hidden < 8 || a->o.hidden > ROUTE_MAX_HIDDEN || a->o.hidden % 8 ||
-        !(a->o.proto_nn >= 0 && a->o.proto_nn < 1) || !(a->o.guard_nn > 0 && a->o.guard_nn < 1) || !(a->o.harm_nn > 0 && a->o.harm_nn <= 1) || a->o.unstyle < 0 || a->o.unstyle > 1 || a->o.epochs < 1 || a->o.guard_epochs < 1 || a->o.max_bytes < 16 || !(a->o.shrink >= 0) || a->o.balance < 0 || a->o.balance > 2 ||
+        a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.hidden < 8 || a->o.hidden > ROUTE_MAX_HIDDEN || a->o.hidden % 8 || a->o.average < 0 || a->o.average > 1 ||
+        !(a->o.proto_nn >= 0 && a->o.proto_nn < 1) || !(a->o.guard_nn > 0 && a->o.guard_nn < 1) || !(a->o.harm_nn > 0 && a->o.harm_nn <= 1) || a->o.unstyle < 0 || a->o.unstyle > 1 || a->o.epochs < 1 || a->o.guard_epochs < 1 || a->o.max_bytes < 16 || !(a->o.shrink >= 0) || !(a->o.shrink_embed >= 0) || a->o.balance < 0 || a->o.balance > 2 ||
         a->o.guard_balance < 0 || a->o.guard_balance > 2 ||
         a->folds < 0 || a->folds == 1 || a->folds > 20)
         return bad("option out of range", NULL);

@@ -82,6 +82,8 @@ struct route_model {
                                   the hashed count: a short text is pulled
                                   towards the average text instead of being
                                   read as an extreme one */
+    float prior_e;             /* the same for the mean word vector (prior_w: for
+                                  the lexicon densities, which the guard reads too) */
     float temperature;         /* router logits are divided by it */
     float guard_threshold;
     uint32_t max_bytes;

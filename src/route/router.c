@@ -13,7 +13,7 @@
 #include "route/model.h"
 
 #define MODEL_MAGIC "MSOAROUT"
-#define MODEL_VERSION 3u
+#define MODEL_VERSION 4u
 #define MODEL_ENDIAN 0x01020304u
 
 route_model *route_model_new(int n_classes, char *const *names, unsigned features, uint32_t hash_bits,
@@ -95,6 +95,7 @@ int route_model_save(const route_model *m, const char *path, char **err) {
     put(&w, &m->guard_threshold, 4);
     put(&w, &m->prior_w, 4);
     put(&w, &m->prior_h, 4);
+    put(&w, &m->prior_e, 4);
     for (int i = 0; i < m->n_classes; i++) {
         uint32_t len = (uint32_t)strlen(m->class_names[i]);
         put_u32(&w, len);
@@ -171,12 +172,14 @@ static route_model *parse_header(reader *r) {
         return NULL;
     uint32_t nc = get_u32(r), guard = get_u32(r), feats = get_u32(r), bits = get_u32(r);
     uint32_t max_bytes = get_u32(r);
-    float temp, thr, pw, ph;
+    float temp, thr, pw, ph, pe;
     get(r, &temp, 4);
     get(r, &thr, 4);
     get(r, &pw, 4);
     get(r, &ph, 4);
-    if (r->err || nc < 1 || nc > ROUTE_MAX_CLASSES || bits > 24 || !(temp > 0) || !(pw >= 0) || !(ph >= 0))
+    get(r, &pe, 4);
+    if (r->err || nc < 1 || nc > ROUTE_MAX_CLASSES || bits > 24 || !(temp > 0) || !(pw >= 0) || !(ph >= 0) ||
+        !(pe >= 0))
         return NULL;
     char *names[ROUTE_MAX_CLASSES];
     uint32_t got = 0;
@@ -195,6 +198,7 @@ static route_model *parse_header(reader *r) {
         m->guard_threshold = thr;
         m->prior_w = pw;
         m->prior_h = ph;
+        m->prior_e = pe;
     }
     for (uint32_t i = 0; i < got; i++) free(names[i]);
     return m;
@@ -409,8 +413,10 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
     }
 }
 
-static float mean_scale(const route_model *m, const word_acc *a) {
-    return a->wsum > 0 ? 1.0f / (a->wsum + m->prior_w) : 0.0f;
+/* 1 / (word weight sum + prior): prior_e for the mean word vector,
+ * prior_w for the lexicon densities. */
+static float mean_scale(float prior, const word_acc *a) {
+    return a->wsum > 0 ? 1.0f / (a->wsum + prior) : 0.0f;
 }
 
 /* The part of each text that is read: at most a quarter of the budget for
@@ -435,7 +441,7 @@ static void scan(const route_model *m, const char *sys, size_t slen, const char 
  * seen in training: a linear model must not extrapolate from a value it
  * never saw (a whole file of code when no training text had any). */
 static void named_features(const route_model *m, const word_acc *a, float *x) {
-    float inv = mean_scale(m, a);
+    float inv = mean_scale(m->prior_w, a);
     for (int c = 0; c < m->n_proto; c++) {
         x[FEAT_HAND_N + 2 * c] = a->pmean[c] * inv;
         x[FEAT_HAND_N + 2 * c + 1] = a->pmax[c];
@@ -461,7 +467,7 @@ static void hidden_logits(const route_model *m, const word_acc *a, const float *
 
 static void logits_of(const route_model *m, const word_acc *a, const float *hand, float *z) {
     int no = m->n_out;
-    float inv = mean_scale(m, a), hs = hash_scale(m, a->nhash);
+    float inv = mean_scale(m->prior_e, a), hs = hash_scale(m, a->nhash);
     for (int o = 0; o < no; o++) z[o] = m->bias[o] + a->emb[o] * inv + a->hash[o] * hs;
     for (int j = 0; j < m->nx; j++) add_row(z, m->hand_w + j * no, hand[j], no);
     if (m->features & FEATS_MIL) z[m->n_classes] += a->gmax;
@@ -565,7 +571,7 @@ static void explain_init(explain_ctx *x, const route_model *m, const word_acc *a
     x->m = m;
     x->out = out;
     x->relative = relative;
-    x->inv_wsum = mean_scale(m, a);
+    x->inv_wsum = mean_scale(m->prior_e, a);
     x->hs = hash_scale(m, a->nhash);
     x->gmax = a->gmax;
     x->gmax_row = a->gmax > 0 ? a->gmax_row - 1 : -1;

@@ -35,7 +35,9 @@ typedef struct route_train_opts {
     unsigned guard_skip;      /* FEATS_* of features the guard does not read */
     int unstyle;         /* hide from the heads how sources of a class differ (remove_source_style) */
     int hidden;          /* units of the router's hidden layer (FEATS_HIDDEN) */
+    int average;         /* router: weights averaged over the second half of the epochs */
     float shrink;        /* pseudo-words added when averaging (see model.h prior_w) */
+    float shrink_embed;  /* the same for the mean word vector (model.h prior_e) */
     float sif_a;         /* word weight rank/(rank+a): frequent words count less; 0: all 1 */
     int balance;         /* 0 none, 1 classes, 2 classes and sources within a class */
     int guard_balance;   /* the same for the guard (safe/unsafe) */
@@ -43,6 +45,7 @@ typedef struct route_train_opts {
     int augment;         /* add chat-phrased copies (dataset_augment) */
     int calibrate;       /* fit the temperature on leave-one-source-out predictions */
     float guard_threshold;    /* > 0: use it; else pick the lowest with <= 2% FPR per benign source */
+    const char *dump;    /* eval: write every example's out-of-group prediction here (TSV) */
     int verbose;         /* progress on stderr */
 } route_train_opts;
 

@@ -383,6 +383,27 @@ static void test_loso_report(void) {
     route_eval cv;
     CHECK(t && route_trainer_eval(t, 5, &cv, NULL, &err) == 0);
     CHECK(cv.mean_accuracy >= 0.9f);   /* seen styles are easy */
+    route_trainer_free(t);
+    /* --dump: one line per example tested, with its source and label */
+    char dump[256];
+    snprintf(dump, sizeof dump, "/tmp/msoa_route_dump_%d.tsv", (int)getpid());
+    o.dump = dump;
+    t = route_trainer_new(&d, &o, &err);
+    CHECK(t && route_trainer_eval(t, 0, &r, NULL, &err) == 0);
+    buf out = BUF_INIT;
+    CHECK_EQ_INT(read_all(dump, &out), 0);
+    int lines = 0;
+    for (size_t i = 0; i < out.len; i++) lines += out.data[i] == '\n';
+    CHECK_EQ_INT(lines, d.n);   /* no rewordings here: every row is tested */
+    CHECK_CONTAINS(out.data, "src1\t");
+    buf_free(&out);
+    remove(dump);
+    o.dump = "/nonexistent-dir/dump.tsv";
+    route_trainer_free(t);
+    t = route_trainer_new(&d, &o, &err);
+    CHECK(t && route_trainer_eval(t, 0, &r, NULL, &err) == -1);
+    CHECK_CONTAINS(err, "cannot write");
+    free(err);
     buf_free(&rep);
     route_trainer_free(t);
     dataset_free(&d);
