@@ -19,7 +19,7 @@ const char *const feat_hand_names[FEAT_HAND_N] = {
     "role-play-words", "numbers",         "identifiers",     "upper-case",
     "word-length",     "number-count",    "request",         "harmful-words",
     "harmful-request", "harmful-acts",    "options",         "judging",
-    "harm-density",
+    "harm-density",    "harm-aimed",
 };
 
 const char *const feat_hand_sign[FEAT_HAND_N] = {
@@ -29,7 +29,7 @@ const char *const feat_hand_sign[FEAT_HAND_N] = {
     "unsafe", "math", "code",   NULL,
     NULL,   "math",   "unsafe", "unsafe",
     "unsafe", "unsafe", "safe",   "safe",
-    "unsafe",
+    "unsafe",   "unsafe",
 };
 
 uint64_t feat_hash_word(const char *w, size_t len) {
@@ -151,7 +151,7 @@ static const char *const lex_harm[] = {
     "grenades", "ied", "molotov", "napalm", "thermite", "tnt", "firearm", "firearms", "handgun",
     "rifle", "ammunition", "silencer", "gunpowder", "shrapnel", "landmine", "sarin", "ricin",
     "anthrax", "botulinum", "cyanide", "arsenic", "strychnine", "phosgene", "bioweapon",
-    "bioweapons", "uranium", "nerve", "weaponize", "weaponized",
+    "bioweapons", "uranium", "weaponize", "weaponized",
     /* drugs */
     "cocaine", "heroin", "methamphetamine", "meth", "fentanyl", "mdma", "ecstasy", "lsd", "ketamine",
     "ghb", "rohypnol", "opium", "narcotics", "overdose", "crystal",
@@ -276,6 +276,19 @@ static const char *const lex_judge[] = {
     "sentiment", "label", "decide", "assess", "evaluate", "rate", "rating",
 };
 
+/* Whom a harm is aimed at, and its spreading: "violence against a group",
+ * "spy on people", "promotes self-harm". Counted only beside a harm: on
+ * their own they are the words of every other text. */
+static const char *const lex_aim[] = {
+    "someone", "somebody", "people", "person", "others", "individual", "individuals", "group",
+    "groups", "community", "minority", "minorities", "users", "child", "children", "kids", "minors",
+    "teenagers", "elderly", "women", "immigrants", "neighbor", "neighbour", "coworker", "employees",
+    "citizens", "public", "customers", "consumers", "strangers", "victim", "victims", "target",
+    "promote", "promotes", "promoting", "encourage", "encourages", "encouraging", "glorify",
+    "glorifies", "glorifying", "spread", "spreads", "spreading", "incite", "incites", "advocate",
+    "advocates", "justify", "justifies",
+};
+
 static const char *const lex_aux[] = {
     "to", "can", "do", "should", "could",
 };
@@ -284,14 +297,14 @@ static void add_lexicon(route_vocab *v, const char *const *words, size_t n, uint
     for (size_t i = 0; i < n; i++) vocab_put(v, feat_hash_word(words[i], strlen(words[i])), -1, flag);
 }
 
-/* A lexicon of lemmas with their inflections ("spy": spies, spying,
- * spyer...): a request names the act in whatever form the sentence needs
- * ("a program that spies on", "sabotaging"). Not the past tense: that
- * tells what happened ("killed the powerplay", "stole half the
- * bananas"), which is a story, not a request. Forms that are no English
+/* A lexicon of lemmas with their inflections ("spy": spies, spying):
+ * a request names the act in whatever form the sentence needs ("a
+ * program that spies on", "sabotaging"). Not the past tense, which tells
+ * what happened ("killed the powerplay"), nor the doer ("killer whale"):
+ * a story or a description, not a request. Forms that are no English
  * word cost a table slot and never match. */
 static void add_inflected(route_vocab *v, const char *const *words, size_t n, uint32_t flag) {
-    static const char *const ends[] = {"s", "es", "ing", "er", "ers"};
+    static const char *const ends[] = {"s", "es", "ing"};
     char form[64];
     for (size_t i = 0; i < n; i++) {
         size_t len = strlen(words[i]);
@@ -342,6 +355,7 @@ void vocab_add_lexicons(route_vocab *v) {
     add_lexicon(v, lex_guide, sizeof lex_guide / sizeof *lex_guide, LEX_GUIDE);
     add_lexicon(v, lex_aux, sizeof lex_aux / sizeof *lex_aux, LEX_AUX);
     add_lexicon(v, lex_judge, sizeof lex_judge / sizeof *lex_judge, LEX_JUDGE);
+    add_lexicon(v, lex_aim, sizeof lex_aim / sizeof *lex_aim, LEX_AIM);
     add_inflected(v, lex_act, sizeof lex_act / sizeof *lex_act, LEX_ACT);
     add_inflected(v, lex_harm, sizeof lex_harm / sizeof *lex_harm, LEX_HARM);
     add_pairs(v, pair_harm, sizeof pair_harm / sizeof *pair_harm, LEX_HARM);
@@ -424,6 +438,7 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     s->harm_acts += ((f & LEX_ACT) != 0) + ((pf & LEX_ACT) != 0);
     /* a multiple-choice option: "A." or "(B)", a question, not a request */
     s->judging += (f & LEX_JUDGE) != 0;
+    s->aims += (f & LEX_AIM) != 0;
     s->options += len == 1 && upper == 1 && p < end && (*p == '.' || *p == ')');
     s->requests += (s->words == 1 && (f & LEX_ASK)) || (f & LEX_GUIDE) || (s->after_how && (f & LEX_AUX));
     s->after_how = (f & LEX_HOW) != 0;
@@ -496,4 +511,5 @@ void feat_end(const feat_state *s, float h[FEAT_HAND_N]) {
     /* a request names its harm in a few words; a story or an article
      * that mentions one has many more words around it */
     h[24] = ratio(s->harm_words + s->harm_acts, s->words);
+    h[25] = s->harm_words + s->harm_acts ? logf(1.0f + (float)s->aims) : 0.0f;
 }
