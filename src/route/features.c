@@ -193,8 +193,8 @@ static const char *const lex_harm[] = {
     /* harm named in general: what makes a request about one of the above */
     "harm", "harmful", "hurt", "dangerous", "malicious", "criminal", "crime", "crimes", "violent",
     "violence", "abuse", "abusive", "victim", "victims", "spam", "infiltrate", "sabotage",
-    "inferior", "oppression", "reckless", "unsolicited", "weapon", "weapons", "drugs", "poison",
-    "kill", "shoot", "cheat", "exploitation", "addiction", "disrupt", "chaos", "vulnerable",
+    "inferior", "oppression", "reckless", "unsolicited", "weapon", "weapons", "drugs",
+    "exploitation", "addiction", "disrupt", "chaos", "vulnerable",
     "destroy", "deadly", "lethal", "illicit", "hateful", "inflammatory",
 };
 
@@ -299,12 +299,13 @@ static void add_lexicon(route_vocab *v, const char *const *words, size_t n, uint
 
 /* A lexicon of lemmas with their inflections ("spy": spies, spying):
  * a request names the act in whatever form the sentence needs ("a
- * program that spies on", "sabotaging"). Not the past tense, which tells
- * what happened ("killed the powerplay"), nor the doer ("killer whale"):
- * a story or a description, not a request. Forms that are no English
- * word cost a table slot and never match. */
-static void add_inflected(route_vocab *v, const char *const *words, size_t n, uint32_t flag) {
-    static const char *const ends[] = {"s", "es", "ing"};
+ * program that spies on", "sabotaging"). The past tense (past != 0) only
+ * for the harm lexicon ("raped", "poisoned": a harm whatever the tense);
+ * an act verb in the past tells what happened ("killed the powerplay"),
+ * which is a story, not a request. Nor the doer ("killer whale"). Forms
+ * that are no English word cost a table slot and never match. */
+static void add_inflected(route_vocab *v, const char *const *words, size_t n, uint32_t flag, int past) {
+    static const char *const ends[] = {"s", "es", "ing", "ed"};
     char form[64];
     for (size_t i = 0; i < n; i++) {
         size_t len = strlen(words[i]);
@@ -312,12 +313,12 @@ static void add_inflected(route_vocab *v, const char *const *words, size_t n, ui
         if (len < 3 || len + 4 >= sizeof form || strchr(words[i], ' ')) continue;
         char last = words[i][len - 1], prev = words[i][len - 2];
         int vowel_y = strchr("aeiou", prev) != NULL;
-        for (size_t k = 0; k < sizeof ends / sizeof *ends; k++) {
+        for (size_t k = 0; k < sizeof ends / sizeof *ends - !past; k++) {
             size_t stem = len;
             memcpy(form, words[i], len);
-            if (last == 'e' && ends[k][0] == 'e') stem--;            /* forge: forges */
+            if (last == 'e' && ends[k][0] == 'e') stem--;            /* forge: forges, forged */
             else if (last == 'e' && ends[k][0] == 'i') stem--;       /* sabotage: sabotaging */
-            else if (last == 'y' && !vowel_y && ends[k][0] != 'i') { /* spy: spies, spier */
+            else if (last == 'y' && !vowel_y && ends[k][0] != 'i') { /* spy: spies, spied */
                 form[len - 1] = 'i';
                 if (ends[k][0] == 's') { memcpy(form + len, "es", 3); vocab_put(v, feat_hash_word(form, len + 2), -1, flag); continue; }
             }
@@ -356,8 +357,8 @@ void vocab_add_lexicons(route_vocab *v) {
     add_lexicon(v, lex_aux, sizeof lex_aux / sizeof *lex_aux, LEX_AUX);
     add_lexicon(v, lex_judge, sizeof lex_judge / sizeof *lex_judge, LEX_JUDGE);
     add_lexicon(v, lex_aim, sizeof lex_aim / sizeof *lex_aim, LEX_AIM);
-    add_inflected(v, lex_act, sizeof lex_act / sizeof *lex_act, LEX_ACT);
-    add_inflected(v, lex_harm, sizeof lex_harm / sizeof *lex_harm, LEX_HARM);
+    add_inflected(v, lex_act, sizeof lex_act / sizeof *lex_act, LEX_ACT, 0);
+    add_inflected(v, lex_harm, sizeof lex_harm / sizeof *lex_harm, LEX_HARM, 1);
     add_pairs(v, pair_harm, sizeof pair_harm / sizeof *pair_harm, LEX_HARM);
     add_pairs(v, pair_cover, sizeof pair_cover / sizeof *pair_cover, LEX_ACT);
     add_pairs(v, pair_role, sizeof pair_role / sizeof *pair_role, LEX_ROLE);
