@@ -19,7 +19,7 @@ const char *const feat_hand_names[FEAT_HAND_N] = {
     "role-play-words", "numbers",         "identifiers",     "upper-case",
     "word-length",     "number-count",    "request",         "harmful-words",
     "harmful-request", "harmful-acts",    "options",         "judging",
-    "harm-density",    "harm-aimed",
+    "harm-density",    "harm-aimed",      "self-talk",
 };
 
 const char *const feat_hand_sign[FEAT_HAND_N] = {
@@ -29,7 +29,7 @@ const char *const feat_hand_sign[FEAT_HAND_N] = {
     "unsafe", "math", "code",   NULL,
     NULL,   "math",   "unsafe", "unsafe",
     "unsafe", "unsafe", "safe",   "safe",
-    "unsafe",   "unsafe",
+    "unsafe",   "unsafe",   "unsafe",
 };
 
 uint64_t feat_hash_word(const char *w, size_t len) {
@@ -289,6 +289,18 @@ static const char *const lex_aim[] = {
     "advocates", "justify", "justifies",
 };
 
+/* Words about the assistant and how it must answer: a jailbreak is a
+ * long set of rules for the model's replies, so they fill it, while a
+ * task mentions them once ("write a response"). Counted as a density. */
+static const char *const lex_meta[] = {
+    "ai", "assistant", "chatbot", "model", "gpt", "chatgpt", "llm", "bot", "prompt", "prompts",
+    "respond", "responds", "response", "responses", "reply", "replies", "answer", "answers",
+    "output", "mode", "character", "persona", "role", "roleplay", "simulate", "simulation",
+    "policy", "policies", "guidelines", "rules", "restrictions", "filter", "filters", "censor",
+    "censored", "ethics", "ethical", "moral", "morals", "morality", "programming", "instructions",
+    "pretend", "act", "acting", "never", "always", "must", "anything", "everything", "user",
+};
+
 static const char *const lex_aux[] = {
     "to", "can", "do", "should", "could",
 };
@@ -357,6 +369,7 @@ void vocab_add_lexicons(route_vocab *v) {
     add_lexicon(v, lex_aux, sizeof lex_aux / sizeof *lex_aux, LEX_AUX);
     add_lexicon(v, lex_judge, sizeof lex_judge / sizeof *lex_judge, LEX_JUDGE);
     add_lexicon(v, lex_aim, sizeof lex_aim / sizeof *lex_aim, LEX_AIM);
+    add_lexicon(v, lex_meta, sizeof lex_meta / sizeof *lex_meta, LEX_META);
     add_inflected(v, lex_act, sizeof lex_act / sizeof *lex_act, LEX_ACT, 0);
     add_inflected(v, lex_harm, sizeof lex_harm / sizeof *lex_harm, LEX_HARM, 1);
     add_pairs(v, pair_harm, sizeof pair_harm / sizeof *pair_harm, LEX_HARM);
@@ -440,6 +453,7 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     /* a multiple-choice option: "A." or "(B)", a question, not a request */
     s->judging += (f & LEX_JUDGE) != 0;
     s->aims += (f & LEX_AIM) != 0;
+    s->metas += (f & LEX_META) != 0;
     s->options += len == 1 && upper == 1 && p < end && (*p == '.' || *p == ')');
     s->requests += (s->words == 1 && (f & LEX_ASK)) || (f & LEX_GUIDE) || (s->after_how && (f & LEX_AUX));
     s->after_how = (f & LEX_HOW) != 0;
@@ -513,4 +527,6 @@ void feat_end(const feat_state *s, float h[FEAT_HAND_N]) {
      * that mentions one has many more words around it */
     h[24] = ratio(s->harm_words + s->harm_acts, s->words);
     h[25] = s->harm_words + s->harm_acts ? logf(1.0f + (float)s->aims) : 0.0f;
+    /* a density, but of a text long enough to be a set of rules */
+    h[26] = s->words >= 40 ? ratio(s->metas, s->words) : 0.0f;
 }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Hand-made dense features; see feat_hand_names for what each is. */
-enum { FEAT_HAND_N = 26 };
+enum { FEAT_HAND_N = 27 };
 extern const char *const feat_hand_names[FEAT_HAND_N];
 /* The class a feature is a sign of ("code", "math", "unsafe") or NULL.
  * Training lets a sign feature count only for its class, and only in its
@@ -36,6 +36,7 @@ enum {
     LEX_PAIR = 512,    /* ends a two-word phrase of a lexicon: look the pair up too */
     LEX_JUDGE = 1024,  /* asks to judge a given text ("classify", "whether"...) (guard) */
     LEX_AIM = 2048,    /* whom a harm is aimed at, or its spreading ("people", "promotes") (guard) */
+    LEX_META = 4096,   /* talk about the assistant's own answers ("respond", "mode"...) (guard) */
 };
 
 typedef struct vocab_entry {
@@ -73,7 +74,7 @@ typedef struct feat_state {
     void *ctx;
     uint32_t bytes, words, lines, indented, digits, ops, brackets, latex, codepunct,
         code_words, math_words, role_words, numbers, idents, upper, letters, qmarks, word_chars,
-        harm_words, harm_acts, requests, options, judging, aims;
+        harm_words, harm_acts, requests, options, judging, aims, metas;
     int after_how;     /* the previous word was "how" */
     int sentence;      /* the next word starts a sentence (its capital is no name's) */
 } feat_state;
