@@ -348,14 +348,17 @@ static void add_inflected(route_vocab *v, const char *const *words, size_t n, ui
 }
 
 /* Phrases of two words as the scanner hashes them: the bigram key gets
- * flag, the second word LEX_PAIR (only then is the pair looked up). A
- * phrase of three words ("hit and run") is kept as its last two. */
+ * flag, the first word LEX_PAIR_START and the second LEX_PAIR (only such
+ * a sequence is looked up: "to", "on", "as" end phrases and are
+ * everywhere). A phrase of three words ("hit and run") is kept as its
+ * last two. */
 static void add_pairs(route_vocab *v, const char *const *phrases, size_t n, uint32_t flag) {
     for (size_t i = 0; i < n; i++) {
         const char *b = strrchr(phrases[i], ' '), *a = b - 1;
         while (a > phrases[i] && a[-1] != ' ') a--;
         uint64_t ha = feat_hash_word(a, (size_t)(b - a)), hb = feat_hash_word(b + 1, strlen(b + 1));
         vocab_put(v, (ha * 0x9e3779b97f4a7c15ull) ^ hb, -1, flag);
+        vocab_put(v, ha, -1, LEX_PAIR_START);
         vocab_put(v, hb, -1, LEX_PAIR);
     }
 }
@@ -437,10 +440,11 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     const vocab_entry *e = s->vocab ? vocab_get(s->vocab, h) : NULL;
     uint32_t f = e ? e->flags : 0, pf = 0;   /* the word's flags, its pair's */
     uint64_t bigram = *prev ? (*prev * 0x9e3779b97f4a7c15ull) ^ h : 0;
-    if ((f & LEX_PAIR) && bigram) {
+    if ((f & LEX_PAIR) && s->pair_start && bigram) {
         const vocab_entry *pe = vocab_get(s->vocab, bigram);
         pf = pe ? pe->flags : 0;
     }
+    s->pair_start = (f & LEX_PAIR_START) != 0;
     /* a capital inside a sentence makes a name or a title ("Rob", "Dan",
      * "Kill Bill"), not the act or the jailbreak the lexicons mean */
     if (upper == 1 && w[0] >= 'A' && w[0] <= 'Z' && !s->sentence) f &= ~(uint32_t)(LEX_ACT | LEX_ROLE | LEX_HARM);
