@@ -247,7 +247,7 @@ static const char *const pair_harm[] = {
     "break into", "breaking into", "hit and run", "credit card fraud", "denial of service", "brute force",
     "zero day", "ethnic cleansing", "white supremacy", "drunk driving", "voter fraud", "election fraud",
     "voter suppression", "beat up", "chlorine gas", "dirty bomb", "ghost gun", "drug dealer",
-    "sell drugs", "racial slur", "holocaust denial", "fake reviews", "social security",
+    "sell drugs", "racial slur", "holocaust denial", "social security",
     /* copying others' works: reproducing lyrics or a book */
     "lyrics of", "passage from", "chapter from", "excerpt from",
 };
@@ -327,18 +327,19 @@ static void add_inflected(route_vocab *v, const char *const *words, size_t n, ui
         int vowel_y = strchr("aeiou", prev) != NULL;
         for (size_t k = 0; k < sizeof ends / sizeof *ends - !past; k++) {
             size_t stem = len;
+            int ends_es = 0;
             memcpy(form, words[i], len);
             if (last == 'e' && ends[k][0] == 'e') stem--;            /* forge: forges, forged */
             else if (last == 'e' && ends[k][0] == 'i') stem--;       /* sabotage: sabotaging */
             else if (last == 'y' && !vowel_y && ends[k][0] != 'i') { /* spy: spies, spied */
                 form[len - 1] = 'i';
-                if (ends[k][0] == 's') { memcpy(form + len, "es", 3); vocab_put(v, feat_hash_word(form, len + 2), -1, flag); continue; }
+                if (ends[k][0] == 's') stem = len, ends_es = 1;
             }
-            snprintf(form + stem, sizeof form - stem, "%s", ends[k]);
+            snprintf(form + stem, sizeof form - stem, "%s", ends_es ? "es" : ends[k]);
             vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
             /* rob: robbed, robbing; stab: stabbed */
             if (ends[k][0] != 's' && !strchr("aeiouywx", last) && strchr("aeiou", prev) &&
-                (len < 3 || !strchr("aeiou", words[i][len - 3]))) {
+                !strchr("aeiou", words[i][len - 3])) {
                 form[len] = last;
                 snprintf(form + len + 1, sizeof form - len - 1, "%s", ends[k]);
                 vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
@@ -454,10 +455,10 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     s->role_words += ((f & LEX_ROLE) != 0) + ((pf & LEX_ROLE) != 0);
     s->harm_words += ((f & LEX_HARM) != 0) + ((pf & LEX_HARM) != 0);
     s->harm_acts += ((f & LEX_ACT) != 0) + ((pf & LEX_ACT) != 0);
-    /* a multiple-choice option: "A." or "(B)", a question, not a request */
     s->judging += (f & LEX_JUDGE) != 0;
     s->aims += (f & LEX_AIM) != 0;
     s->metas += (f & LEX_META) != 0;
+    /* a multiple-choice option: "A." or "(B)", a question, not a request */
     s->options += len == 1 && upper == 1 && p < end && (*p == '.' || *p == ')');
     s->requests += (s->words == 1 && (f & LEX_ASK)) || (f & LEX_GUIDE) || (s->after_how && (f & LEX_AUX));
     s->after_how = (f & LEX_HOW) != 0;
