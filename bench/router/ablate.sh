@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 msoa=${1:-$root/build/msoa}
 data=${2:-$root/../shared/data}
-extras=(benign-chat jailbreak-ours reasoning-ours math-ours code-ours language-ours)
+extras=(benign-chat jailbreak-ours reasoning-ours math-ours code-ours language-ours harmful-ours)
 configs=(
   "--features unigram,bigram"                       # the trap: word n-grams only
   "--features embed"                                # mean word vector only, linear
@@ -23,7 +23,9 @@ configs=(
   "--hidden 32"
   "--guard-skip none"                               # the guard reads the mean vector too
   "--features embed,hand,proto,cluster,hidden --guard-skip none"   # the previous guard
-  "--guard-skip embed,proto"                        # the guard reads the hand-made signs only
+  "--guard-skip embed"                              # the guard reads the prototypes' similarity too
+  "--harm-nn 0.7"                                   # more GloVe neighbours of the harmful seeds
+  "--l2-guard 1e-4"                                 # the guard's previous L2
   "--guard-nn 0.5 --harm-nn 0.5"                    # wider harmful lexicon
   "--guard-nn 0.6 --harm-nn 0.6"
   "--guard-epochs 12"
@@ -50,5 +52,6 @@ for c in "${configs[@]}"; do
   # shellcheck disable=SC2086
   line "${c:-default}" "$(run "${extras[*]}" --seed 1 $c)"
 done
+line "without harmful-ours" "$(run "${extras[*]/harmful-ours/}" --seed 1)"
 line "only benign-chat (none of our prompt sets)" "$(run benign-chat --seed 1)"
 line "no extra file" "$(run "" --seed 1)"

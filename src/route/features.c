@@ -3,6 +3,7 @@
 #include "route/features.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,8 @@ const char *const feat_hand_names[FEAT_HAND_N] = {
     "lines",           "question-mark",   "code-words",      "math-words",
     "role-play-words", "numbers",         "identifiers",     "upper-case",
     "word-length",     "number-count",    "request",         "harmful-words",
-    "harmful-request", "harmful-acts",    "options",
+    "harmful-request", "harmful-acts",    "options",         "judging",
+    "harm-density",    "harm-aimed",      "self-talk",
 };
 
 const char *const feat_hand_sign[FEAT_HAND_N] = {
@@ -26,7 +28,8 @@ const char *const feat_hand_sign[FEAT_HAND_N] = {
     NULL,   NULL,     "code",   "math",
     "unsafe", "math", "code",   NULL,
     NULL,   "math",   "unsafe", "unsafe",
-    "unsafe", "unsafe", "safe",
+    "unsafe", "unsafe", "safe",   "safe",
+    "unsafe",   "unsafe",   "unsafe",
 };
 
 uint64_t feat_hash_word(const char *w, size_t len) {
@@ -129,6 +132,72 @@ static const char *const lex_role[] = {
     "disregard", "disobey", "unethical", "unlimited", "unchained", "refuse", "refusal", "rules",
 };
 
+/* Harms by topic, written from general knowledge of what a gateway must
+ * refuse (the hazard classes of public content policies), not from the
+ * data sets: violence, weapons and agents of mass harm, drugs, attacks on
+ * computers, crime for gain, hate and harassment and their words, self-
+ * harm, sexual abuse, deception, spying, extremism, copying others' works.
+ * Words of news or medicine ("attack", "virus", "disease", "shot") are
+ * left out: texts about the world are full of them. */
+static const char *const lex_harm[] = {
+    /* violence */
+    "murder", "murders", "murdering", "murderer", "assassinate", "assassination", "slaughter",
+    "massacre", "behead", "decapitate", "strangle", "suffocate", "stab", "stabbing", "maim",
+    "torture", "torturing", "kidnap", "kidnapping", "abduct", "abduction", "hostage", "hostages",
+    "lynch", "lynching", "genocide", "arson", "terrorism", "terrorist", "terrorists", "gunman",
+    "bloodshed", "mutilate", "dismember", "assault", "assaulting",
+    /* weapons and agents of mass harm */
+    "bomb", "bombs", "bombing", "explosive", "explosives", "detonate", "detonator", "grenade",
+    "grenades", "ied", "molotov", "napalm", "thermite", "tnt", "firearm", "firearms", "handgun",
+    "rifle", "ammunition", "silencer", "gunpowder", "shrapnel", "landmine", "sarin", "ricin",
+    "anthrax", "botulinum", "cyanide", "arsenic", "strychnine", "phosgene", "bioweapon",
+    "bioweapons", "uranium", "weaponize", "weaponized",
+    /* drugs */
+    "cocaine", "heroin", "methamphetamine", "meth", "fentanyl", "mdma", "ecstasy", "lsd", "ketamine",
+    "ghb", "rohypnol", "opium", "narcotics", "overdose", "crystal",
+    /* attacks on computers */
+    "malware", "ransomware", "spyware", "keylogger", "keyloggers", "botnet", "rootkit", "trojan",
+    "backdoor", "phishing", "ddos", "cyberattack", "cyberattacks", "hacking", "hack", "hacker",
+    "hackers", "hijack", "hijacking", "bruteforce", "skimmer", "skimming", "carding", "doxx",
+    "doxxing", "dox", "stalkerware", "spoofing", "exploit", "exploits", "payload",
+    /* crime for gain */
+    "fraud", "fraudulent", "scam", "scams", "scammer", "scammers", "embezzle", "embezzlement",
+    "launder", "laundering", "counterfeit", "counterfeiting", "forge", "forgery", "forged", "bribe",
+    "bribery", "extort", "extortion", "blackmail", "ponzi", "shoplift", "shoplifting", "burglary",
+    "burglar", "robbery", "rob", "steal", "stealing", "theft", "smuggle", "smuggling", "trafficking",
+    "trafficker", "pickpocket", "looting", "ransom", "hotwire", "piracy", "pirated", "plagiarize",
+    "illegal", "illegally", "unlawfully", "contraband",
+    /* hate and harassment, and their words */
+    "racist", "racism", "slur", "slurs", "bigot", "bigotry", "supremacist", "supremacy", "nazi",
+    "nazis", "kkk", "antisemitic", "antisemitism", "homophobic", "transphobic", "xenophobic",
+    "misogynistic", "sexist", "dehumanize", "dehumanizing", "harass", "harassment", "harassing",
+    "bully", "bullying", "cyberbully", "cyberbullying", "stalk", "stalking", "threaten",
+    "threatening", "intimidate", "humiliate", "vermin", "subhuman", "idiot", "moron", "stupid",
+    "loser", "pathetic", "worthless", "scum", "bitch", "bastard", "whore", "slut", "fuck",
+    "fucking", "shit", "cunt", "asshole", "retard", "retarded", "faggot",
+    /* self-harm */
+    "suicide", "suicidal", "selfharm", "anorexia", "anorexic", "bulimia", "bulimic", "purging",
+    "wrists",
+    /* sexual abuse */
+    "porn", "porno", "pornography", "pornographic", "nudes", "sexting", "pedophile", "pedophilia",
+    "paedophile", "molest", "molestation", "rape", "raping", "rapist", "incest", "prostitution",
+    /* deception */
+    "misinformation", "disinformation", "propaganda", "hoax", "conspiracy", "fabricate",
+    "fabricated", "falsify", "falsified", "defame", "defamatory", "defamation", "slander", "libel",
+    "smear", "impersonate", "deceive", "deceptive", "manipulate", "gaslight", "brainwash", "rumor",
+    "rumors", "rumours", "mislead", "misleading", "fake",
+    /* spying, extremism, getting away with it */
+    "spy", "spying", "eavesdrop", "eavesdropping", "wiretap", "radicalize", "radicalization",
+    "extremist", "extremism", "militia", "jihad", "jihadist", "martyrdom", "undetected",
+    "untraceable", "anonymously", "covertly", "unnoticed", "alibi",
+    /* harm named in general: what makes a request about one of the above */
+    "harm", "harmful", "hurt", "dangerous", "malicious", "criminal", "crime", "crimes", "violent",
+    "violence", "abuse", "abusive", "victim", "victims", "spam", "infiltrate", "sabotage",
+    "inferior", "oppression", "reckless", "unsolicited", "weapon", "weapons", "drugs",
+    "exploitation", "addiction", "disrupt", "chaos", "vulnerable",
+    "destroy", "deadly", "lethal", "illicit", "hateful", "inflammatory",
+};
+
 /* Signs that a text asks for something to be done or explained: alone
  * they are no sign of harm (most benign prompts are requests too), but a
  * request about a harmful topic is what the guard must catch, while a
@@ -163,12 +232,136 @@ static const char *const lex_act[] = {
     "undetected", "untraceable", "illegally", "unauthorized", "unsuspecting",
 };
 
+/* Two-word phrases, looked up as the bigram they make: harms that one
+ * word does not name ("insider trading", "dark web"), the cover of an act
+ * ("getting caught", "their consent") and the talk of jailbreaks ("from
+ * now on", "developer mode", "no restrictions"). */
+static const char *const pair_harm[] = {
+    "insider trading", "identity theft", "tax evasion", "hate speech", "fake news", "dark web",
+    "sql injection", "mustard gas", "nerve agent", "nerve gas", "pipe bomb", "date rape",
+    "child pornography", "child abuse", "self harm", "kill yourself", "hang yourself", "cut yourself",
+    "ponzi scheme", "pyramid scheme", "social engineering", "false information", "conspiracy theory",
+    "conspiracy theories", "chemical weapon", "chemical weapons", "biological weapon",
+    "biological weapons", "mass shooting", "school shooting", "human trafficking", "sex trafficking",
+    "revenge porn", "stolen credit", "stolen goods", "fake reviews", "fake identity", "counterfeit money",
+    "break into", "breaking into", "hit and run", "credit card fraud", "denial of service", "brute force",
+    "zero day", "ethnic cleansing", "white supremacy", "drunk driving", "voter fraud", "election fraud",
+    "voter suppression", "beat up", "chlorine gas", "dirty bomb", "ghost gun", "drug dealer",
+    "sell drugs", "racial slur", "holocaust denial", "social security",
+    /* copying others' works: reproducing lyrics or a book */
+    "lyrics of", "passage from", "chapter from", "excerpt from",
+};
+static const char *const pair_cover[] = {
+    "getting caught", "being caught", "get caught", "being detected", "getting detected",
+    "avoid detection", "evade detection", "evading detection", "without detection", "their consent",
+    "their knowledge", "their permission", "without consent", "without permission",
+    "without authorization", "away with", "leaving evidence", "leaving traces", "any evidence",
+    "destroy evidence", "the police", "law enforcement",
+};
+static const char *const pair_role[] = {
+    "now on", "act as", "pretend to", "in character", "developer mode", "no restrictions",
+    "no rules", "no limits", "no limitations", "no filters", "no morals", "no ethics", "no boundaries",
+    "not bound", "anything now", "without restrictions", "without censorship", "without limits",
+    "content policy", "ethical guidelines", "moral guidelines", "previous instructions",
+    "prior instructions", "your programming", "never refuse", "always answer", "two responses",
+    "stay in", "break character", "any restrictions", "your guidelines", "ethical boundaries",
+    "moral boundaries", "ethical constraints", "moral constraints",
+};
+
+/* A task about a given text: to classify, detect or rate it. Such a task
+ * quotes the harm it asks about ("Is this tweet offensive?") without
+ * asking for it. */
+static const char *const lex_judge[] = {
+    "classify", "classification", "categorize", "detect", "identify", "determine", "whether",
+    "sentiment", "label", "decide", "assess", "evaluate", "rate", "rating",
+};
+
+/* Whom a harm is aimed at, and its spreading: "violence against a group",
+ * "spy on people", "promotes self-harm". Counted only beside a harm: on
+ * their own they are the words of every other text. */
+static const char *const lex_aim[] = {
+    "someone", "somebody", "people", "person", "others", "individual", "individuals", "group",
+    "groups", "community", "minority", "minorities", "users", "child", "children", "kids", "minors",
+    "teenagers", "elderly", "women", "immigrants", "neighbor", "neighbour", "coworker", "employees",
+    "citizens", "public", "customers", "consumers", "strangers", "victim", "victims", "target",
+    "promote", "promotes", "promoting", "encourage", "encourages", "encouraging", "glorify",
+    "glorifies", "glorifying", "spread", "spreads", "spreading", "incite", "incites", "advocate",
+    "advocates", "justify", "justifies",
+};
+
+/* Words about the assistant and how it must answer: a jailbreak is a
+ * long set of rules for the model's replies, so they fill it, while a
+ * task mentions them once ("write a response"). Counted as a density. */
+static const char *const lex_meta[] = {
+    "ai", "assistant", "chatbot", "model", "gpt", "chatgpt", "llm", "bot", "prompt", "prompts",
+    "respond", "responds", "response", "responses", "reply", "replies", "answer", "answers",
+    "output", "mode", "character", "persona", "role", "roleplay", "simulate", "simulation",
+    "policy", "policies", "guidelines", "rules", "restrictions", "filter", "filters", "censor",
+    "censored", "ethics", "ethical", "moral", "morals", "morality", "programming", "instructions",
+    "pretend", "act", "acting", "never", "always", "must", "anything", "everything", "user",
+};
+
 static const char *const lex_aux[] = {
     "to", "can", "do", "should", "could",
 };
 
 static void add_lexicon(route_vocab *v, const char *const *words, size_t n, uint32_t flag) {
     for (size_t i = 0; i < n; i++) vocab_put(v, feat_hash_word(words[i], strlen(words[i])), -1, flag);
+}
+
+/* A lexicon of lemmas with their inflections ("spy": spies, spying):
+ * a request names the act in whatever form the sentence needs ("a
+ * program that spies on", "sabotaging"). The past tense (past != 0) only
+ * for the harm lexicon ("raped", "poisoned": a harm whatever the tense);
+ * an act verb in the past tells what happened ("killed the powerplay"),
+ * which is a story, not a request. Nor the doer ("killer whale"). Forms
+ * that are no English word cost a table slot and never match. */
+static void add_inflected(route_vocab *v, const char *const *words, size_t n, uint32_t flag, int past) {
+    static const char *const ends[] = {"s", "es", "ing", "ed"};
+    char form[64];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(words[i]);
+        vocab_put(v, feat_hash_word(words[i], len), -1, flag);
+        if (len < 3 || len + 4 >= sizeof form || strchr(words[i], ' ')) continue;
+        char last = words[i][len - 1], prev = words[i][len - 2];
+        int vowel_y = strchr("aeiou", prev) != NULL;
+        for (size_t k = 0; k < sizeof ends / sizeof *ends - !past; k++) {
+            size_t stem = len;
+            int ends_es = 0;
+            memcpy(form, words[i], len);
+            if (last == 'e' && ends[k][0] == 'e') stem--;            /* forge: forges, forged */
+            else if (last == 'e' && ends[k][0] == 'i') stem--;       /* sabotage: sabotaging */
+            else if (last == 'y' && !vowel_y && ends[k][0] != 'i') { /* spy: spies, spied */
+                form[len - 1] = 'i';
+                if (ends[k][0] == 's') stem = len, ends_es = 1;
+            }
+            snprintf(form + stem, sizeof form - stem, "%s", ends_es ? "es" : ends[k]);
+            vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
+            /* rob: robbed, robbing; stab: stabbed */
+            if (ends[k][0] != 's' && !strchr("aeiouywx", last) && strchr("aeiou", prev) &&
+                !strchr("aeiou", words[i][len - 3])) {
+                form[len] = last;
+                snprintf(form + len + 1, sizeof form - len - 1, "%s", ends[k]);
+                vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
+            }
+        }
+    }
+}
+
+/* Phrases of two words as the scanner hashes them: the bigram key gets
+ * flag, the first word LEX_PAIR_START and the second LEX_PAIR (only such
+ * a sequence is looked up: "to", "on", "as" end phrases and are
+ * everywhere). A phrase of three words ("hit and run") is kept as its
+ * last two. */
+static void add_pairs(route_vocab *v, const char *const *phrases, size_t n, uint32_t flag) {
+    for (size_t i = 0; i < n; i++) {
+        const char *b = strrchr(phrases[i], ' '), *a = b - 1;
+        while (a > phrases[i] && a[-1] != ' ') a--;
+        uint64_t ha = feat_hash_word(a, (size_t)(b - a)), hb = feat_hash_word(b + 1, strlen(b + 1));
+        vocab_put(v, (ha * 0x9e3779b97f4a7c15ull) ^ hb, -1, flag);
+        vocab_put(v, ha, -1, LEX_PAIR_START);
+        vocab_put(v, hb, -1, LEX_PAIR);
+    }
 }
 
 void vocab_add_lexicons(route_vocab *v) {
@@ -178,7 +371,14 @@ void vocab_add_lexicons(route_vocab *v) {
     add_lexicon(v, lex_ask, sizeof lex_ask / sizeof *lex_ask, LEX_ASK);
     add_lexicon(v, lex_guide, sizeof lex_guide / sizeof *lex_guide, LEX_GUIDE);
     add_lexicon(v, lex_aux, sizeof lex_aux / sizeof *lex_aux, LEX_AUX);
-    add_lexicon(v, lex_act, sizeof lex_act / sizeof *lex_act, LEX_ACT);
+    add_lexicon(v, lex_judge, sizeof lex_judge / sizeof *lex_judge, LEX_JUDGE);
+    add_lexicon(v, lex_aim, sizeof lex_aim / sizeof *lex_aim, LEX_AIM);
+    add_lexicon(v, lex_meta, sizeof lex_meta / sizeof *lex_meta, LEX_META);
+    add_inflected(v, lex_act, sizeof lex_act / sizeof *lex_act, LEX_ACT, 0);
+    add_inflected(v, lex_harm, sizeof lex_harm / sizeof *lex_harm, LEX_HARM, 1);
+    add_pairs(v, pair_harm, sizeof pair_harm / sizeof *pair_harm, LEX_HARM);
+    add_pairs(v, pair_cover, sizeof pair_cover / sizeof *pair_cover, LEX_ACT);
+    add_pairs(v, pair_role, sizeof pair_role / sizeof *pair_role, LEX_ROLE);
     vocab_put(v, feat_hash_word("how", 3), -1, LEX_HOW);
 }
 
@@ -189,6 +389,7 @@ void feat_begin(feat_state *s, const route_vocab *v, feat_word_fn fn, void *ctx)
     s->vocab = v;
     s->on_word = fn;
     s->ctx = ctx;
+    s->sentence = 1;
 }
 
 /* Word bytes: ASCII letters, digits, '_' and every byte of a multi-byte
@@ -238,17 +439,29 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     if ((under && under < len) || (upper && upper < len - digits && !(w[0] >= 'A' && w[0] <= 'Z' && upper == 1)))
         s->idents++;
     const vocab_entry *e = s->vocab ? vocab_get(s->vocab, h) : NULL;
-    uint32_t f = e ? e->flags : 0;
+    uint32_t f = e ? e->flags : 0, pf = 0;   /* the word's flags, its pair's */
+    uint64_t bigram = *prev ? (*prev * 0x9e3779b97f4a7c15ull) ^ h : 0;
+    if ((f & LEX_PAIR) && s->pair_start && bigram) {
+        const vocab_entry *pe = vocab_get(s->vocab, bigram);
+        pf = pe ? pe->flags : 0;
+    }
+    s->pair_start = (f & LEX_PAIR_START) != 0;
+    /* a capital inside a sentence makes a name or a title ("Rob", "Dan",
+     * "Kill Bill"), not the act or the jailbreak the lexicons mean */
+    if (upper == 1 && w[0] >= 'A' && w[0] <= 'Z' && !s->sentence) f &= ~(uint32_t)(LEX_ACT | LEX_ROLE | LEX_HARM);
+    s->sentence = 0;
     s->code_words += (f & LEX_CODE) != 0;
     s->math_words += (f & LEX_MATH) != 0;
-    s->role_words += (f & LEX_ROLE) != 0;
-    s->harm_words += (f & LEX_HARM) != 0;
-    s->harm_acts += (f & LEX_ACT) != 0;
+    s->role_words += ((f & LEX_ROLE) != 0) + ((pf & LEX_ROLE) != 0);
+    s->harm_words += ((f & LEX_HARM) != 0) + ((pf & LEX_HARM) != 0);
+    s->harm_acts += ((f & LEX_ACT) != 0) + ((pf & LEX_ACT) != 0);
+    s->judging += (f & LEX_JUDGE) != 0;
+    s->aims += (f & LEX_AIM) != 0;
+    s->metas += (f & LEX_META) != 0;
     /* a multiple-choice option: "A." or "(B)", a question, not a request */
     s->options += len == 1 && upper == 1 && p < end && (*p == '.' || *p == ')');
     s->requests += (s->words == 1 && (f & LEX_ASK)) || (f & LEX_GUIDE) || (s->after_how && (f & LEX_AUX));
     s->after_how = (f & LEX_HOW) != 0;
-    uint64_t bigram = *prev ? (*prev * 0x9e3779b97f4a7c15ull) ^ h : 0;
     if (s->on_word) s->on_word(s->ctx, (const char *)w, len, e, h, bigram);
     *prev = h;
     return p;
@@ -270,14 +483,16 @@ void feat_feed(feat_state *s, const char *text, size_t len) {
         if (line_start && (c == '\t' || (c == ' ' && p + 1 < end && p[1] == ' '))) s->indented++;
         line_start = 0;
         switch (c) {
-        case '\n': s->lines++; line_start = 1; break;
+        case '\n': s->lines++; line_start = 1; s->sentence = 1; break;
+        case '.': case '!': case ':': case '"': case '#': s->sentence = 1; break;
         case '+': case '-': case '*': case '/': case '=': case '^': case '<': case '>': case '%':
             s->ops++;
             break;
-        case '(': case ')': case '[': case ']': s->brackets++; break;
+        case '(': case '[': s->brackets++; s->sentence = 1; break;
+        case ')': case ']': s->brackets++; break;
         case '{': case '}': case ';': s->codepunct++; s->brackets++; break;
         case '\\': case '$': s->latex++; break;
-        case '?': s->qmarks++; break;
+        case '?': s->qmarks++; s->sentence = 1; break;
         default: break;
         }
         p++;
@@ -312,4 +527,11 @@ void feat_end(const feat_state *s, float h[FEAT_HAND_N]) {
     h[20] = s->requests ? logf(1.0f + (float)(s->harm_words + s->harm_acts)) : 0.0f;
     h[21] = logf(1.0f + (float)s->harm_acts);
     h[22] = logf(1.0f + (float)s->options);
+    h[23] = logf(1.0f + (float)s->judging);
+    /* a request names its harm in a few words; a story or an article
+     * that mentions one has many more words around it */
+    h[24] = ratio(s->harm_words + s->harm_acts, s->words);
+    h[25] = s->harm_words + s->harm_acts ? logf(1.0f + (float)s->aims) : 0.0f;
+    /* a density, but of a text long enough to be a set of rules */
+    h[26] = s->words >= 40 ? ratio(s->metas, s->words) : 0.0f;
 }

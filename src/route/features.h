@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Hand-made dense features; see feat_hand_names for what each is. */
-enum { FEAT_HAND_N = 23 };
+enum { FEAT_HAND_N = 27 };
 extern const char *const feat_hand_names[FEAT_HAND_N];
 /* The class a feature is a sign of ("code", "math", "unsafe") or NULL.
  * Training lets a sign feature count only for its class, and only in its
@@ -33,6 +33,11 @@ enum {
     LEX_AUX = 64,      /* "to", "can", "do"... after "how" */
     LEX_GUIDE = 128,   /* a request for a method: "instructions", "tutorial", "steps"... */
     LEX_ACT = 256,     /* a harmful act asked for ("steal", "hack"...) or its cover ("undetected") */
+    LEX_PAIR = 512,    /* ends a two-word phrase of a lexicon: look the pair up too... */
+    LEX_JUDGE = 1024,  /* asks to judge a given text ("classify", "whether"...) (guard) */
+    LEX_AIM = 2048,    /* whom a harm is aimed at, or its spreading ("people", "promotes") (guard) */
+    LEX_META = 4096,   /* talk about the assistant's own answers ("respond", "mode"...) (guard) */
+    LEX_PAIR_START = 8192,   /* ...when the word before starts one */
 };
 
 typedef struct vocab_entry {
@@ -70,8 +75,10 @@ typedef struct feat_state {
     void *ctx;
     uint32_t bytes, words, lines, indented, digits, ops, brackets, latex, codepunct,
         code_words, math_words, role_words, numbers, idents, upper, letters, qmarks, word_chars,
-        harm_words, harm_acts, requests, options;
+        harm_words, harm_acts, requests, options, judging, aims, metas;
     int after_how;     /* the previous word was "how" */
+    int sentence;      /* the next word starts a sentence (its capital is no name's) */
+    int pair_start;    /* the previous word starts a two-word phrase */
 } feat_state;
 
 void feat_begin(feat_state *s, const route_vocab *v, feat_word_fn fn, void *ctx);

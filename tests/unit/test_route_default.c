@@ -21,11 +21,11 @@
  * shared sources (the extra files left out) and the guard's recall on the
  * harmful sources, out of source. */
 #define RECORDED_LOSO_MEAN 0.806f
-#define RECORDED_GUARD_RECALL 0.664f   /* mean over the harmful sources of ../shared/data */
+#define RECORDED_GUARD_RECALL 0.850f   /* mean over the harmful sources of ../shared/data */
 #define TOLERANCE 0.01f
 
 static const char *const extras[] = {"benign-chat", "jailbreak-ours", "reasoning-ours", "math-ours", "code-ours",
-                                     "language-ours"};
+                                     "language-ours", "harmful-ours"};
 
 static int have(const char *path) {
     struct stat st;
