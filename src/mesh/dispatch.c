@@ -303,6 +303,7 @@ dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *reque
     o.connect_timeout_ms = t->connect_ms;
     o.total_timeout_ms = t->total_ms;
     o.stall_timeout_ms = t->stall_ms;
+    o.max_connections = n->max_conns;
     o.on_headers = on_headers;
     o.on_data = on_data;
     o.on_done = on_done;
