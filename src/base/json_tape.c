@@ -305,11 +305,8 @@ void json_str_decode(const json_doc *d, int t, buf *out) {
     }
 }
 
-int json_str_eq(const json_doc *d, int t, const char *s) {
-    if (t < 0 || d->tok[t].type != JSON_STRING) return 0;
-    const json_tok *k = &d->tok[t];
+int json_str_eq_escaped(const json_doc *d, int t, const char *s) {
     size_t n = strlen(s);
-    if (!k->escaped) return k->len == n + 2 && !memcmp(d->text + k->start + 1, s, n);
     buf b = BUF_INIT;
     json_str_decode(d, t, &b);
     int eq = b.len == n && (n == 0 || !memcmp(b.data, s, n));

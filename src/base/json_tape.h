@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/buf.h"
 
@@ -70,8 +71,17 @@ int json_at(const json_doc *d, int arr, int i);
 static inline int json_type_of(const json_doc *d, int t) { return t < 0 ? 0 : d->tok[t].type; }
 /* The raw bytes of token t (a string with its quotes and escapes). */
 static inline const char *json_raw(const json_doc *d, int t) { return d->text + d->tok[t].start; }
-/* Whether string token t decodes to exactly s. */
-int json_str_eq(const json_doc *d, int t, const char *s);
+/* Whether string token t decodes to exactly s. Inline: relaying an answer
+ * or a request compares every key with a few names, mostly literals whose
+ * length the compiler knows; escaped strings take the slow path. */
+int json_str_eq_escaped(const json_doc *d, int t, const char *s);
+static inline int json_str_eq(const json_doc *d, int t, const char *s) {
+    if (t < 0 || d->tok[t].type != JSON_STRING) return 0;
+    const json_tok *k = &d->tok[t];
+    if (k->escaped) return json_str_eq_escaped(d, t, s);
+    size_t n = strlen(s);
+    return k->len == n + 2 && !memcmp(d->text + k->start + 1, s, n);
+}
 /* Appends string token t, decoded, to out. */
 void json_str_decode(const json_doc *d, int t, buf *out);
 /* Number token t as a double; 0 when t is not a number. */
