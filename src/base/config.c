@@ -423,7 +423,7 @@ void config_defaults(msoa_config *c) {
     c->router_min_confidence = 0.5;
     c->hedging = 1;
     c->max_attempts = 3;
-    c->node_max_connections = 64;
+    c->node_max_connections = 256;
     c->circuit_breaker = 1;
     c->probe_interval_ms = 2000;
     c->guard_action = xstrdup("refuse");

@@ -67,7 +67,7 @@ typedef struct msoa_config {
     char *guard_action;           /* refuse (default), flag, or route (to the "safety" pool) */
     int hedging;                  /* 1 (default): a second node when the first is slower than its p95 */
     int max_attempts;             /* nodes one request may try, hedges and failovers included (3) */
-    int node_max_connections;     /* a node's max_conns when it gives none (64); 0: no cap */
+    int node_max_connections;     /* a node's max_conns when it gives none (256); 0: no cap */
     int circuit_breaker;          /* 1 (default): a failing node is left alone for a while; 0: never */
     unsigned probe_interval_ms;   /* health probes of HTTP nodes (default 2000) */
     char *cascades;               /* "DOMAIN=NODE,NODE,...;DOMAIN=..." cheapest first; NULL: none */

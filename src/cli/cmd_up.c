@@ -28,7 +28,7 @@ static const char up_help[] =
     "  --node NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K][,max_conns=N]\n"
     "                                an OpenAI-compatible node; repeatable (MSOA_NODES, ';'-separated)\n"
     "  --node-max-connections N      a node's requests in flight per worker, more wait (MSOA_NODE_MAX_CONNECTIONS,\n"
-    "                                64; 0: no cap; max_conns=N sets one node's)\n"
+    "                                256; 0: no cap; max_conns=N sets one node's)\n"
     "  --workers N                   event loops, one per core    (MSOA_WORKERS)\n"
     "  --max-body BYTES              request body limit           (MSOA_MAX_BODY, 1m)\n"
     "  --max-header BYTES            request head limit           (MSOA_MAX_HEADER, 16k)\n"

@@ -96,7 +96,7 @@ static void defaults(void) {
     CHECK_EQ_INT(c.upstream_timeout_ms, 600000);
     CHECK_EQ_INT(c.upstream_stall_ms, 60000);
     CHECK_EQ_INT(c.upstream_wait_ms, 10000);
-    CHECK_EQ_INT(c.node_max_connections, 64);
+    CHECK_EQ_INT(c.node_max_connections, 256);
     CHECK(c.baseline_price_in == 3 && c.baseline_price_out == 10);
     CHECK_STR(c.baseline_model, "gpt-4.1");
     CHECK(c.model_dir == NULL);
