@@ -527,7 +527,7 @@ static void conn_open(hc_call *c) {
     if (rc < 0) connect_failed(k, rc);
 }
 
-/* --- DNS --------------------------------------------------------------------- */
+/* --- the queue under a host's cap ------------------------------------------- */
 
 static void queue_push(hc_call *c) {
     hc_host *h = c->host;
@@ -548,6 +548,8 @@ static void queue_remove(hc_call *c) {
     c->qprev = c->qnext = NULL;
     c->in_queue = 0;
 }
+
+/* --- DNS --------------------------------------------------------------------- */
 
 static void wait_remove(hc_call *c) {
     hc_host *h = c->host;
@@ -697,7 +699,7 @@ static void check_deadlines(hc_call *c) {
     if (connecting(c) && now - c->connect_from_ms >= c->connect_ms)
         call_fail(c, HTTP_CALL_TIMEOUT, "connecting to %s:%d timed out after %u ms", h->name, h->port, c->connect_ms);
     else if (c->total_ms && now - c->start_ms >= c->total_ms && c->in_queue)
-        call_fail(c, HTTP_CALL_TIMEOUT, "no connection to %s:%d came free within %u ms (at most %u are open)",
+        call_fail(c, HTTP_CALL_TIMEOUT, "no connection to %s:%d came free within %u ms (at most %d are open)",
                   h->name, h->port, c->total_ms, c->max_conns);
     else if (c->total_ms && now - c->start_ms >= c->total_ms)
         call_fail(c, HTTP_CALL_TIMEOUT, "no complete response from %s:%d within %u ms", h->name, h->port,
