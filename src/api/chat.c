@@ -54,6 +54,8 @@
 #define SPARE_REQUEST_CAP 4096 /* and their request buffers, up to this size */
 /* Tokens of a request's tape held on the stack; larger requests use the heap. */
 #define REQUEST_TOKENS 128
+/* Tokens of the request's tape a chat holds itself; larger ones use the heap. */
+#define CHAT_REQUEST_TOKENS 32
 /* Price against time in the planner: a node $0.001 dearer per request must
  * be a second faster to be preferred. */
 #define PLAN_MS_PER_USD 1e6
@@ -76,6 +78,8 @@ struct chat {
     const chat_sink *sink;
     void *ud;
     buf request;           /* the request's JSON text, as the client sent it */
+    json_doc doc;          /* `request` read into a tape, for every node it goes to */
+    json_tok doc_space[CHAT_REQUEST_TOKENS];
     cJSON *tree;           /* the request as a tree, built when a rarer path needs one */
     buf continuation;      /* sent when continuing a cut stream (JSON text); empty: none */
     int stream;
@@ -179,6 +183,7 @@ static void free_after_close(uv_handle_t *h) {
     buf_free(&c->route.json);
     buf_free(&c->cascade_log);
     cJSON_Delete(c->tree);
+    json_doc_free(&c->doc);
     free(c->model);
     buf_free(&c->continuation);
     if (c->request.cap > SPARE_REQUEST_CAP) buf_free(&c->request);
@@ -221,6 +226,17 @@ static chat *chat_alloc(worker *w) {
     c->request = request;
     buf_clear(&c->request);
     return c;
+}
+
+/* The request's text is `text`: c->request and its tape become it. */
+static void set_request(chat *c, const json_doc *text) {
+    if (text->text != c->request.data) {
+        buf_clear(&c->request);
+        buf_append(&c->request, text->text, text->len);
+    }
+    json_doc_free(&c->doc);
+    json_doc_init(&c->doc, c->doc_space, CHAT_REQUEST_TOKENS);
+    json_doc_copy(&c->doc, text, c->request.data);
 }
 
 /* The request as a tree, for the paths that change or copy it (cascades,
@@ -529,11 +545,17 @@ static int start_attempt(chat *c, node *n) {
     a->start_ns = clock_now_ns();
     const buf *req = c->continuation.len ? &c->continuation : &c->request;
     a->sent = req;
+    json_tok space[REQUEST_TOKENS];
+    json_doc cont;
+    json_doc_init(&cont, space, REQUEST_TOKENS);
+    if (req == &c->continuation && json_parse(&cont, req->data, req->len) < 0) cont.n = 0;
     /* a cascade's answers are checked whole; only the last step streams */
     a->stream = c->stream && !(c->cascade && c->next_in_plan < c->n_plan);
     if (c->n_used < MAX_ATTEMPTS) c->used[c->n_used++] = n;
     c->live[c->live[0] ? 1 : 0] = a;
-    a->d = dispatch_start(c->w->client, &c->w->loop, n, req->data, req->len, a->stream, &t, &attempt_events, a);
+    a->d = dispatch_start(c->w->client, &c->w->loop, n, req == &c->continuation ? &cont : &c->doc, a->stream, &t,
+                          &attempt_events, a);
+    json_doc_free(&cont);
     if (!a->d) {
         unlink_attempt(c, a);
         breaker_release(&n->breaker, clock_now_ms_u64());
@@ -1196,8 +1218,18 @@ static void fill_plan(chat *c) {
             if (c->w->gw->cfg.cascade_logprob_floor > 0 && request) {
                 cJSON_DeleteItemFromObjectCaseSensitive(request, "logprobs");
                 cJSON_AddTrueToObject(request, "logprobs");
-                buf_clear(&c->request);
-                json_write(&c->request, request);
+                buf text = BUF_INIT;
+                json_write(&text, request);
+                json_doc doc;
+                json_doc_init(&doc, NULL, 0);
+                if (json_parse(&doc, text.data, text.len) == 0) {
+                    buf_free(&c->request);
+                    c->request = text;
+                    set_request(c, &doc);
+                } else {
+                    buf_free(&text);
+                }
+                json_doc_free(&doc);
             }
             return;
         }
@@ -1474,7 +1506,7 @@ chat *chat_start(worker *w, const json_doc *request, const chat_options *opts, c
     c->w = w;
     c->sink = sink;
     c->ud = ud;
-    buf_append(&c->request, request->text, request->len);
+    set_request(c, request);
     c->start_ns = clock_now_ns();
     unsigned timeout = opts && opts->timeout_ms ? opts->timeout_ms : w->gw->cfg.upstream_timeout_ms;
     c->deadline_ns = c->start_ns + (uint64_t)(timeout ? timeout : 600000) * 1000000u;

@@ -38,6 +38,21 @@ void json_doc_free(json_doc *d) {
     d->heap = 0;
 }
 
+void json_doc_copy(json_doc *dst, const json_doc *src, const char *text) {
+    if (src->n > dst->cap) {
+        if (dst->heap) free(dst->tok);
+        dst->tok = xmalloc(src->n * sizeof *dst->tok);
+        dst->cap = src->n;
+        dst->heap = 1;
+    }
+    if (src->n) memcpy(dst->tok, src->tok, src->n * sizeof *dst->tok);
+    dst->n = src->n;
+    dst->text = text;
+    dst->len = src->len;
+    dst->error = NULL;
+    dst->error_at = 0;
+}
+
 static int fail(json_doc *d, const unsigned char *at, const char *why) {
     d->error = why;
     d->error_at = (size_t)(at - (const unsigned char *)d->text);

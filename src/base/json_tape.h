@@ -53,6 +53,9 @@ void json_doc_init(json_doc *d, json_tok *space, uint32_t cap);
  * set. A doc can read several texts in turn; tokens point into the last. */
 int json_parse(json_doc *d, const char *text, size_t len);
 void json_doc_free(json_doc *d);
+/* Makes dst (initialised, empty) the tape of src over `text`, a copy of
+ * src's text elsewhere: no second read of it. */
+void json_doc_copy(json_doc *dst, const json_doc *src, const char *text);
 
 /* The value of `key` in object token `obj` (the first if repeated), or -1
  * when obj is -1, not an object, or has no such key. */

@@ -20,9 +20,8 @@
 /* Error bodies and whole responses beyond this are not trusted. */
 #define MAX_RESPONSE_BYTES (16u << 20)
 #define MAX_ERROR_BODY_BYTES (64u << 10)
-/* Tokens of an answer's or a request's tape held on the stack; larger ones use the heap. */
+/* Tokens of an answer's tape held on the stack; larger answers use the heap. */
 #define ANSWER_TOKENS 128
-#define REQUEST_TOKENS 128
 
 struct dispatch {
     http_call *call;
@@ -218,31 +217,25 @@ static void on_done(http_call *c, enum http_call_error err, const char *message,
  * they came, but the node's model name, streamed or not as this call is,
  * usage asked for in streams so every token is counted, and without msoa's
  * own "msoa" member. -1 when the request is not a JSON object. */
-static int upstream_body(buf *out, const node *n, const char *request, size_t len, int stream) {
+static int upstream_body(buf *out, const node *n, const json_doc *doc, int stream) {
     static const char *const ours[] = {"model", "stream", "stream_options", "msoa"};
-    json_tok space[REQUEST_TOKENS];
-    json_doc doc;
-    json_doc_init(&doc, space, REQUEST_TOKENS);
-    int rc = json_parse(&doc, request, len) == 0 && json_type_of(&doc, 0) == JSON_OBJECT ? 0 : -1;
-    if (rc == 0) {
-        buf_reserve(out, len + 96 + strlen(n->model));
-        buf_putc(out, '{');
-        for (int k = json_member_next(&doc, 0, -1); k >= 0; k = json_member_next(&doc, 0, k)) {
-            int mine = 0;
-            for (size_t i = 0; i < sizeof ours / sizeof *ours && !mine; i++) mine = json_str_eq(&doc, k, ours[i]);
-            if (mine) continue;
-            buf_append(out, json_raw(&doc, k), doc.tok[k].len);
-            buf_putc(out, ':');
-            buf_append(out, json_raw(&doc, k + 1), doc.tok[k + 1].len);
-            buf_putc(out, ',');
-        }
-        buf_puts(out, "\"model\":");
-        json_put_string(out, n->model);
-        if (stream) buf_puts(out, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
-        buf_putc(out, '}');
+    if (!doc->n || json_type_of(doc, 0) != JSON_OBJECT) return -1;
+    buf_reserve(out, doc->len + 96 + strlen(n->model));
+    buf_putc(out, '{');
+    for (int k = json_member_next(doc, 0, -1); k >= 0; k = json_member_next(doc, 0, k)) {
+        int mine = 0;
+        for (size_t i = 0; i < sizeof ours / sizeof *ours && !mine; i++) mine = json_str_eq(doc, k, ours[i]);
+        if (mine) continue;
+        buf_append(out, json_raw(doc, k), doc->tok[k].len);
+        buf_putc(out, ':');
+        buf_append(out, json_raw(doc, k + 1), doc->tok[k + 1].len);
+        buf_putc(out, ',');
     }
-    json_doc_free(&doc);
-    return rc;
+    buf_puts(out, "\"model\":");
+    json_put_string(out, n->model);
+    if (stream) buf_puts(out, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    buf_putc(out, '}');
+    return 0;
 }
 
 /* ---- nodes with a backend ---- */
@@ -283,8 +276,8 @@ static void backend_error(void *ud, const dispatch_error *e) {
 static const dispatch_events backend_events = {backend_chunk, backend_done, backend_error};
 
 /* A backend reads the request as a tree. */
-static void *start_backend(dispatch *d, uv_loop_t *loop, const char *request, size_t len, int stream) {
-    cJSON *tree = cJSON_ParseWithLength(request, len);
+static void *start_backend(dispatch *d, uv_loop_t *loop, const json_doc *request, int stream) {
+    cJSON *tree = cJSON_ParseWithLength(request->text, request->len);
     if (!cJSON_IsObject(tree)) {
         cJSON_Delete(tree);
         return NULL;
@@ -295,8 +288,8 @@ static void *start_backend(dispatch *d, uv_loop_t *loop, const char *request, si
     return call;
 }
 
-dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, const char *request, size_t request_len,
-                         int stream, const dispatch_timeouts *t, const dispatch_callbacks *cb, void *ud) {
+dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, const json_doc *request, int stream,
+                         const dispatch_timeouts *t, const dispatch_callbacks *cb, void *ud) {
     dispatch *d = xcalloc(1, sizeof *d);
     d->node = n;
     d->stream = stream;
@@ -306,7 +299,7 @@ dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, const char *
     atomic_fetch_add(&n->inflight, 1);
     atomic_fetch_add(&n->requests, 1);
     if (n->backend) {
-        d->backend_call = start_backend(d, loop, request, request_len, stream);
+        d->backend_call = start_backend(d, loop, request, stream);
         if (!d->backend_call) {
             dispatch_free(d);
             return NULL;
@@ -322,7 +315,7 @@ dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, const char *
     headers[h] = NULL;
 
     buf body = BUF_INIT;
-    if (upstream_body(&body, n, request, request_len, stream) < 0) {
+    if (upstream_body(&body, n, request, stream) < 0) {
         buf_free(&body);
         dispatch_free(d);
         return NULL;
