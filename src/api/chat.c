@@ -51,6 +51,11 @@
 #define HEDGE_MIN_SAMPLES 20
 #define MAX_PLAN 64
 #define MAX_SPARE_CHATS 256 /* finished chats a worker keeps for reuse: at most ~0.6 MB */
+#define SPARE_REQUEST_CAP 4096 /* and their request buffers, up to this size */
+/* Tokens of a request's tape held on the stack; larger requests use the heap. */
+#define REQUEST_TOKENS 128
+/* Tokens of the request's tape a chat holds itself; larger ones use the heap. */
+#define CHAT_REQUEST_TOKENS 32
 /* Price against time in the planner: a node $0.001 dearer per request must
  * be a second faster to be preferred. */
 #define PLAN_MS_PER_USD 1e6
@@ -63,7 +68,7 @@ typedef struct attempt {
     long tokens_in, tokens_out;
     int have_usage;
     int content_chunks;
-    const cJSON *sent;     /* the request it was sent */
+    const buf *sent;       /* the request it was sent (JSON text) */
     int stream;            /* asked for a stream (a cascade's cheap steps are not) */
     int judged;            /* its success went to the breaker at the first chunk */
 } attempt;
@@ -72,8 +77,11 @@ struct chat {
     worker *w;
     const chat_sink *sink;
     void *ud;
-    cJSON *request;
-    cJSON *continuation;   /* sent when continuing a cut stream */
+    buf request;           /* the request's JSON text, as the client sent it */
+    json_doc doc;          /* `request` read into a tape, for every node it goes to */
+    json_tok doc_space[CHAT_REQUEST_TOKENS];
+    cJSON *tree;           /* the request as a tree, built when a rarer path needs one */
+    buf continuation;      /* sent when continuing a cut stream (JSON text); empty: none */
     int stream;
     int include_usage;     /* the client asked for the usage chunk */
     int paused;
@@ -174,9 +182,11 @@ static void free_after_close(uv_handle_t *h) {
     chat *c = h->data;
     buf_free(&c->route.json);
     buf_free(&c->cascade_log);
-    cJSON_Delete(c->request);
+    cJSON_Delete(c->tree);
+    json_doc_free(&c->doc);
     free(c->model);
-    cJSON_Delete(c->continuation);
+    buf_free(&c->continuation);
+    if (c->request.cap > SPARE_REQUEST_CAP) buf_free(&c->request);
     cJSON_Delete(c->held_finish);
     buf_free(&c->content);
     free(c->role);
@@ -187,6 +197,7 @@ static void free_after_close(uv_handle_t *h) {
         w->spare_chats = c;
         w->n_spare_chats++;
     } else {
+        buf_free(&c->request);
         free(c);
     }
 }
@@ -195,6 +206,7 @@ void chat_free_spares(worker *w) {
     while (w->spare_chats) {
         chat *c = w->spare_chats;
         w->spare_chats = c->next_spare;
+        buf_free(&c->request);
         free(c);
     }
     w->n_spare_chats = 0;
@@ -202,14 +214,71 @@ void chat_free_spares(worker *w) {
 
 /* A chat is one allocation of over 2 KB, above glibc's small sizes: each
  * malloc of it first consolidated the free lists of small blocks that the
- * request's JSON had just filled. A worker reuses finished chats instead. */
+ * request's JSON had just filled. A worker reuses finished chats instead,
+ * with the buffer of their request's text. */
 static chat *chat_alloc(worker *w) {
     chat *c = w->spare_chats;
     if (!c) return xcalloc(1, sizeof *c);
     w->spare_chats = c->next_spare;
     w->n_spare_chats--;
+    buf request = c->request;
     memset(c, 0, sizeof *c);
+    c->request = request;
+    buf_clear(&c->request);
     return c;
+}
+
+/* The request's text is `text`: c->request and its tape become it. */
+static void set_request(chat *c, const json_doc *text) {
+    if (text->text != c->request.data) {
+        buf_clear(&c->request);
+        buf_append(&c->request, text->text, text->len);
+    }
+    json_doc_free(&c->doc);
+    json_doc_init(&c->doc, c->doc_space, CHAT_REQUEST_TOKENS);
+    json_doc_copy(&c->doc, text, c->request.data);
+}
+
+/* The request as a tree, for the paths that change or copy it (cascades,
+ * continuations, parts); NULL if cJSON cannot read what the tape did. */
+static cJSON *request_tree(chat *c) {
+    if (!c->tree) c->tree = cJSON_ParseWithLength(c->request.data, c->request.len);
+    return c->tree;
+}
+
+/* A request's token estimate, from its text. */
+static long text_tokens(const buf *text) {
+    json_tok space[REQUEST_TOKENS];
+    json_doc d;
+    json_doc_init(&d, space, REQUEST_TOKENS);
+    long n = json_parse(&d, text->data ? text->data : "", text->len) == 0 ? chat_request_estimate_tokens(&d) : 0;
+    json_doc_free(&d);
+    return n;
+}
+
+/* The router's input from the request's text: system prompt and last user
+ * message, decoded; NULL when absent. */
+typedef struct router_text {
+    buf sys, user;
+    int has_sys, has_user;
+} router_text;
+
+static void router_text_read(const chat *c, router_text *t) {
+    memset(t, 0, sizeof *t);
+    json_tok space[REQUEST_TOKENS];
+    json_doc d;
+    json_doc_init(&d, space, REQUEST_TOKENS);
+    if (json_parse(&d, c->request.data ? c->request.data : "", c->request.len) == 0)
+        chat_request_router_input(&d, &t->sys, &t->has_sys, &t->user, &t->has_user);
+    json_doc_free(&d);
+}
+
+static const char *router_sys(const router_text *t) { return t->has_sys ? (t->sys.data ? t->sys.data : "") : NULL; }
+static const char *router_user(const router_text *t) { return t->has_user ? (t->user.data ? t->user.data : "") : NULL; }
+
+static void router_text_free(router_text *t) {
+    buf_free(&t->sys);
+    buf_free(&t->user);
 }
 
 /* The hedge timer closes asynchronously; the chat goes with it. */
@@ -227,7 +296,7 @@ static void attempt_usage(const attempt *a, long *in, long *out) {
         *out = a->tokens_out;
         return;
     }
-    *in = chat_request_estimate_tokens(a->sent);
+    *in = text_tokens(a->sent);
     *out = a->content_chunks;
 }
 
@@ -474,13 +543,19 @@ static int start_attempt(chat *c, node *n) {
     a->c = c;
     a->node = n;
     a->start_ns = clock_now_ns();
-    cJSON *req = c->continuation ? c->continuation : c->request;
+    const buf *req = c->continuation.len ? &c->continuation : &c->request;
     a->sent = req;
+    json_tok space[REQUEST_TOKENS];
+    json_doc cont;
+    json_doc_init(&cont, space, REQUEST_TOKENS);
+    if (req == &c->continuation && json_parse(&cont, req->data, req->len) < 0) cont.n = 0;
     /* a cascade's answers are checked whole; only the last step streams */
     a->stream = c->stream && !(c->cascade && c->next_in_plan < c->n_plan);
     if (c->n_used < MAX_ATTEMPTS) c->used[c->n_used++] = n;
     c->live[c->live[0] ? 1 : 0] = a;
-    a->d = dispatch_start(c->w->client, &c->w->loop, n, req, a->stream, &t, &attempt_events, a);
+    a->d = dispatch_start(c->w->client, &c->w->loop, n, req == &c->continuation ? &cont : &c->doc, a->stream, &t,
+                          &attempt_events, a);
+    json_doc_free(&cont);
     if (!a->d) {
         unlink_attempt(c, a);
         breaker_release(&n->breaker, clock_now_ms_u64());
@@ -741,17 +816,18 @@ static const char *answer_text(const cJSON *response) {
  * wins; checks that do not apply say so. */
 static validate_result check_answer(chat *c, const cJSON *response, const char **check) {
     const char *answer = answer_text(response);
-    const char *sys, *user;
-    size_t sys_len, user_len;
-    chat_request_router_input(c->request, &sys, &sys_len, &user, &user_len);
+    router_text rt;
+    router_text_read(c, &rt);
+    const char *user = router_user(&rt);
     validate_result results[4];
     const char *names[4];
     int n = 0;
     results[n] = validate_math(user ? user : "", answer);
     names[n++] = "math";
+    router_text_free(&rt);
     results[n] = validate_code(answer);
     names[n++] = "code";
-    const cJSON *format = cJSON_GetObjectItemCaseSensitive(c->request, "response_format");
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(request_tree(c), "response_format");
     if (format) {
         results[n] = validate_json(answer, strlen(answer), format);
         names[n++] = "json";
@@ -881,15 +957,19 @@ static int worth_another_node(const dispatch_error *e) { return e->status >= 500
  * answer: the conversation plus that part as the assistant's message, which
  * OpenAI-compatible servers continue (vLLM needs continue_final_message). */
 static void build_continuation(chat *c) {
-    cJSON_Delete(c->continuation);
-    c->continuation = cJSON_Duplicate(c->request, 1);
-    cJSON *messages = cJSON_GetObjectItemCaseSensitive(c->continuation, "messages");
+    buf_clear(&c->continuation);
+    const cJSON *request = request_tree(c);
+    if (!request) return; /* the request itself goes again */
+    cJSON *cont = cJSON_Duplicate(request, 1);
+    cJSON *messages = cJSON_GetObjectItemCaseSensitive(cont, "messages");
     cJSON *partial = cJSON_CreateObject();
     cJSON_AddStringToObject(partial, "role", "assistant");
     cJSON_AddStringToObject(partial, "content", c->content.data ? c->content.data : "");
     cJSON_AddItemToArray(messages, partial);
-    cJSON_AddTrueToObject(c->continuation, "continue_final_message");
-    cJSON_AddFalseToObject(c->continuation, "add_generation_prompt");
+    cJSON_AddTrueToObject(cont, "continue_final_message");
+    cJSON_AddFalseToObject(cont, "add_generation_prompt");
+    json_write(&c->continuation, cont);
+    cJSON_Delete(cont);
 }
 
 /* A cut stream's text is owed: when the plan is used up, any other node
@@ -1087,11 +1167,12 @@ static int route(chat *c, const char *model, const char **code, char *msg, size_
         c->model = xstrdup(model);
         return 0;
     }
-    const char *sys, *user;
-    size_t sys_len, user_len;
-    chat_request_router_input(c->request, &sys, &sys_len, &user, &user_len);
+    router_text rt;
+    router_text_read(c, &rt);
     c->domain = PLAN_GENERAL;
-    if (gateway_classify(gw, sys, sys_len, user, user_len, &c->route) == 0) {
+    int classified = gateway_classify(gw, router_sys(&rt), rt.sys.len, router_user(&rt), rt.user.len, &c->route);
+    router_text_free(&rt);
+    if (classified == 0) {
         c->routed = 1;
         if (c->route.unsafe && gw->guard_action == GUARD_REFUSE) {
             *code = "content_policy";
@@ -1133,9 +1214,22 @@ static void fill_plan(chat *c) {
                 c->plan[c->n_plan++] = cp->nodes[i];
         c->cascade = c->n_plan > 0;
         if (c->cascade) {
-            if (c->w->gw->cfg.cascade_logprob_floor > 0) {
-                cJSON_DeleteItemFromObjectCaseSensitive(c->request, "logprobs");
-                cJSON_AddTrueToObject(c->request, "logprobs");
+            cJSON *request = request_tree(c);
+            if (c->w->gw->cfg.cascade_logprob_floor > 0 && request) {
+                cJSON_DeleteItemFromObjectCaseSensitive(request, "logprobs");
+                cJSON_AddTrueToObject(request, "logprobs");
+                buf text = BUF_INIT;
+                json_write(&text, request);
+                json_doc doc;
+                json_doc_init(&doc, NULL, 0);
+                if (json_parse(&doc, text.data, text.len) == 0) {
+                    buf_free(&c->request);
+                    c->request = text;
+                    set_request(c, &doc);
+                } else {
+                    buf_free(&text);
+                }
+                json_doc_free(&doc);
             }
             return;
         }
@@ -1155,8 +1249,6 @@ static void fill_plan(chat *c) {
         pc->price_in = nd->price.in;
         pc->price_out = nd->price.out;
         pc->inflight = atomic_load(&nd->inflight);
-        pc->speed_tps = latency_speed(&nd->latency);
-        pc->ttft_p95_ms = (double)latency_ttft_quantile(&nd->latency, 0.95) / 1e3;
         pc->breaker_allows = breaker_state(&nd->breaker, now) != BREAKER_OPEN;
         /* a silent node (a stopped process?) gets no new work while others can take it */
         pc->reachable = atomic_load(&nd->reachable) != 0 && !node_silent(nd, now);
@@ -1167,7 +1259,13 @@ static void fill_plan(chat *c) {
     pr.domain = c->domain;
     pr.ms_per_usd = PLAN_MS_PER_USD;
     pr.terse = 1;
-    pr.tokens_in = (double)chat_request_estimate_tokens(c->request);
+    /* what orders several nodes; one needs no ordering (a quantile and the
+     * request's tokens cost a few percent of a proxied request) */
+    for (int i = 0; i < n && n > 1; i++) {
+        cands[i].speed_tps = latency_speed(&of[i]->latency);
+        cands[i].ttft_p95_ms = (double)latency_ttft_quantile(&of[i]->latency, 0.95) / 1e3;
+    }
+    if (n > 1) pr.tokens_in = (double)text_tokens(&c->request);
     plan_entry entries[MAX_PLAN];
     plan_summary sum;
     plan_nodes(cands, n, &pr, entries, &sum);
@@ -1360,7 +1458,12 @@ static int start_parts(chat *c, char **questions, int n, const chat_options *opt
         pt->parent = c;
         pt->index = i;
         pt->question = questions[i];
-        pt->child = chat_start(c->w, part_request(c->request, questions[i]), opts, &part_sink, pt);
+        const cJSON *request = request_tree(c);
+        pt->child = request ? chat_start_tree(c->w, part_request(request, questions[i]), opts, &part_sink, pt) : NULL;
+        if (!pt->child && !request) {
+            buf_puts(&pt->answer, "the request could not be split");
+            part_done(pt);
+        }
     }
     free(questions);
     ps->starting = 0;
@@ -1398,16 +1501,12 @@ static void new_id(worker *w, char out[40]) {
     *p = '\0';
 }
 
-static int wants(const cJSON *obj, const char *key) {
-    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, key));
-}
-
-chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_sink *sink, void *ud) {
+chat *chat_start(worker *w, const json_doc *request, const chat_options *opts, const chat_sink *sink, void *ud) {
     chat *c = chat_alloc(w);
     c->w = w;
     c->sink = sink;
     c->ud = ud;
-    c->request = body;
+    set_request(c, request);
     c->start_ns = clock_now_ns();
     unsigned timeout = opts && opts->timeout_ms ? opts->timeout_ms : w->gw->cfg.upstream_timeout_ms;
     c->deadline_ns = c->start_ns + (uint64_t)(timeout ? timeout : 600000) * 1000000u;
@@ -1418,21 +1517,23 @@ chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_si
     budget_deposit(&w->gw->retries);
 
     char msg[512];
-    const char *problem = chat_request_check(body, msg, sizeof msg);
+    const char *problem = request->n ? chat_request_check(request, msg, sizeof msg) : "the request is not valid JSON";
     if (problem) {
         report_error(c, 400, problem, "invalid_request_error", "invalid_request", 0, 0);
         chat_free(c);
         return NULL;
     }
-    c->stream = wants(body, "stream");
-    c->include_usage = wants(cJSON_GetObjectItemCaseSensitive(body, "stream_options"), "include_usage");
+    c->stream = chat_request_true(request, 0, "stream");
+    c->include_usage = chat_request_true(request, json_get(request, 0, "stream_options"), "include_usage");
     char **questions;
-    int n_parts = chat_request_split(body, &questions);
+    int n_parts = chat_request_split(request, &questions);
     if (n_parts) return start_parts(c, questions, n_parts, opts) ? NULL : c;
-    cJSON_DeleteItemFromObjectCaseSensitive(body, "msoa"); /* ours, not the node's */
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    int model = json_get(request, 0, "model"), named = json_type_of(request, model) == JSON_STRING;
+    buf name = BUF_INIT;
+    if (named) json_str_decode(request, model, &name);
     const char *code = NULL;
-    int status = route(c, cJSON_IsString(model) ? model->valuestring : NULL, &code, msg, sizeof msg);
+    int status = route(c, named ? (name.data ? name.data : "") : NULL, &code, msg, sizeof msg);
+    buf_free(&name);
     if (status) {
         report_error(c, status, msg, status == 503 ? "service_unavailable" : "invalid_request_error", code,
                      status == 503 ? 5 : 0, 0);
@@ -1444,6 +1545,20 @@ chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_si
     if ((first && go_on(c, first) == 0) || wait_for_node(c) == 0) return c;
     give_up(c);
     return NULL;
+}
+
+chat *chat_start_tree(worker *w, cJSON *body, const chat_options *opts, const chat_sink *sink, void *ud) {
+    buf text = BUF_INIT;
+    json_write(&text, body);
+    cJSON_Delete(body);
+    json_tok space[REQUEST_TOKENS];
+    json_doc d;
+    json_doc_init(&d, space, REQUEST_TOKENS);
+    if (json_parse(&d, text.data ? text.data : "", text.len) < 0) d.n = 0;
+    chat *c = chat_start(w, &d, opts, sink, ud);
+    json_doc_free(&d);
+    buf_free(&text);
+    return c;
 }
 
 void chat_cancel(chat *c) {

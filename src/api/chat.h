@@ -1,6 +1,6 @@
 /* chat: one chat completion from request to ledger, whatever the transport.
  *
- * The OpenAI HTTP endpoint and the JSON-RPC method both hand a parsed request
+ * The OpenAI HTTP endpoint and the JSON-RPC method both hand a read request
  * body here with a sink that knows how to write to their client. chat
  * validates the request, picks the node, dispatches, rewrites what the node
  * sends into one coherent answer (one id, the requested model, usage), adds
@@ -14,6 +14,7 @@
 
 #include "api/gateway.h"
 #include "base/buf.h"
+#include "base/json_tape.h"
 
 typedef struct chat chat;
 
@@ -57,11 +58,14 @@ typedef struct chat_sink {
                      int retry_after_s, int mid_stream);
 } chat_sink;
 
-/* Starts a completion for `body` (taken over). Exactly one of on_finish /
- * on_error follows, possibly before chat_start returns, unless chat_cancel
- * is called first; after it the chat is gone. Returns NULL when it already
- * ended (validation error, no node). */
-chat *chat_start(worker *w, cJSON *body, const chat_options *opts, const chat_sink *sink, void *ud);
+/* Starts a completion for the request read into `request` (its text is
+ * copied; an empty doc, one that did not parse, is refused). Exactly one of
+ * on_finish / on_error follows, possibly before chat_start returns, unless
+ * chat_cancel is called first; after it the chat is gone. Returns NULL when
+ * it already ended (validation error, no node). */
+chat *chat_start(worker *w, const json_doc *request, const chat_options *opts, const chat_sink *sink, void *ud);
+/* chat_start for a request built as a tree (taken over). */
+chat *chat_start_tree(worker *w, cJSON *body, const chat_options *opts, const chat_sink *sink, void *ud);
 /* The client went away: stop the node's work, no sink callback runs. */
 void chat_cancel(chat *c);
 /* Frees the chats a worker keeps for reuse, once its loop has stopped. */

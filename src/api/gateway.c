@@ -204,6 +204,7 @@ static int worker_init(gateway *gw, worker *w, int index, char **err) {
     lim.idle_timeout_ms = gw->cfg.idle_timeout_ms;
     lim.request_timeout_ms = gw->cfg.request_timeout_ms;
     w->server = http_server_new(&w->loop, &lim, on_request, w);
+    http_server_batch_writes(w->server);
     w->client = http_client_new(&w->loop);
     int port = index == 0 ? gw->cfg.listen_port : gw->port;
     int rc = http_server_listen(w->server, gw->cfg.listen_host, port, gw->n_workers > 1);

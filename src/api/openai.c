@@ -22,35 +22,24 @@ void api_respond_error(http_exchange *x, int status, const char *message, const 
     buf_free(&e);
 }
 
-cJSON *api_parse_body(const char *body, size_t len, char *errbuf, size_t cap, const char **err) {
+int api_read_body(const char *body, size_t len, json_doc *d, char *errbuf, size_t cap, const char **err) {
     if (len == 0) {
         *err = "the request body is empty; send a JSON object";
-        return NULL;
+        return -1;
     }
     size_t bad = utf8_check(body, len);
     if (bad < len) {
         snprintf(errbuf, cap, "the request body is not valid UTF-8 (byte %zu)", bad);
         *err = errbuf;
-        return NULL;
+        return -1;
     }
-    const char *end = NULL;
-    cJSON *json = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (!json) {
-        size_t at = end ? (size_t)(end - body) : 0;
-        snprintf(errbuf, cap, "the request body is not valid JSON (near byte %zu)", at);
-        *err = errbuf;
-        return NULL;
-    }
-    /* trailing garbage after the value */
-    while (end && (size_t)(end - body) < len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
-        end++;
-    if (end && (size_t)(end - body) < len) {
-        cJSON_Delete(json);
-        snprintf(errbuf, cap, "the request body has data after the JSON value (byte %zu)", (size_t)(end - body));
-        *err = errbuf;
-        return NULL;
-    }
-    return json;
+    if (json_parse(d, body, len) == 0) return 0;
+    if (!strcmp(d->error, "data after the value"))
+        snprintf(errbuf, cap, "the request body has data after the JSON value (byte %zu)", d->error_at);
+    else
+        snprintf(errbuf, cap, "the request body is not valid JSON (near byte %zu: %s)", d->error_at, d->error);
+    *err = errbuf;
+    return -1;
 }
 
 /* ---- /v1/models ---- */
@@ -190,11 +179,17 @@ static void on_abort(void *ud) {
     http_chat_free(hc);
 }
 
+/* Tokens of a request's tape held on the stack; larger requests use the heap. */
+#define REQUEST_TOKENS 128
+
 void openai_chat_completions(worker *w, http_exchange *x, const http_request *req) {
     char errbuf[160];
     const char *err = NULL;
-    cJSON *body = api_parse_body(req->body, req->body_len, errbuf, sizeof errbuf, &err);
-    if (!body) {
+    json_tok space[REQUEST_TOKENS];
+    json_doc body;
+    json_doc_init(&body, space, REQUEST_TOKENS);
+    if (api_read_body(req->body, req->body_len, &body, errbuf, sizeof errbuf, &err) < 0) {
+        json_doc_free(&body);
         api_respond_error(x, 400, err, "invalid_request_error", "invalid_json");
         return;
     }
@@ -204,7 +199,7 @@ void openai_chat_completions(worker *w, http_exchange *x, const http_request *re
         char *end;
         unsigned long ms = strtoul(timeout, &end, 10);
         if (*end || !*timeout || ms == 0 || ms > 86400000) {
-            cJSON_Delete(body);
+            json_doc_free(&body);
             api_respond_error(x, 400, "x-msoa-timeout-ms must be a whole number of milliseconds from 1 to 86400000",
                               "invalid_request_error", "invalid_header");
             return;
@@ -213,7 +208,8 @@ void openai_chat_completions(worker *w, http_exchange *x, const http_request *re
     }
     http_chat *hc = xcalloc(1, sizeof *hc);
     hc->x = x;
-    chat *c = chat_start(w, body, &opts, &http_sink, hc);
+    chat *c = chat_start(w, &body, &opts, &http_sink, hc);
+    json_doc_free(&body);
     if (!c) return; /* already answered, hc freed */
     hc->chat = c;
     http_exchange_on(x, on_drain, on_abort, hc);

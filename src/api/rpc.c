@@ -124,7 +124,7 @@ static void method_chat_complete(jsonrpc_call *call, const cJSON *params, void *
     rc->stream = t->ws && !jsonrpc_call_is_notification(call) &&
                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "stream"));
     if (!rc->stream) cJSON_DeleteItemFromObjectCaseSensitive(body, "stream");
-    chat *c = chat_start(t->w, body, NULL, &rpc_sink, rc);
+    chat *c = chat_start_tree(t->w, body, NULL, &rpc_sink, rc);
     if (!c) return; /* answered already, rc freed */
     rc->chat = c;
     rpc_chat_link(rc);

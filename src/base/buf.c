@@ -23,7 +23,6 @@ void buf_append_slow(buf *b, const void *data, size_t len) {
     b->data[b->len] = '\0';
 }
 
-void buf_puts(buf *b, const char *s) { buf_append(b, s, strlen(s)); }
 
 
 void buf_vprintf(buf *b, const char *fmt, va_list ap) {

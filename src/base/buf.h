@@ -21,7 +21,6 @@ typedef struct buf {
 
 void buf_reserve(buf *b, size_t extra);           /* room for len+extra+1 */
 void buf_append_slow(buf *b, const void *data, size_t len);
-void buf_puts(buf *b, const char *s);
 
 /* Inline: JSON writers call these once per token of output. */
 static inline void buf_append(buf *b, const void *data, size_t len) {
@@ -42,6 +41,9 @@ static inline void buf_putc(buf *b, char c) {
     }
     buf_append_slow(b, &c, 1);
 }
+
+/* Inline too: most are literals, whose length the compiler knows. */
+static inline void buf_puts(buf *b, const char *s) { buf_append(b, s, strlen(s)); }
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(buf *b, const char *fmt, va_list ap);
 void buf_consume(buf *b, size_t n);               /* drop the first n bytes */

@@ -64,6 +64,8 @@ static const setting settings[] = {
     {"router.guard_action", "MSOA_GUARD_ACTION", "guard-action", K_STR, AT(guard_action), 0, 0},
     {"hedging", "MSOA_HEDGING", "hedging", K_INT, AT(hedging), 0, 1},
     {"max_attempts", "MSOA_MAX_ATTEMPTS", "max-attempts", K_INT, AT(max_attempts), 1, 8},
+    {"node_max_connections", "MSOA_NODE_MAX_CONNECTIONS", "node-max-connections", K_INT, AT(node_max_connections), 0,
+     MAX_NODE_CONNS},
     {"circuit_breaker", "MSOA_CIRCUIT_BREAKER", "circuit-breaker", K_INT, AT(circuit_breaker), 0, 1},
     {"probe_interval_ms", "MSOA_PROBE_INTERVAL_MS", "probe-interval-ms", K_MS, AT(probe_interval_ms), 0, 0},
     {"cascades", "MSOA_CASCADES", "cascades", K_STR, AT(cascades), 0, 0},
@@ -266,7 +268,7 @@ static int set_text(char **field, const char *key, const char *v, char **err) {
 }
 
 /* Attributes that cannot be told "given twice" by a non-NULL field. */
-enum { SEEN_PRICE_IN = 1, SEEN_PRICE_OUT = 2, SEEN_DOMAIN = 4 };
+enum { SEEN_PRICE_IN = 1, SEEN_PRICE_OUT = 2, SEEN_DOMAIN = 4, SEEN_MAX_CONNS = 8 };
 
 /* One attribute of a node, from a spec (key=value) or a file object. */
 static int node_set(node_spec *n, int *seen, const char *key, const char *v, char **err) {
@@ -292,8 +294,20 @@ static int node_set(node_spec *n, int *seen, const char *key, const char *v, cha
         n->domain = strcmp(v, "general") ? xstrdup(v) : NULL; /* NULL means general */
         return 0;
     }
+    if (!strcmp(key, "max_conns")) {
+        char *end;
+        long v_conns = strtol(v, &end, 10);
+        if (!*v || *end || v_conns < 0 || v_conns > MAX_NODE_CONNS)
+            return fail(err, "max_conns must be a whole number from 0 (no cap) to %d, got '%.200s'", MAX_NODE_CONNS, v);
+        if (*seen & SEEN_MAX_CONNS) return fail(err, "max_conns given twice");
+        *seen |= SEEN_MAX_CONNS;
+        n->max_conns = v_conns ? (int)v_conns : -1;
+        return 0;
+    }
     int bit = !strcmp(key, "price_in") ? SEEN_PRICE_IN : !strcmp(key, "price_out") ? SEEN_PRICE_OUT : 0;
-    if (!bit) return fail(err, "unknown node attribute '%.100s' (name, url, model, domain, api_key, price_in, price_out)", key);
+    if (!bit)
+        return fail(err, "unknown node attribute '%.100s' (name, url, model, domain, api_key, price_in, price_out, "
+                         "max_conns)", key);
     if (*seen & bit) return fail(err, "%s given twice", key);
     *seen |= bit;
     if (parse_price(v, bit == SEEN_PRICE_IN ? &n->price_in : &n->price_out) < 0)
@@ -314,7 +328,7 @@ int config_parse_node(const char *text, node_spec *out, char **err) {
     char *copy = xstrdup(text);
     char *eq = strchr(copy, '=');
     if (!eq) {
-        rc = fail(err, "a node is NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K], got '%.200s'", text);
+        rc = fail(err, "a node is NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K][,max_conns=N], got '%.200s'", text);
         goto done;
     }
     *eq = '\0';
@@ -409,6 +423,7 @@ void config_defaults(msoa_config *c) {
     c->router_min_confidence = 0.5;
     c->hedging = 1;
     c->max_attempts = 3;
+    c->node_max_connections = 256;
     c->circuit_breaker = 1;
     c->probe_interval_ms = 2000;
     c->guard_action = xstrdup("refuse");

@@ -17,7 +17,8 @@
  *   baseline {price_in, price_out, model}
  *                                 MSOA_BASELINE_PRICE_IN/_OUT/_MODEL  --baseline-price-in/-out/-model
  *   model_dir                     MSOA_MODEL_DIR                   --model-dir
- *   nodes [{name, url, model, domain, api_key, price_in, price_out} or "NAME=URL,..."]
+ *   node_max_connections          MSOA_NODE_MAX_CONNECTIONS        --node-max-connections
+ *   nodes [{name, url, model, domain, api_key, price_in, price_out, max_conns} or "NAME=URL,..."]
  *                                 MSOA_NODES (specs split by ';')  --node SPEC (repeatable)
  * Flags take "--flag value" or "--flag=value"; an empty variable counts as
  * unset. Unknown file keys and flags are errors.
@@ -30,6 +31,8 @@
 
 #include <stddef.h>
 
+#define MAX_NODE_CONNS 1000000
+
 typedef struct node_spec {
     char *name;       /* unique, [A-Za-z0-9._-]+ */
     char *url;        /* base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1,
@@ -39,6 +42,7 @@ typedef struct node_spec {
     char *api_key;    /* sent as Authorization: Bearer; NULL: none */
     double price_in;  /* USD per million input tokens */
     double price_out; /* USD per million output tokens */
+    int max_conns;    /* requests in flight to it at once, per worker; 0: node_max_connections; -1: no cap */
 } node_spec;
 
 typedef struct msoa_config {
@@ -63,6 +67,7 @@ typedef struct msoa_config {
     char *guard_action;           /* refuse (default), flag, or route (to the "safety" pool) */
     int hedging;                  /* 1 (default): a second node when the first is slower than its p95 */
     int max_attempts;             /* nodes one request may try, hedges and failovers included (3) */
+    int node_max_connections;     /* a node's max_conns when it gives none (256); 0: no cap */
     int circuit_breaker;          /* 1 (default): a failing node is left alone for a while; 0: never */
     unsigned probe_interval_ms;   /* health probes of HTTP nodes (default 2000) */
     char *cascades;               /* "DOMAIN=NODE,NODE,...;DOMAIN=..." cheapest first; NULL: none */
@@ -82,7 +87,7 @@ int config_apply_env(msoa_config *c, char **err);
  * not know are an error. --config is checked but not read here (config_load
  * reads it before the environment). */
 int config_apply_args(msoa_config *c, int argc, char **argv, char **err);
-/* NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K]
+/* NAME=URL[,model=M][,domain=D][,price_in=X][,price_out=Y][,api_key=K][,max_conns=N]
  * These two say what is wrong but not where it came from: callers put the
  * flag or variable in front. config_add_node refuses a duplicate name. */
 int config_parse_node(const char *text, node_spec *out, char **err);

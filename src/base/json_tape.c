@@ -38,6 +38,21 @@ void json_doc_free(json_doc *d) {
     d->heap = 0;
 }
 
+void json_doc_copy(json_doc *dst, const json_doc *src, const char *text) {
+    if (src->n > dst->cap) {
+        if (dst->heap) free(dst->tok);
+        dst->tok = xmalloc(src->n * sizeof *dst->tok);
+        dst->cap = src->n;
+        dst->heap = 1;
+    }
+    if (src->n) memcpy(dst->tok, src->tok, src->n * sizeof *dst->tok);
+    dst->n = src->n;
+    dst->text = text;
+    dst->len = src->len;
+    dst->error = NULL;
+    dst->error_at = 0;
+}
+
 static int fail(json_doc *d, const unsigned char *at, const char *why) {
     d->error = why;
     d->error_at = (size_t)(at - (const unsigned char *)d->text);
@@ -305,11 +320,8 @@ void json_str_decode(const json_doc *d, int t, buf *out) {
     }
 }
 
-int json_str_eq(const json_doc *d, int t, const char *s) {
-    if (t < 0 || d->tok[t].type != JSON_STRING) return 0;
-    const json_tok *k = &d->tok[t];
+int json_str_eq_escaped(const json_doc *d, int t, const char *s) {
     size_t n = strlen(s);
-    if (!k->escaped) return k->len == n + 2 && !memcmp(d->text + k->start + 1, s, n);
     buf b = BUF_INIT;
     json_str_decode(d, t, &b);
     int eq = b.len == n && (n == 0 || !memcmp(b.data, s, n));

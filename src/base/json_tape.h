@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/buf.h"
 
@@ -52,6 +53,9 @@ void json_doc_init(json_doc *d, json_tok *space, uint32_t cap);
  * set. A doc can read several texts in turn; tokens point into the last. */
 int json_parse(json_doc *d, const char *text, size_t len);
 void json_doc_free(json_doc *d);
+/* Makes dst (initialised, empty) the tape of src over `text`, a copy of
+ * src's text elsewhere: no second read of it. */
+void json_doc_copy(json_doc *dst, const json_doc *src, const char *text);
 
 /* The value of `key` in object token `obj` (the first if repeated), or -1
  * when obj is -1, not an object, or has no such key. */
@@ -70,8 +74,17 @@ int json_at(const json_doc *d, int arr, int i);
 static inline int json_type_of(const json_doc *d, int t) { return t < 0 ? 0 : d->tok[t].type; }
 /* The raw bytes of token t (a string with its quotes and escapes). */
 static inline const char *json_raw(const json_doc *d, int t) { return d->text + d->tok[t].start; }
-/* Whether string token t decodes to exactly s. */
-int json_str_eq(const json_doc *d, int t, const char *s);
+/* Whether string token t decodes to exactly s. Inline: relaying an answer
+ * or a request compares every key with a few names, mostly literals whose
+ * length the compiler knows; escaped strings take the slow path. */
+int json_str_eq_escaped(const json_doc *d, int t, const char *s);
+static inline int json_str_eq(const json_doc *d, int t, const char *s) {
+    if (t < 0 || d->tok[t].type != JSON_STRING) return 0;
+    const json_tok *k = &d->tok[t];
+    if (k->escaped) return json_str_eq_escaped(d, t, s);
+    size_t n = strlen(s);
+    return k->len == n + 2 && !memcmp(d->text + k->start + 1, s, n);
+}
 /* Appends string token t, decoded, to out. */
 void json_str_decode(const json_doc *d, int t, buf *out);
 /* Number token t as a double; 0 when t is not a number. */

@@ -2,7 +2,9 @@
  *
  * A node's non-streamed answer is read into a JSON tape, not a cJSON tree:
  * the caller mostly passes it on, and building and freeing a tree for
- * that cost more than the rest of a proxied request. */
+ * that cost more than the rest of a proxied request. The request comes as
+ * text, and goes to the node the same way: read into a tape, its members
+ * copied as they are but for the few msoa sets itself. */
 #include "mesh/dispatch.h"
 
 #include <stdio.h>
@@ -211,21 +213,29 @@ static void on_done(http_call *c, enum http_call_error err, const char *message,
     dispatch_free(d);
 }
 
-/* The body sent upstream: the client's request with the node's model name,
- * streamed or not as this call is, and usage asked for in streams so every
- * token is counted. The request is
- * changed in place rather than copied: a copy costs more than the print. */
-static void upstream_body(buf *out, const node *n, cJSON *request, int stream) {
-    cJSON_DeleteItemFromObjectCaseSensitive(request, "model");
-    cJSON_AddStringToObject(request, "model", n->model);
-    cJSON_DeleteItemFromObjectCaseSensitive(request, "stream");
-    cJSON_DeleteItemFromObjectCaseSensitive(request, "stream_options");
-    if (stream) {
-        cJSON_AddTrueToObject(request, "stream");
-        cJSON *so = cJSON_AddObjectToObject(request, "stream_options");
-        cJSON_AddTrueToObject(so, "include_usage");
+/* The body sent upstream: the client's request, its members passed on as
+ * they came, but the node's model name, streamed or not as this call is,
+ * usage asked for in streams so every token is counted, and without msoa's
+ * own "msoa" member. -1 when the request is not a JSON object. */
+static int upstream_body(buf *out, const node *n, const json_doc *doc, int stream) {
+    static const char *const ours[] = {"model", "stream", "stream_options", "msoa"};
+    if (!doc->n || json_type_of(doc, 0) != JSON_OBJECT) return -1;
+    buf_reserve(out, doc->len + 96 + strlen(n->model));
+    buf_putc(out, '{');
+    for (int k = json_member_next(doc, 0, -1); k >= 0; k = json_member_next(doc, 0, k)) {
+        int mine = 0;
+        for (size_t i = 0; i < sizeof ours / sizeof *ours && !mine; i++) mine = json_str_eq(doc, k, ours[i]);
+        if (mine) continue;
+        buf_append(out, json_raw(doc, k), doc->tok[k].len);
+        buf_putc(out, ':');
+        buf_append(out, json_raw(doc, k + 1), doc->tok[k + 1].len);
+        buf_putc(out, ',');
     }
-    json_write(out, request);
+    buf_puts(out, "\"model\":");
+    json_put_string(out, n->model);
+    if (stream) buf_puts(out, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    buf_putc(out, '}');
+    return 0;
 }
 
 /* ---- nodes with a backend ---- */
@@ -265,7 +275,20 @@ static void backend_error(void *ud, const dispatch_error *e) {
 
 static const dispatch_events backend_events = {backend_chunk, backend_done, backend_error};
 
-dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *request, int stream,
+/* A backend reads the request as a tree. */
+static void *start_backend(dispatch *d, uv_loop_t *loop, const json_doc *request, int stream) {
+    cJSON *tree = cJSON_ParseWithLength(request->text, request->len);
+    if (!cJSON_IsObject(tree)) {
+        cJSON_Delete(tree);
+        return NULL;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(tree, "msoa");
+    void *call = d->node->backend->start(d->node->backend_state, loop, tree, stream, &backend_events, d);
+    cJSON_Delete(tree);
+    return call;
+}
+
+dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, const json_doc *request, int stream,
                          const dispatch_timeouts *t, const dispatch_callbacks *cb, void *ud) {
     dispatch *d = xcalloc(1, sizeof *d);
     d->node = n;
@@ -276,7 +299,7 @@ dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *reque
     atomic_fetch_add(&n->inflight, 1);
     atomic_fetch_add(&n->requests, 1);
     if (n->backend) {
-        d->backend_call = n->backend->start(n->backend_state, loop, request, stream, &backend_events, d);
+        d->backend_call = start_backend(d, loop, request, stream);
         if (!d->backend_call) {
             dispatch_free(d);
             return NULL;
@@ -292,7 +315,11 @@ dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *reque
     headers[h] = NULL;
 
     buf body = BUF_INIT;
-    upstream_body(&body, n, request, stream);
+    if (upstream_body(&body, n, request, stream) < 0) {
+        buf_free(&body);
+        dispatch_free(d);
+        return NULL;
+    }
     http_call_opts o;
     memset(&o, 0, sizeof o);
     o.method = "POST";
@@ -303,6 +330,7 @@ dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *reque
     o.connect_timeout_ms = t->connect_ms;
     o.total_timeout_ms = t->total_ms;
     o.stall_timeout_ms = t->stall_ms;
+    o.max_connections = n->max_conns;
     o.on_headers = on_headers;
     o.on_data = on_data;
     o.on_done = on_done;

@@ -36,9 +36,9 @@ typedef struct dispatch_timeouts {
 
 /* Starts the call; exactly one of on_done / on_error follows unless the call
  * is cancelled first, and the dispatch is gone once it has run. `request` is
- * not kept, but its "model" and "stream_options" may be changed. NULL when
- * the call could not be started. */
-dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, cJSON *request, int stream,
+ * the request read into a tape (not kept). NULL when the call could not be
+ * started. */
+dispatch *dispatch_start(http_client *cl, uv_loop_t *loop, node *n, const json_doc *request, int stream,
                          const dispatch_timeouts *t, const dispatch_callbacks *cb, void *ud);
 void dispatch_pause(dispatch *d, int paused);
 void dispatch_cancel(dispatch *d);

@@ -58,6 +58,7 @@ int node_registry_init(node_registry *r, const msoa_config *cfg, char **err) {
         n->auth_header = s->api_key ? join("Authorization: Bearer ", s->api_key) : NULL;
         n->price.in = s->price_in;
         n->price.out = s->price_out;
+        n->max_conns = s->max_conns > 0 ? (unsigned)s->max_conns : s->max_conns < 0 ? 0 : (unsigned)cfg->node_max_connections;
         atomic_init(&n->reachable, -1);
         breaker_config bc;
         breaker_config_default(&bc);

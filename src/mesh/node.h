@@ -24,6 +24,7 @@ typedef struct node {
     char *model;         /* the model's name at the upstream; clients use it too */
     char *domain;        /* "general" when not given */
     char *auth_header;   /* "Authorization: Bearer KEY" or NULL */
+    unsigned max_conns;  /* requests in flight to it at once, per worker; more wait in msoa; 0: no cap */
     price price;
     /* NULL for an HTTP node; else who serves it in-process (src/node/). */
     const node_backend *backend;

@@ -36,6 +36,10 @@ typedef struct http_call_opts {
     unsigned connect_timeout_ms; /* 0: none */
     unsigned total_timeout_ms;   /* 0: none */
     unsigned stall_timeout_ms;   /* no body byte for this long: HTTP_CALL_TIMEOUT; 0: none */
+    /* At most this many connections open to the URL's host:port (this
+     * client's, i.e. one loop's); a call beyond it waits for one, first come
+     * first served, within its total timeout. 0: no cap. Plain http:// only. */
+    unsigned max_connections;
     /* Once, when the response head has arrived. */
     void (*on_headers)(http_call *c, int status, void *ud);
     /* Body bytes as they arrive (de-chunked); may be NULL to drop them. */

@@ -12,6 +12,13 @@
  *   MAX_IDLE_PER_HOST, closed after IDLE_TIMEOUT_MS by a periodic sweep).
  *   Entries live as long as the client: a gateway talks to the few
  *   upstreams of its configuration.
+ * - A cap: a call may say how many connections its host may have open at
+ *   most (a node serves only so many requests at once; every request in
+ *   flight beyond that is a socket on both sides for nothing). Beyond it
+ *   the call waits in the host's queue, first come first served, and takes
+ *   the first connection a finished call hands back (before it goes idle)
+ *   or the room a closed one leaves. While queued only its total deadline
+ *   runs; the connect and stall deadlines start when it leaves.
  * - Connections: one uv_tcp_t with TCP_NODELAY. Reads land in one buffer
  *   shared by the whole client, because a read is consumed before the next
  *   one is made; only bytes held back by a paused call are copied, into the
@@ -43,6 +50,7 @@
  * is sound because nothing of an answer arrived and the connection had
  * served before; a server that died while processing exactly that request
  * would see it twice, which for an LLM call costs tokens, not correctness. */
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -77,6 +85,8 @@ struct hc_host {
     int n_addrs;
     struct sockaddr_storage addrs[MAX_ADDRS];
     uint64_t resolved_ms;
+    int n_open;                 /* connections open: connecting, busy or idle */
+    hc_call *queue_head, *queue_tail; /* calls waiting under their cap, first come first served */
     uv_getaddrinfo_t *gai;      /* the resolution under way */
     unsigned gen;               /* resolutions started */
     hc_call *wait_head, *wait_tail;
@@ -112,17 +122,20 @@ struct hc_call {
     hc_conn *conn;
     hc_call *prev, *next;       /* cl->calls */
     hc_call *wprev, *wnext;     /* host's waiting list */
+    hc_call *qprev, *qnext;     /* host's queue for a connection */
     unsigned wait_gen;          /* the resolution waited for */
     uv_timer_t timer;
     uint64_t start_ms, last_byte_ms;
+    uint64_t connect_from_ms;   /* the connect deadline counts from here */
     unsigned connect_ms, total_ms, stall_ms;
+    int max_conns;              /* opens no connection while the host has this many; 0: no cap */
     int grace;                  /* a deadline passed; one more I/O poll before it counts */
     int next_addr;              /* host address to try */
     enum http_call_error due_err;
     char *due_msg;              /* a failure the timer reports */
     const http_resp_parser *resp; /* the head, once in */
     unsigned waiting : 1, starting : 1, paused : 1, cancelled : 1, done : 1, retried : 1;
-    unsigned resume_due : 1, head_request : 1;
+    unsigned resume_due : 1, head_request : 1, in_queue : 1;
     void (*on_headers)(http_call *c, int status, void *ud);
     void (*on_data)(http_call *c, const char *data, size_t len, void *ud);
     void (*on_done)(http_call *c, enum http_call_error err, const char *message, void *ud);
@@ -140,6 +153,7 @@ struct hconn_client {
     uv_check_t sender;          /* sends the requests queued by I/O callbacks */
     uv_prepare_t presender;     /* and those queued before the loop polls */
     hc_conn *send_head;         /* connections with a request to send */
+    int promote;                /* a host's cap has room for its queue */
     int open_handles;           /* the client is freed with the last */
 };
 
@@ -182,6 +196,11 @@ static void conn_close(hc_conn *k) {
     k->closing = 1;
     if (k->idle) idle_remove(k);
     if (k->queued) send_remove(k);
+    hc_host *h = k->host;
+    h->n_open--;
+    /* Not opened from here: this may run inside a caller's callback, and
+     * opening can fail and call back. The send phase does it. */
+    if (h->queue_head) h->cl->promote = 1;
     uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
 }
 
@@ -192,8 +211,30 @@ static void conn_detach_close(hc_conn *k) {
     conn_close(k);
 }
 
+static void conn_attach(hc_conn *k, hc_call *c);
+static void send_request(hc_conn *k);
+static void queue_remove(hc_call *c);
+static void arm_timer(hc_call *c);
+
+/* A call leaves the queue for a connection: the time it waited there was
+ * no node's silence, and a connect deadline starts now. */
+static void call_dequeued(hc_call *c) {
+    queue_remove(c);
+    c->connect_from_ms = c->last_byte_ms = uv_now(c->cl->loop);
+    arm_timer(c);
+}
+
 static void pool_put(hc_conn *k) {
     hc_host *h = k->host;
+    if (h->queue_head) { /* the first call waiting for a connection takes it */
+        hc_call *c = h->queue_head;
+        call_dequeued(c);
+        buf_free(&k->pending);
+        k->reused = 1;
+        conn_attach(k, c);
+        send_request(k);
+        return;
+    }
     if (h->n_idle >= MAX_IDLE_PER_HOST) conn_close(h->idle_tail);
     buf_free(&k->pending);
     k->idle = 1;
@@ -419,7 +460,19 @@ static void send_request(hc_conn *k) {
     k->queued = 1;
 }
 
+/* Calls waiting under a host's cap take the room closed connections left. */
+static void promote_queued(hconn_client *cl) {
+    cl->promote = 0;
+    for (hc_host *h = cl->hosts; h; h = h->next)
+        while (h->queue_head && h->n_open < h->queue_head->max_conns) {
+            hc_call *c = h->queue_head;
+            call_dequeued(c);
+            call_connect(c, 1);
+        }
+}
+
 static void send_queued(hconn_client *cl) {
+    if (cl->promote) promote_queued(cl);
     while (cl->send_head) {
         hc_conn *k = cl->send_head;
         send_remove(k);
@@ -468,9 +521,32 @@ static void conn_open(hc_call *c) {
         return;
     }
     k->tcp.data = k;
+    h->n_open++;
     conn_attach(k, c);
     rc = uv_tcp_connect(&k->req.connect, &k->tcp, (const struct sockaddr *)&h->addrs[c->next_addr], on_connected);
     if (rc < 0) connect_failed(k, rc);
+}
+
+/* --- the queue under a host's cap ------------------------------------------- */
+
+static void queue_push(hc_call *c) {
+    hc_host *h = c->host;
+    c->qprev = h->queue_tail;
+    c->qnext = NULL;
+    if (h->queue_tail) h->queue_tail->qnext = c;
+    else h->queue_head = c;
+    h->queue_tail = c;
+    c->in_queue = 1;
+}
+
+static void queue_remove(hc_call *c) {
+    hc_host *h = c->host;
+    if (c->qprev) c->qprev->qnext = c->qnext;
+    else h->queue_head = c->qnext;
+    if (c->qnext) c->qnext->qprev = c->qprev;
+    else h->queue_tail = c->qprev;
+    c->qprev = c->qnext = NULL;
+    c->in_queue = 0;
 }
 
 /* --- DNS --------------------------------------------------------------------- */
@@ -511,12 +587,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     hc_call *c;
     while ((c = h->wait_head) && c->wait_gen == gen) {
         wait_remove(c);
-        if (status < 0) {
-            call_fail(c, HTTP_CALL_CONNECT, "cannot resolve %s: %s", h->name, uv_strerror(status));
-        } else {
-            c->next_addr = 0;
-            conn_open(c);
-        }
+        if (status < 0) call_fail(c, HTTP_CALL_CONNECT, "cannot resolve %s: %s", h->name, uv_strerror(status));
+        else call_connect(c, 1);
     }
 }
 
@@ -557,9 +629,13 @@ static void call_connect(hc_call *c, int allow_pool) {
         hc_conn *k = pool_take(h);
         conn_attach(k, c);
         send_request(k);
+    } else if (c->max_conns && h->n_open >= c->max_conns && !h->idle_tail) {
+        queue_push(c);
     } else if (!h->numeric && (!h->n_addrs || uv_now(c->cl->loop) - h->resolved_ms >= DNS_TTL_MS)) {
         wait_for_dns(c);
     } else {
+        /* a retry wants a fresh connection: at the cap, an idle one gives way */
+        if (c->max_conns && h->n_open >= c->max_conns) conn_close(h->idle_tail);
         c->next_addr = 0;
         conn_open(c);
     }
@@ -573,6 +649,7 @@ static void call_release(hc_call *c) {
     else cl->calls = c->next;
     if (c->next) c->next->prev = c->prev;
     if (c->waiting) wait_remove(c);
+    if (c->in_queue) queue_remove(c);
     free(c->due_msg);
     c->due_msg = NULL;
     uv_close((uv_handle_t *)&c->timer, free_call_cb);
@@ -580,20 +657,30 @@ static void call_release(hc_call *c) {
 
 static void on_timer(uv_timer_t *t);
 
+/* The connect deadline runs while a call has no connected connection,
+ * from when it began to look for one; the stall deadline while it waits
+ * for the server. A call queued under its host's cap has neither: it
+ * waits for msoa, not for the server, within its total deadline only. */
+static int connecting(const hc_call *c) {
+    return c->connect_ms && !c->in_queue && !(c->conn && c->conn->connected);
+}
+
+static int stall_counts(const hc_call *c) { return c->stall_ms && !c->in_queue; }
+
 /* Sets the timer for the nearest deadline. */
 static void arm_timer(hc_call *c) {
     uint64_t now = uv_now(c->cl->loop), due = UINT64_MAX;
-    if (c->connect_ms && !(c->conn && c->conn->connected)) due = c->start_ms + c->connect_ms;
+    if (connecting(c)) due = c->connect_from_ms + c->connect_ms;
     if (c->total_ms && c->start_ms + c->total_ms < due) due = c->start_ms + c->total_ms;
-    if (c->stall_ms && c->last_byte_ms + c->stall_ms < due) due = c->last_byte_ms + c->stall_ms;
+    if (stall_counts(c) && c->last_byte_ms + c->stall_ms < due) due = c->last_byte_ms + c->stall_ms;
     if (due == UINT64_MAX) uv_timer_stop(&c->timer);
     else uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
 static int deadline_passed(const hc_call *c, uint64_t now) {
-    return (c->connect_ms && !(c->conn && c->conn->connected) && now - c->start_ms >= c->connect_ms) ||
+    return (connecting(c) && now - c->connect_from_ms >= c->connect_ms) ||
            (c->total_ms && now - c->start_ms >= c->total_ms) ||
-           (c->stall_ms && now - c->last_byte_ms >= c->stall_ms);
+           (stall_counts(c) && now - c->last_byte_ms >= c->stall_ms);
 }
 
 static void check_deadlines(hc_call *c) {
@@ -609,12 +696,15 @@ static void check_deadlines(hc_call *c) {
         return;
     }
     c->grace = 0;
-    if (c->connect_ms && !(c->conn && c->conn->connected) && now - c->start_ms >= c->connect_ms)
+    if (connecting(c) && now - c->connect_from_ms >= c->connect_ms)
         call_fail(c, HTTP_CALL_TIMEOUT, "connecting to %s:%d timed out after %u ms", h->name, h->port, c->connect_ms);
+    else if (c->total_ms && now - c->start_ms >= c->total_ms && c->in_queue)
+        call_fail(c, HTTP_CALL_TIMEOUT, "no connection to %s:%d came free within %u ms (at most %d are open)",
+                  h->name, h->port, c->total_ms, c->max_conns);
     else if (c->total_ms && now - c->start_ms >= c->total_ms)
         call_fail(c, HTTP_CALL_TIMEOUT, "no complete response from %s:%d within %u ms", h->name, h->port,
                   c->total_ms);
-    else if (c->stall_ms && now - c->last_byte_ms >= c->stall_ms)
+    else if (stall_counts(c) && now - c->last_byte_ms >= c->stall_ms)
         call_fail(c, HTTP_CALL_TIMEOUT, "no data from the server for %u ms", c->stall_ms);
     else
         arm_timer(c);
@@ -647,6 +737,7 @@ static void call_fail(hc_call *c, enum http_call_error err, const char *fmt, ...
     va_end(ap);
     if (c->conn) conn_detach_close(c->conn);
     if (c->waiting) wait_remove(c);
+    if (c->in_queue) queue_remove(c);
     if (!c->starting) {
         call_finish(c, err, msg);
         return;
@@ -911,7 +1002,8 @@ http_call *hconn_start(hconn_client *cl, const http_call_opts *o, int *unsupport
     cl->calls = c;
     uv_timer_init(cl->loop, &c->timer);
     c->timer.data = c;
-    c->start_ms = c->last_byte_ms = uv_now(cl->loop);
+    c->start_ms = c->last_byte_ms = c->connect_from_ms = uv_now(cl->loop);
+    c->max_conns = o->max_connections > INT_MAX ? INT_MAX : (int)o->max_connections;
     c->starting = 1;
     call_connect(c, 1);
     c->starting = 0;

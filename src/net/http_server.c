@@ -10,6 +10,10 @@
  * responses leave in that one syscall), the remainder through a single
  * uv_write while new output gathers behind it. Pipelined responses and
  * frames produced inside one read callback are written together ("corked").
+ * A gateway's server may batch further (http_server_batch_writes): output
+ * then waits for the end of the loop phase, so the answers made from one
+ * poll's upstream events leave in one burst and wake the client's process
+ * once rather than once each.
  *
  * Lifetime: a conn holds references for its TCP handle, its timer and an
  * unfinished exchange; it is freed when all are gone, so a handler may
@@ -88,6 +92,8 @@ struct conn {
     unsigned receiving : 1;   /* part of a request is in */
     unsigned read_paused : 1;
     unsigned sent_continue : 1;
+    unsigned flush_due : 1;   /* on the server's list of conns to flush at the end of the loop phase */
+    conn *fprev, *fnext;      /* that list */
     size_t in_off;            /* start of the request being parsed in `in` */
     buf in;                   /* bytes read and not yet consumed */
     buf cur;                  /* the pending request, once moved out of `in` */
@@ -111,6 +117,12 @@ struct http_server {
     int tcp_inited;
     int closing;
     int listener_closed;
+    int batch_writes;         /* output waits for the end of the loop phase */
+    int flushing;             /* flushing that list now */
+    int flushers_open;        /* the handles that flush it, until closed */
+    uv_check_t flusher;       /* after the I/O callbacks */
+    uv_prepare_t preflusher;  /* before the loop blocks */
+    conn *flush_head;
     void (*done)(void *ud);
     void *done_ud;
     time_t date_t;
@@ -137,14 +149,24 @@ static void stat_add(atomic_long *v, long d) { atomic_fetch_add_explicit(v, d, m
 /* --- connection lifetime --- */
 
 static void server_maybe_done(http_server *s) {
-    if (!s->closing || !s->listener_closed || s->conns) return;
+    if (!s->closing || !s->listener_closed || s->conns || s->flushers_open) return;
     if (s->done) s->done(s->done_ud);
     free(s);
+}
+
+static void flush_unlist(conn *c) {
+    http_server *s = c->s;
+    if (c->fprev) c->fprev->fnext = c->fnext;
+    else s->flush_head = c->fnext;
+    if (c->fnext) c->fnext->fprev = c->fprev;
+    c->fprev = c->fnext = NULL;
+    c->flush_due = 0;
 }
 
 static void conn_unref(conn *c) {
     if (--c->refs > 0) return;
     http_server *s = c->s;
+    if (c->flush_due) flush_unlist(c);
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -271,9 +293,22 @@ static void on_write(uv_write_t *req, int status) {
     flush_and_notify(c);
 }
 
+/* With batch_writes, output waits on the server's list for the end of the
+ * loop phase: the responses made from one poll's events leave together,
+ * so a client's process wakes once for them all, not once for each. */
 static void flush(conn *c) {
     if (conn_dead(c)) return;
     if (c->corked || c->writing) return;
+    http_server *s = c->s;
+    if (s->batch_writes && !s->flushing) {
+        if (c->flush_due) return;
+        c->flush_due = 1;
+        c->fprev = NULL;
+        c->fnext = s->flush_head;
+        if (s->flush_head) s->flush_head->fprev = c;
+        s->flush_head = c;
+        return;
+    }
     if (c->out.len) {
         uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
@@ -988,6 +1023,32 @@ int http_server_listen(http_server *s, const char *host, int port, int reuseport
 
 int http_server_port(const http_server *s) { return s->port; }
 
+static void flush_due(http_server *s) {
+    s->flushing = 1;
+    while (s->flush_head) {
+        conn *c = s->flush_head;
+        flush_unlist(c);
+        flush_and_notify(c);
+    }
+    s->flushing = 0;
+}
+
+static void on_flusher(uv_check_t *h) { flush_due(h->data); }
+static void on_preflusher(uv_prepare_t *h) { flush_due(h->data); }
+
+void http_server_batch_writes(http_server *s) {
+    if (s->batch_writes) return;
+    s->batch_writes = 1;
+    uv_check_init(s->loop, &s->flusher);
+    uv_prepare_init(s->loop, &s->preflusher);
+    s->flusher.data = s->preflusher.data = s;
+    uv_check_start(&s->flusher, on_flusher);
+    uv_prepare_start(&s->preflusher, on_preflusher);
+    uv_unref((uv_handle_t *)&s->flusher); /* they alone do not keep a loop running */
+    uv_unref((uv_handle_t *)&s->preflusher);
+    s->flushers_open = 2;
+}
+
 void http_server_stats_get(const http_server *s, http_server_stats *out) {
     out->connections = atomic_load_explicit(&s->connections, memory_order_relaxed);
     out->streams = atomic_load_explicit(&s->streams, memory_order_relaxed);
@@ -1001,10 +1062,22 @@ static void on_listener_closed(uv_handle_t *h) {
     server_maybe_done(s);
 }
 
+static void on_flusher_closed(uv_handle_t *h) {
+    http_server *s = h->data;
+    s->flushers_open--;
+    server_maybe_done(s);
+}
+
 void http_server_close(http_server *s, void (*done)(void *), void *ud) {
     s->closing = 1;
     s->done = done;
     s->done_ud = ud;
+    if (s->batch_writes) {
+        flush_due(s);
+        s->batch_writes = 0; /* what closing conns still write goes at once */
+        uv_close((uv_handle_t *)&s->flusher, on_flusher_closed);
+        uv_close((uv_handle_t *)&s->preflusher, on_flusher_closed);
+    }
     /* Each conn_close may run handler callbacks that finish exchanges and
      * free other, already closed conns: keep the next one pinned. */
     conn *c = s->conns;

@@ -69,6 +69,11 @@ typedef struct http_server_stats {
 } http_server_stats;
 
 http_server *http_server_new(uv_loop_t *loop, const http_limits *lim, http_handler handler, void *ud);
+/* Output waits for the end of the loop phase that produced it, so the
+ * responses made from one poll's events leave together and a client's
+ * process wakes once for them, not once for each (a gateway's choice: the
+ * handler answers from other sockets' events). */
+void http_server_batch_writes(http_server *s);
 /* Binds and listens. reuseport: set SO_REUSEPORT so several loops can share
  * the port. Returns 0 or a negative libuv error code. */
 int http_server_listen(http_server *s, const char *host, int port, int reuseport);

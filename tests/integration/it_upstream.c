@@ -174,7 +174,9 @@ static void test_what_the_node_receives(void) {
      * request the mock remembers last. */
     CHECK_EQ_INT(it_wait_reachable(p.port, 1), 0);
     it_response r;
-    const char *body = "{\"model\":\"keyed\",\"stream\":true,\"seed\":7,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    /* every member but model, stream and msoa's own goes as it came: key and value byte for byte */
+    const char *body = "{\"model\":\"keyed\",\"stream\":true,\"seed\":7,\"msoa\":{\"split\":false},"
+                       "\"logit_bias\": {\"50256\" : -100},\"messages\":[{\"role\":\"user\",\"content\":\"x\\u00e9\"}]}";
     CHECK_EQ_INT(it_http(p.port, "POST", "/v1/chat/completions", NULL, body, strlen(body), 5000, &r), 0);
     CHECK_EQ_INT(r.status, 200);
     it_response_free(&r);
@@ -183,6 +185,11 @@ static void test_what_the_node_receives(void) {
     CHECK_STR(str_field(last, "method"), "POST");
     CHECK_STR(str_field(cJSON_GetObjectItemCaseSensitive(last, "headers"), "authorization"), "Bearer sekrit-42");
     const char *sent = str_field(last, "body");
+    CHECK_CONTAINS(sent, "\"logit_bias\":{\"50256\" : -100}");
+    CHECK_CONTAINS(sent, "\"messages\":[{\"role\":\"user\",\"content\":\"x\\u00e9\"}]");
+    CHECK(sent && !strstr(sent, "msoa") && !strstr(sent, "keyed"));
+    CHECK(sent && strstr(sent, "\"stream\"") == strstr(sent, "\"stream\":true") &&
+          !strstr(strstr(sent, "\"stream\"") + 1, "\"stream\""));
     cJSON *sent_body = cJSON_Parse(sent ? sent : "");
     CHECK_STR(str_field(sent_body, "model"), "mock-small");
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(sent_body, "seed");

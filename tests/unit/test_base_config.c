@@ -11,7 +11,7 @@
 static const char *const vars[] = {
     "MSOA_CONFIG", "MSOA_LISTEN", "MSOA_WORKERS", "MSOA_NODES", "MSOA_MAX_BODY", "MSOA_MAX_HEADER",
     "MSOA_MAX_CONNECTIONS", "MSOA_IDLE_TIMEOUT_MS", "MSOA_REQUEST_TIMEOUT_MS", "MSOA_UPSTREAM_CONNECT_TIMEOUT_MS",
-    "MSOA_UPSTREAM_TIMEOUT_MS", "MSOA_UPSTREAM_STALL_MS", "MSOA_UPSTREAM_WAIT_MS", "MSOA_BASELINE_PRICE_IN", "MSOA_BASELINE_PRICE_OUT",
+    "MSOA_UPSTREAM_TIMEOUT_MS", "MSOA_UPSTREAM_STALL_MS", "MSOA_UPSTREAM_WAIT_MS", "MSOA_NODE_MAX_CONNECTIONS", "MSOA_BASELINE_PRICE_IN", "MSOA_BASELINE_PRICE_OUT",
     "MSOA_BASELINE_MODEL", "MSOA_MODEL_DIR",
 };
 
@@ -96,6 +96,7 @@ static void defaults(void) {
     CHECK_EQ_INT(c.upstream_timeout_ms, 600000);
     CHECK_EQ_INT(c.upstream_stall_ms, 60000);
     CHECK_EQ_INT(c.upstream_wait_ms, 10000);
+    CHECK_EQ_INT(c.node_max_connections, 256);
     CHECK(c.baseline_price_in == 3 && c.baseline_price_out == 10);
     CHECK_STR(c.baseline_model, "gpt-4.1");
     CHECK(c.model_dir == NULL);
@@ -121,11 +122,12 @@ static const char full_file[] =
     "  \"upstream_connect_timeout_ms\": 3000,\n"
     "  \"upstream_timeout_ms\": 4000,\n"
     "  \"upstream_stall_ms\": 5000,\n"
+    "  \"node_max_connections\": 16,\n"
     "  \"baseline\": {\"price_in\": 2.5, \"price_out\": 12, \"model\": \"gpt-x\"},\n"
     "  \"model_dir\": \"/models\",\n"
     "  \"nodes\": [\n"
     "    {\"name\": \"coder\", \"url\": \"http://127.0.0.1:8081/v1\", \"model\": \"qwen\", \"domain\": \"code\",\n"
-    "     \"api_key\": \"sk-1\", \"price_in\": 0.1, \"price_out\": \"0.2\"},\n"
+    "     \"api_key\": \"sk-1\", \"price_in\": 0.1, \"price_out\": \"0.2\", \"max_conns\": 4},\n"
     "    \"gen=https://api.example.com/v1,domain=general\"\n"
     "  ]\n"
     "}\n";
@@ -150,6 +152,7 @@ static void file_sets_everything(void) {
     CHECK_EQ_INT(c.upstream_connect_timeout_ms, 3000);
     CHECK_EQ_INT(c.upstream_timeout_ms, 4000);
     CHECK_EQ_INT(c.upstream_stall_ms, 5000);
+    CHECK_EQ_INT(c.node_max_connections, 16);
     CHECK(c.baseline_price_in == 2.5 && c.baseline_price_out == 12);
     CHECK_STR(c.baseline_model, "gpt-x");
     CHECK_STR(c.model_dir, "/models");
@@ -161,7 +164,9 @@ static void file_sets_everything(void) {
         CHECK_STR(c.nodes[0].domain, "code");
         CHECK_STR(c.nodes[0].api_key, "sk-1");
         CHECK(c.nodes[0].price_in == 0.1 && c.nodes[0].price_out == 0.2);
+        CHECK_EQ_INT(c.nodes[0].max_conns, 4);
         CHECK_STR(c.nodes[1].name, "gen");
+        CHECK_EQ_INT(c.nodes[1].max_conns, 0);
         CHECK(c.nodes[1].domain == NULL); /* general */
         CHECK(c.nodes[1].model == NULL && c.nodes[1].api_key == NULL);
         CHECK(c.nodes[1].price_in == 0 && c.nodes[1].price_out == 0);
@@ -296,7 +301,7 @@ static void flags(void) {
     char *argv[] = {"--listen=127.0.0.2:0", "--workers", "2", "--max-body=1m", "--max-header", "2k",
                     "--max-connections=9", "--idle-timeout-ms", "21", "--request-timeout-ms=22",
                     "--upstream-connect-timeout-ms", "23", "--upstream-timeout-ms=24", "--upstream-stall-ms", "25",
-                    "--upstream-wait-ms=26", "--baseline-price-in=0.5", "--baseline-price-out", "0.75", "--baseline-model=m",
+                    "--upstream-wait-ms=26", "--node-max-connections=0", "--baseline-price-in=0.5", "--baseline-price-out", "0.75", "--baseline-model=m",
                     "--model-dir", "/d", "--node", "x=http://h:1,model=mx,api_key=k=v", "--node=y=https://[::1]:443/v1",
                     "--config", "ignored-here.json"};
     msoa_config c;
@@ -316,6 +321,7 @@ static void flags(void) {
     CHECK_EQ_INT(c.upstream_timeout_ms, 24);
     CHECK_EQ_INT(c.upstream_stall_ms, 25);
     CHECK_EQ_INT(c.upstream_wait_ms, 26);
+    CHECK_EQ_INT(c.node_max_connections, 0);
     CHECK(c.baseline_price_in == 0.5 && c.baseline_price_out == 0.75);
     CHECK_STR(c.baseline_model, "m");
     CHECK_STR(c.model_dir, "/d");
@@ -409,6 +415,23 @@ static void node_specs(void) {
     CHECK_STR(node_error("a=http://h,model=x,model=y"), "model given twice");
     CHECK_STR(node_error("a=http://h,price_in=1,price_in=2"), "price_in given twice");
     CHECK_STR(node_error("a=http://h,domain=code,domain=math"), "domain given twice");
+    CHECK_CONTAINS(node_error("a=http://h,max_conns=x"), "max_conns must be a whole number from 0 (no cap)");
+    CHECK_CONTAINS(node_error("a=http://h,max_conns=-1"), "max_conns must be a whole number");
+    CHECK_CONTAINS(node_error("a=http://h,max_conns=1000001"), "max_conns must be a whole number");
+    CHECK_CONTAINS(node_error("a=http://h,max_conns="), "max_conns must be a whole number");
+    CHECK_STR(node_error("a=http://h,max_conns=1,max_conns=2"), "max_conns given twice");
+    CHECK_EQ_INT(config_parse_node("a=http://h,max_conns=8", &n, &err), 0);
+    CHECK_EQ_INT(n.max_conns, 8);
+    free(n.name);
+    free(n.url);
+    CHECK_EQ_INT(config_parse_node("a=http://h,max_conns=0", &n, &err), 0);
+    CHECK_EQ_INT(n.max_conns, -1); /* 0 given: no cap, not the default */
+    free(n.name);
+    free(n.url);
+    CHECK_EQ_INT(config_parse_node("a=http://h", &n, &err), 0);
+    CHECK_EQ_INT(n.max_conns, 0); /* the default */
+    free(n.name);
+    free(n.url);
     CHECK_STR(node_error("a=http://h,url=http://g"), "url given twice");
     CHECK_CONTAINS(node_error("a=http://h,model="), "model must be non-empty");
     CHECK_CONTAINS(node_error("a=http://h,api_key=x\r\nEvil: 1"), "api_key must be non-empty, without control characters");

@@ -309,6 +309,32 @@ static void test_reuse(void) {
     json_doc_free(&d);
 }
 
+/* A copied tape reads the same document over a copy of its text: on the
+ * caller's space when it fits, else on the heap. */
+static void test_copy(void) {
+    const char *text = "{\"a\":[1,2,{\"b\":\"x\\ny\"}],\"c\":null}";
+    json_doc src;
+    json_doc_init(&src, NULL, 0);
+    CHECK_EQ_INT(json_parse(&src, text, strlen(text)), 0);
+    char *copy = strdup(text);
+    json_tok small[2], big[16];
+    json_doc dst[2];
+    json_doc_init(&dst[0], small, 2);
+    json_doc_init(&dst[1], big, 16);
+    for (int i = 0; i < 2; i++) {
+        json_doc_copy(&dst[i], &src, copy);
+        CHECK_EQ_INT(dst[i].n, src.n);
+        CHECK_EQ_INT(dst[i].heap, i == 0);
+        CHECK(dst[i].text == copy);
+        int b = json_get(&dst[i], json_at(&dst[i], json_get(&dst[i], 0, "a"), 2), "b");
+        CHECK(json_str_eq(&dst[i], b, "x\ny"));
+        CHECK_EQ_INT(json_type_of(&dst[i], json_get(&dst[i], 0, "c")), JSON_NULL);
+        json_doc_free(&dst[i]);
+    }
+    free(copy);
+    json_doc_free(&src);
+}
+
 int main(void) {
     TEST(test_grammar_exhaustive);
     TEST(test_valid_and_invalid);
@@ -319,5 +345,6 @@ int main(void) {
     TEST(test_members);
     TEST(test_numbers);
     TEST(test_reuse);
+    TEST(test_copy);
     return test_done();
 }

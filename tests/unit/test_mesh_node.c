@@ -35,6 +35,24 @@ static void test_urls_and_defaults(void) {
     node_registry_free(&r);
 }
 
+/* A node's cap: its own max_conns, else the configured default; -1 (max_conns=0) is none. */
+static void test_max_conns(void) {
+    node_spec specs[] = {spec("a", "http://h:1", NULL), spec("b", "http://h:2", NULL), spec("c", "http://h:3", NULL)};
+    specs[1].max_conns = 5;
+    specs[2].max_conns = -1;
+    msoa_config cfg = {0};
+    cfg.nodes = specs;
+    cfg.n_nodes = 3;
+    cfg.node_max_connections = 64;
+    node_registry r;
+    char *err = NULL;
+    CHECK_EQ_INT(node_registry_init(&r, &cfg, &err), 0);
+    CHECK_EQ_INT(r.nodes[0].max_conns, 64);
+    CHECK_EQ_INT(r.nodes[1].max_conns, 5);
+    CHECK_EQ_INT(r.nodes[2].max_conns, 0);
+    node_registry_free(&r);
+}
+
 static void test_lookup(void) {
     node_spec specs[] = {spec("n1", "http://h:1", "shared"), spec("n2", "http://h:2", "shared"),
                          spec("n3", "http://h:3", "solo")};
@@ -85,6 +103,7 @@ static void test_silence(void) {
 
 int main(void) {
     TEST(test_urls_and_defaults);
+    TEST(test_max_conns);
     TEST(test_lookup);
     TEST(test_silence);
     return test_done();

@@ -34,6 +34,8 @@ static struct {
     atomic_int accepted;
     atomic_int peer_closed; /* connections the client closed while we waited */
     atomic_long big_sent;
+    atomic_int busy, max_busy; /* /slow requests being answered now, and the most at once */
+    atomic_int slow_seq;       /* /slow answers so far: the n-th gets body "n" */
     sem_t go;               /* /chunked: the client saw the first piece */
 } srv;
 
@@ -163,6 +165,15 @@ static int answer(int fd, const char *path, const buf *body, const char *echo) {
     } else if (!strcmp(path, "/close-after")) {
         send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
         return -1;
+    } else if (!strcmp(path, "/slow")) { /* 30 ms of work; counts how many run at once */
+        int now = atomic_fetch_add(&srv.busy, 1) + 1;
+        for (int m = atomic_load(&srv.max_busy); now > m && !atomic_compare_exchange_weak(&srv.max_busy, &m, now);) {}
+        usleep(30000);
+        atomic_fetch_sub(&srv.busy, 1);
+        char n[16];
+        snprintf(n, sizeof n, "%d", atomic_fetch_add(&srv.slow_seq, 1));
+        snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(n), n);
+        return send_str(fd, head);
     } else if (!strcmp(path, "/bighead")) {
         send_big_head(fd);
         return -1;
@@ -221,6 +232,9 @@ static void srv_start(void) {
     atomic_store(&srv.accepted, 0);
     atomic_store(&srv.peer_closed, 0);
     atomic_store(&srv.big_sent, 0);
+    atomic_store(&srv.busy, 0);
+    atomic_store(&srv.max_busy, 0);
+    atomic_store(&srv.slow_seq, 0);
     pthread_mutex_init(&srv.mu, NULL);
     sem_init(&srv.go, 0, 0);
     srv.lfd = listen_any(&srv.port);
@@ -853,6 +867,104 @@ static void test_invalid_headers(void) {
     teardown();
 }
 
+/* --- the cap on a host's connections (our client only) --------------------- */
+
+/* Beyond the cap, calls wait and all complete, on the cap's connections. */
+static void test_cap_queues_and_all_complete(void) {
+    setup();
+    enum { N = 20 };
+    rec r[N];
+    memset(r, 0, sizeof r);
+    http_call_opts o = {.max_connections = 3, .connect_timeout_ms = 5000, .stall_timeout_ms = 5000};
+    for (int i = 0; i < N; i++) start(&r[i], "GET", url("/slow"), NULL, &o);
+    for (int i = 0; i < N; i++) {
+        CHECK(run_until(&r[i].finished, 10000));
+        CHECK_EQ_INT(r[i].err, HTTP_CALL_OK);
+        CHECK_EQ_INT(r[i].status, 200);
+        buf_free(&r[i].body);
+    }
+    CHECK_EQ_INT(atomic_load(&srv.slow_seq), N);
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 3);
+    CHECK_EQ_INT(atomic_load(&srv.max_busy), 3);
+    teardown();
+}
+
+/* With one connection, waiting calls go first come first served; a call
+ * cancelled while it waits never calls back and takes no turn. */
+static void test_cap_fifo_and_cancel(void) {
+    setup();
+    enum { N = 5 };
+    rec r[N];
+    memset(r, 0, sizeof r);
+    http_call_opts o = {.max_connections = 1};
+    for (int i = 0; i < N; i++) start(&r[i], "GET", url("/slow"), NULL, &o);
+    http_call_cancel(r[2].call);
+    for (int i = 0; i < N; i++) {
+        if (i == 2) continue;
+        CHECK(run_until(&r[i].finished, 10000));
+        CHECK_EQ_INT(r[i].err, HTTP_CALL_OK);
+        char want[8];
+        snprintf(want, sizeof want, "%d", i < 2 ? i : i - 1);
+        CHECK_STR(r[i].body.data, want);
+        buf_free(&r[i].body);
+    }
+    CHECK_EQ_INT(r[2].done_calls, 0);
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 1);
+    CHECK_EQ_INT(atomic_load(&srv.slow_seq), N - 1);
+    teardown();
+}
+
+/* A connection the server closes after its answer makes room for the next
+ * waiting call on a new one. */
+static void test_cap_room_from_closed(void) {
+    setup();
+    rec r[3];
+    memset(r, 0, sizeof r);
+    http_call_opts o = {.max_connections = 1};
+    for (int i = 0; i < 3; i++) start(&r[i], "GET", url("/close-after"), NULL, &o);
+    for (int i = 0; i < 3; i++) {
+        CHECK(run_until(&r[i].finished, 5000));
+        CHECK_EQ_INT(r[i].err, HTTP_CALL_OK);
+        CHECK_STR(r[i].body.data, "ok");
+        buf_free(&r[i].body);
+    }
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 3);
+    teardown();
+}
+
+/* A waiting call keeps its total deadline; its connect and stall deadlines
+ * do not run while it waits. A call without a cap (a health probe) does not
+ * wait behind capped ones, and the connection it leaves serves the next
+ * waiting call. */
+static void test_cap_deadline_while_waiting(void) {
+    setup();
+    rec hold = {0}, late = {0}, next = {0}, probe = {0};
+    http_call_opts capped = {.max_connections = 1};
+    start(&hold, "GET", url("/stall"), NULL, &capped);
+    http_call_opts o = {.max_connections = 1, .connect_timeout_ms = 50, .stall_timeout_ms = 50,
+                        .total_timeout_ms = 300};
+    start(&late, "GET", url("/hello"), NULL, &o);
+    CHECK(run_until(&late.finished, 5000));
+    CHECK_EQ_INT(late.err, HTTP_CALL_TIMEOUT);
+    CHECK_CONTAINS(late.msg, "no connection");
+    CHECK_CONTAINS(late.msg, "300 ms");
+    CHECK_EQ_INT(late.headers_calls, 0);
+    start(&next, "GET", url("/hello"), NULL, &capped);
+    start(&probe, "GET", url("/hello"), NULL, NULL);
+    CHECK(run_until(&probe.finished, 5000));
+    CHECK_EQ_INT(probe.err, HTTP_CALL_OK);
+    CHECK(run_until(&next.finished, 5000));
+    CHECK_EQ_INT(next.err, HTTP_CALL_OK);
+    CHECK_STR(next.body.data, "hello");
+    CHECK_EQ_INT(atomic_load(&srv.accepted), 2);
+    CHECK_EQ_INT(hold.done_calls, 0);
+    http_call_cancel(hold.call);
+    buf_free(&hold.body);
+    buf_free(&next.body);
+    buf_free(&probe.body);
+    teardown();
+}
+
 static void run_common(const char *impl) {
     char name[64];
 #define COMMON(fn) (snprintf(name, sizeof name, "%s/%s", impl, #fn), test_run(name, fn))
@@ -886,6 +998,10 @@ int main(void) {
     TEST(test_close_before_answer);   /* curl retries any connection once */
     TEST(test_head_too_large);        /* curl allows 100 KB */
     TEST(test_invalid_headers);       /* curl sends them as given */
+    TEST(test_cap_queues_and_all_complete); /* curl's https:// calls have no cap */
+    TEST(test_cap_fifo_and_cancel);
+    TEST(test_cap_room_from_closed);
+    TEST(test_cap_deadline_while_waiting);
     setenv("MSOA_HTTP_CLIENT", "curl", 1);
     run_common("curl");
     return test_done();
