@@ -107,7 +107,9 @@ struct chat {
     long sum_in, sum_out, first_in;
     double sum_cost;
     int estimated;
-    char *model;           /* the model asked for; NULL for `auto` */
+    const char *model;     /* the model asked for (in model_name); NULL for `auto` */
+    buf model_name;        /* the request's "model", decoded; kept, like `request`, by a reused chat */
+    buf answer;            /* the complete answer's text, for the sink; kept likewise */
     char unavailable[320]; /* why the plan is empty, or "" */
     /* the route, for `auto` */
     int routed;
@@ -184,9 +186,10 @@ static void free_after_close(uv_handle_t *h) {
     buf_free(&c->cascade_log);
     cJSON_Delete(c->tree);
     json_doc_free(&c->doc);
-    free(c->model);
     buf_free(&c->continuation);
     if (c->request.cap > SPARE_REQUEST_CAP) buf_free(&c->request);
+    if (c->model_name.cap > SPARE_REQUEST_CAP) buf_free(&c->model_name);
+    if (c->answer.cap > SPARE_REQUEST_CAP) buf_free(&c->answer);
     cJSON_Delete(c->held_finish);
     buf_free(&c->content);
     free(c->role);
@@ -198,6 +201,8 @@ static void free_after_close(uv_handle_t *h) {
         w->n_spare_chats++;
     } else {
         buf_free(&c->request);
+        buf_free(&c->model_name);
+        buf_free(&c->answer);
         free(c);
     }
 }
@@ -207,6 +212,8 @@ void chat_free_spares(worker *w) {
         chat *c = w->spare_chats;
         w->spare_chats = c->next_spare;
         buf_free(&c->request);
+        buf_free(&c->model_name);
+        buf_free(&c->answer);
         free(c);
     }
     w->n_spare_chats = 0;
@@ -215,16 +222,20 @@ void chat_free_spares(worker *w) {
 /* A chat is one allocation of over 2 KB, above glibc's small sizes: each
  * malloc of it first consolidated the free lists of small blocks that the
  * request's JSON had just filled. A worker reuses finished chats instead,
- * with the buffer of their request's text. */
+ * with the buffers of their request's text, model name and answer. */
 static chat *chat_alloc(worker *w) {
     chat *c = w->spare_chats;
     if (!c) return xcalloc(1, sizeof *c);
     w->spare_chats = c->next_spare;
     w->n_spare_chats--;
-    buf request = c->request;
+    buf request = c->request, model_name = c->model_name, answer = c->answer;
     memset(c, 0, sizeof *c);
     c->request = request;
+    c->model_name = model_name;
+    c->answer = answer;
     buf_clear(&c->request);
+    buf_clear(&c->model_name);
+    buf_clear(&c->answer);
     return c;
 }
 
@@ -750,15 +761,14 @@ static void account(chat *c, const chat_summary *s) {
               s->tokens_out, s->cost_usd, s->latency_ms);
 }
 
-/* The answer, complete in `text` (which goes with it). */
-static void finish(chat *c, buf *text, const chat_summary *s) {
+/* The answer, complete in c->answer. */
+static void finish(chat *c, const chat_summary *s) {
     attempt *a = c->winner;
     uint64_t now = clock_now_ns();
     latency_record_done(&a->node->latency, now / 1000000u, a->first_ns ? (a->first_ns - a->start_ns) / 1000 : 0,
                         (now - a->start_ns) / 1000, (uint64_t)(s->tokens_out - c->sum_out));
     account(c, s);
-    c->sink->on_finish(c->ud, s, text->data, text->len);
-    buf_free(text);
+    c->sink->on_finish(c->ud, s, c->answer.data, c->answer.len);
     judge(a, 1);
     if (a->first_ns) node_stream_end(a->node);
     unlink_attempt(c, a);
@@ -796,10 +806,9 @@ static void finish_stream(chat *c) {
     cJSON *completion = assembled_completion(c);
     add_usage(completion, &s);
     cJSON_AddItemToObject(completion, "msoa", msoa_object(&s));
-    buf text = BUF_INIT;
-    json_write(&text, completion);
+    json_write(&c->answer, completion);
     cJSON_Delete(completion);
-    finish(c, &text, &s);
+    finish(c, &s);
 }
 
 /* ---- cascades ---- */
@@ -942,9 +951,8 @@ static void on_attempt_done(void *ud, const json_doc *answer) {
     }
     chat_summary s;
     fill_summary(c, &s);
-    buf text = BUF_INIT;
-    relay_answer(c, answer, &s, &text);
-    finish(c, &text, &s);
+    relay_answer(c, answer, &s, &c->answer);
+    finish(c, &s);
 }
 
 /* ---- failures ---- */
@@ -1147,7 +1155,8 @@ static const dispatch_callbacks attempt_events = {on_attempt_chunk, on_attempt_d
 /* ---- planning ---- */
 
 /* Checks what the request asks for and, for `auto`, runs the guard and the
- * router: sets c->model (NULL for `auto`) and c->domain. Returns 0, or an
+ * router: sets c->model to `model` (which lives in c->model_name;
+ * NULL for `auto`) and c->domain. Returns 0, or an
  * HTTP status with code and message when nothing could ever serve it. */
 static int route(chat *c, const char *model, const char **code, char *msg, size_t cap) {
     gateway *gw = c->w->gw;
@@ -1164,7 +1173,7 @@ static int route(chat *c, const char *model, const char **code, char *msg, size_
             snprintf(msg, cap, "The model '%.200s' does not exist; GET /v1/models lists the models served", model);
             return 404;
         }
-        c->model = xstrdup(model);
+        c->model = model;
         return 0;
     }
     router_text rt;
@@ -1529,11 +1538,9 @@ chat *chat_start(worker *w, const json_doc *request, const chat_options *opts, c
     int n_parts = chat_request_split(request, &questions);
     if (n_parts) return start_parts(c, questions, n_parts, opts) ? NULL : c;
     int model = json_get(request, 0, "model"), named = json_type_of(request, model) == JSON_STRING;
-    buf name = BUF_INIT;
-    if (named) json_str_decode(request, model, &name);
+    if (named) json_str_decode(request, model, &c->model_name);
     const char *code = NULL;
-    int status = route(c, named ? (name.data ? name.data : "") : NULL, &code, msg, sizeof msg);
-    buf_free(&name);
+    int status = route(c, named ? (c->model_name.data ? c->model_name.data : "") : NULL, &code, msg, sizeof msg);
     if (status) {
         report_error(c, status, msg, status == 503 ? "service_unavailable" : "invalid_request_error", code,
                      status == 503 ? 5 : 0, 0);
