@@ -180,6 +180,16 @@ static void parts_free(struct parts *ps) {
     free(ps);
 }
 
+/* The buffers a reused chat keeps (see chat_alloc). */
+#define KEPT_BUFFERS(c) {&(c)->request, &(c)->model_name, &(c)->answer}
+
+/* Frees those of c's kept buffers that grew beyond `above` bytes. */
+static void free_kept(chat *c, size_t above) {
+    buf *kept[] = KEPT_BUFFERS(c);
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        if (kept[i]->cap > above) buf_free(kept[i]);
+}
+
 static void free_after_close(uv_handle_t *h) {
     chat *c = h->data;
     buf_free(&c->route.json);
@@ -187,9 +197,7 @@ static void free_after_close(uv_handle_t *h) {
     cJSON_Delete(c->tree);
     json_doc_free(&c->doc);
     buf_free(&c->continuation);
-    if (c->request.cap > SPARE_REQUEST_CAP) buf_free(&c->request);
-    if (c->model_name.cap > SPARE_REQUEST_CAP) buf_free(&c->model_name);
-    if (c->answer.cap > SPARE_REQUEST_CAP) buf_free(&c->answer);
+    free_kept(c, SPARE_REQUEST_CAP);
     cJSON_Delete(c->held_finish);
     buf_free(&c->content);
     free(c->role);
@@ -200,9 +208,7 @@ static void free_after_close(uv_handle_t *h) {
         w->spare_chats = c;
         w->n_spare_chats++;
     } else {
-        buf_free(&c->request);
-        buf_free(&c->model_name);
-        buf_free(&c->answer);
+        free_kept(c, 0);
         free(c);
     }
 }
@@ -211,9 +217,7 @@ void chat_free_spares(worker *w) {
     while (w->spare_chats) {
         chat *c = w->spare_chats;
         w->spare_chats = c->next_spare;
-        buf_free(&c->request);
-        buf_free(&c->model_name);
-        buf_free(&c->answer);
+        free_kept(c, 0);
         free(c);
     }
     w->n_spare_chats = 0;
@@ -233,9 +237,8 @@ static chat *chat_alloc(worker *w) {
     c->request = request;
     c->model_name = model_name;
     c->answer = answer;
-    buf_clear(&c->request);
-    buf_clear(&c->model_name);
-    buf_clear(&c->answer);
+    buf *kept[] = KEPT_BUFFERS(c);
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) buf_clear(kept[i]);
     return c;
 }
 
