@@ -76,6 +76,10 @@
 typedef struct hc_host hc_host;
 typedef struct hc_conn hc_conn;
 typedef struct hc_call hc_call;
+/* A first-come-first-served line of calls waiting at a host. */
+typedef struct hc_line {
+    hc_call *head, *tail;
+} hc_line;
 
 struct hc_host {
     hconn_client *cl;
@@ -86,10 +90,10 @@ struct hc_host {
     struct sockaddr_storage addrs[MAX_ADDRS];
     uint64_t resolved_ms;
     int n_open;                 /* connections open: connecting, busy or idle */
-    hc_call *queue_head, *queue_tail; /* calls waiting under their cap, first come first served */
+    hc_line room;               /* calls waiting under their cap, first come first served */
     uv_getaddrinfo_t *gai;      /* the resolution under way */
     unsigned gen;               /* resolutions started */
-    hc_call *wait_head, *wait_tail;
+    hc_line dns;                /* calls waiting for the resolution */
     hc_conn *idle_head, *idle_tail;
     int n_idle;
     size_t name_len;
@@ -121,8 +125,8 @@ struct hc_call {
     hc_host *host;
     hc_conn *conn;
     hc_call *prev, *next;       /* cl->calls */
-    hc_call *wprev, *wnext;     /* host's waiting list */
-    hc_call *qprev, *qnext;     /* host's queue for a connection */
+    hc_line *line;              /* the host's line it waits in (dns or room), or NULL */
+    hc_call *lprev, *lnext;     /* its neighbours there */
     unsigned wait_gen;          /* the resolution waited for */
     uv_timer_t timer;
     uint64_t start_ms, last_byte_ms;
@@ -134,8 +138,8 @@ struct hc_call {
     enum http_call_error due_err;
     char *due_msg;              /* a failure the timer reports */
     const http_resp_parser *resp; /* the head, once in */
-    unsigned waiting : 1, starting : 1, paused : 1, cancelled : 1, done : 1, retried : 1;
-    unsigned resume_due : 1, head_request : 1, in_queue : 1;
+    unsigned starting : 1, paused : 1, cancelled : 1, done : 1, retried : 1;
+    unsigned resume_due : 1, head_request : 1;
     void (*on_headers)(http_call *c, int status, void *ud);
     void (*on_data)(http_call *c, const char *data, size_t len, void *ud);
     void (*on_done)(http_call *c, enum http_call_error err, const char *message, void *ud);
@@ -200,7 +204,7 @@ static void conn_close(hc_conn *k) {
     h->n_open--;
     /* Not opened from here: this may run inside a caller's callback, and
      * opening can fail and call back. The send phase does it. */
-    if (h->queue_head) h->cl->promote = 1;
+    if (h->room.head) h->cl->promote = 1;
     uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
 }
 
@@ -213,21 +217,21 @@ static void conn_detach_close(hc_conn *k) {
 
 static void conn_attach(hc_conn *k, hc_call *c);
 static void send_request(hc_conn *k);
-static void queue_remove(hc_call *c);
+static void line_leave(hc_call *c);
 static void arm_timer(hc_call *c);
 
 /* A call leaves the queue for a connection: the time it waited there was
  * no node's silence, and a connect deadline starts now. */
 static void call_dequeued(hc_call *c) {
-    queue_remove(c);
+    line_leave(c);
     c->connect_from_ms = c->last_byte_ms = uv_now(c->cl->loop);
     arm_timer(c);
 }
 
 static void pool_put(hc_conn *k) {
     hc_host *h = k->host;
-    if (h->queue_head) { /* the first call waiting for a connection takes it */
-        hc_call *c = h->queue_head;
+    if (h->room.head) { /* the first call waiting for a connection takes it */
+        hc_call *c = h->room.head;
         call_dequeued(c);
         buf_free(&k->pending);
         k->reused = 1;
@@ -464,8 +468,8 @@ static void send_request(hc_conn *k) {
 static void promote_queued(hconn_client *cl) {
     cl->promote = 0;
     for (hc_host *h = cl->hosts; h; h = h->next)
-        while (h->queue_head && h->n_open < h->queue_head->max_conns) {
-            hc_call *c = h->queue_head;
+        while (h->room.head && h->n_open < h->room.head->max_conns) {
+            hc_call *c = h->room.head;
             call_dequeued(c);
             call_connect(c, 1);
         }
@@ -527,39 +531,31 @@ static void conn_open(hc_call *c) {
     if (rc < 0) connect_failed(k, rc);
 }
 
-/* --- the queue under a host's cap ------------------------------------------- */
+/* --- the lines calls wait in at a host: its resolution, room under the cap --- */
 
-static void queue_push(hc_call *c) {
-    hc_host *h = c->host;
-    c->qprev = h->queue_tail;
-    c->qnext = NULL;
-    if (h->queue_tail) h->queue_tail->qnext = c;
-    else h->queue_head = c;
-    h->queue_tail = c;
-    c->in_queue = 1;
+static void line_push(hc_line *l, hc_call *c) {
+    c->line = l;
+    c->lprev = l->tail;
+    c->lnext = NULL;
+    if (l->tail) l->tail->lnext = c;
+    else l->head = c;
+    l->tail = c;
 }
 
-static void queue_remove(hc_call *c) {
-    hc_host *h = c->host;
-    if (c->qprev) c->qprev->qnext = c->qnext;
-    else h->queue_head = c->qnext;
-    if (c->qnext) c->qnext->qprev = c->qprev;
-    else h->queue_tail = c->qprev;
-    c->qprev = c->qnext = NULL;
-    c->in_queue = 0;
+static void line_leave(hc_call *c) {
+    hc_line *l = c->line;
+    if (!l) return;
+    if (c->lprev) c->lprev->lnext = c->lnext;
+    else l->head = c->lnext;
+    if (c->lnext) c->lnext->lprev = c->lprev;
+    else l->tail = c->lprev;
+    c->lprev = c->lnext = NULL;
+    c->line = NULL;
 }
+
+static int in_room_line(const hc_call *c) { return c->line == &c->host->room; }
 
 /* --- DNS --------------------------------------------------------------------- */
-
-static void wait_remove(hc_call *c) {
-    hc_host *h = c->host;
-    if (c->wprev) c->wprev->wnext = c->wnext;
-    else h->wait_head = c->wnext;
-    if (c->wnext) c->wnext->wprev = c->wprev;
-    else h->wait_tail = c->wprev;
-    c->wprev = c->wnext = NULL;
-    c->waiting = 0;
-}
 
 static void keep_addrs(hc_host *h, const struct addrinfo *res) {
     h->n_addrs = 0;
@@ -585,8 +581,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
      * callback below starts its own. */
     unsigned gen = h->gen;
     hc_call *c;
-    while ((c = h->wait_head) && c->wait_gen == gen) {
-        wait_remove(c);
+    while ((c = h->dns.head) && c->wait_gen == gen) {
+        line_leave(c);
         if (status < 0) call_fail(c, HTTP_CALL_CONNECT, "cannot resolve %s: %s", h->name, uv_strerror(status));
         else call_connect(c, 1);
     }
@@ -613,12 +609,7 @@ static void wait_for_dns(hc_call *c) {
         h->gen++;
     }
     c->wait_gen = h->gen;
-    c->wprev = h->wait_tail;
-    c->wnext = NULL;
-    if (h->wait_tail) h->wait_tail->wnext = c;
-    else h->wait_head = c;
-    h->wait_tail = c;
-    c->waiting = 1;
+    line_push(&h->dns, c);
 }
 
 /* --- calls ------------------------------------------------------------------- */
@@ -630,7 +621,7 @@ static void call_connect(hc_call *c, int allow_pool) {
         conn_attach(k, c);
         send_request(k);
     } else if (c->max_conns && h->n_open >= c->max_conns && !h->idle_tail) {
-        queue_push(c);
+        line_push(&h->room, c);
     } else if (!h->numeric && (!h->n_addrs || uv_now(c->cl->loop) - h->resolved_ms >= DNS_TTL_MS)) {
         wait_for_dns(c);
     } else {
@@ -648,8 +639,7 @@ static void call_release(hc_call *c) {
     if (c->prev) c->prev->next = c->next;
     else cl->calls = c->next;
     if (c->next) c->next->prev = c->prev;
-    if (c->waiting) wait_remove(c);
-    if (c->in_queue) queue_remove(c);
+    line_leave(c);
     free(c->due_msg);
     c->due_msg = NULL;
     uv_close((uv_handle_t *)&c->timer, free_call_cb);
@@ -662,10 +652,10 @@ static void on_timer(uv_timer_t *t);
  * for the server. A call queued under its host's cap has neither: it
  * waits for msoa, not for the server, within its total deadline only. */
 static int connecting(const hc_call *c) {
-    return c->connect_ms && !c->in_queue && !(c->conn && c->conn->connected);
+    return c->connect_ms && !in_room_line(c) && !(c->conn && c->conn->connected);
 }
 
-static int stall_counts(const hc_call *c) { return c->stall_ms && !c->in_queue; }
+static int stall_counts(const hc_call *c) { return c->stall_ms && !in_room_line(c); }
 
 /* Sets the timer for the nearest deadline. */
 static void arm_timer(hc_call *c) {
@@ -698,7 +688,7 @@ static void check_deadlines(hc_call *c) {
     c->grace = 0;
     if (connecting(c) && now - c->connect_from_ms >= c->connect_ms)
         call_fail(c, HTTP_CALL_TIMEOUT, "connecting to %s:%d timed out after %u ms", h->name, h->port, c->connect_ms);
-    else if (c->total_ms && now - c->start_ms >= c->total_ms && c->in_queue)
+    else if (c->total_ms && now - c->start_ms >= c->total_ms && in_room_line(c))
         call_fail(c, HTTP_CALL_TIMEOUT, "no connection to %s:%d came free within %u ms (at most %d are open)",
                   h->name, h->port, c->total_ms, c->max_conns);
     else if (c->total_ms && now - c->start_ms >= c->total_ms)
@@ -736,8 +726,7 @@ static void call_fail(hc_call *c, enum http_call_error err, const char *fmt, ...
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (c->conn) conn_detach_close(c->conn);
-    if (c->waiting) wait_remove(c);
-    if (c->in_queue) queue_remove(c);
+    line_leave(c);
     if (!c->starting) {
         call_finish(c, err, msg);
         return;
