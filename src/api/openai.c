@@ -34,7 +34,7 @@ int api_read_body(const char *body, size_t len, json_doc *d, char *errbuf, size_
         return -1;
     }
     if (json_parse(d, body, len) == 0) return 0;
-    if (!strcmp(d->error, "data after the value"))
+    if (!strcmp(d->error, JSON_ERROR_TRAILING))
         snprintf(errbuf, cap, "the request body has data after the JSON value (byte %zu)", d->error_at);
     else
         snprintf(errbuf, cap, "the request body is not valid JSON (near byte %zu: %s)", d->error_at, d->error);

@@ -218,7 +218,7 @@ int json_parse(json_doc *d, const char *text, size_t len) {
         /* after a value: the next member, or the ends of containers */
         for (;;) {
             p = skip_ws(p, e);
-            if (depth == 0) return p == e ? 0 : fail(d, p, "data after the value");
+            if (depth == 0) return p == e ? 0 : fail(d, p, JSON_ERROR_TRAILING);
             uint32_t c = stack[depth - 1];
             int object = d->tok[c].type == JSON_OBJECT;
             if (p < e && *p == ',') {

@@ -49,6 +49,10 @@ typedef struct json_doc {
 
 /* A document whose tape starts in space[0..cap) (cap may be 0). */
 void json_doc_init(json_doc *d, json_tok *space, uint32_t cap);
+/* d->error when a whole value was read but more than blanks follows it:
+ * callers that report this case in their own words compare with it. */
+#define JSON_ERROR_TRAILING "data after the value"
+
 /* Reads text[0..len) into the tape: 0, or -1 with d->error and d->error_at
  * set. A doc can read several texts in turn; tokens point into the last. */
 int json_parse(json_doc *d, const char *text, size_t len);
