@@ -24,8 +24,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Spinning before sleeping: about 50-100 microseconds, longer than the gap
- * between the steps of one token, shorter than any human-visible pause.
+/* Spinning before sleeping: about 25 microseconds on the development VM
+ * (measured), longer than the gap between the steps of one token, shorter
+ * than any human-visible pause.
  * Every YIELD_EVERY rounds the spinner yields the CPU, so that on a machine
  * with more runnable threads than cores the thread being waited for can
  * run instead of the one waiting. */
