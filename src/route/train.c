@@ -648,6 +648,7 @@ static void lin_scores(const route_trainer *t, const lin *m, const float *x, int
         }
     }
     *slope = 0;
+    *arg = -1;
     if (m->u) {
         float a = m->uc + mil_score(t, m->u, i, arg);
         if (*arg >= 0) {   /* a text without a word it may score: 0, as at run time */
