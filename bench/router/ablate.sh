@@ -31,6 +31,7 @@ configs=(
   "--guard-epochs 12"
   "--no-augment"
   "--guard-balance 1"
+  "--features embed,hand,proto,hidden,mil"          # + the guard's learnt word score (raise-only)
   "--seed 2"
 )
 run() {   # $1: extra files (names under models/data), then options

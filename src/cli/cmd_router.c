@@ -43,6 +43,8 @@ static const char usage[] =
     "  --unstyle 0|1       hide from the router how sources of a class differ\n"
     "  --hash-bits N       hashed n-gram table size 2^N (default 16)\n"
     "  --epochs N  --guard-epochs N  --lr X  --l2 X  --l2-hash X  --l2-guard X\n"
+    "  --mil-rank N  --l2-mil X   the guard's word scorer ('mil'): leaves out the N\n"
+    "                      most frequent words (300); its L2 (1e-3)\n"
     "  --sif A  --shrink W  --shrink-embed W   pseudo-words in the lexicon densities'\n"
     "                      and in the mean word vector's averages (defaults 4 and 32)\n"
     "  --balance 0|1|2  --guard-balance 0|1|2   example weights: none, by class,\n"
@@ -108,6 +110,8 @@ static int parse_args(int argc, char **argv, router_args *a) {
         else if (strcmp(f, "--l2") == 0) a->o.l2 = strtof(v, NULL);
         else if (strcmp(f, "--l2-hash") == 0) a->o.l2_hash = strtof(v, NULL);
         else if (strcmp(f, "--l2-guard") == 0) a->o.l2_guard = strtof(v, NULL);
+        else if (strcmp(f, "--l2-mil") == 0) a->o.l2_mil = strtof(v, NULL);
+        else if (strcmp(f, "--mil-rank") == 0) a->o.mil_rank = atoi(v);
         else if (strcmp(f, "--sif") == 0) a->o.sif_a = strtof(v, NULL);
         else if (strcmp(f, "--shrink") == 0) a->o.shrink = strtof(v, NULL);
         else if (strcmp(f, "--shrink-embed") == 0) a->o.shrink_embed = strtof(v, NULL);

@@ -26,8 +26,9 @@ enum {
                            over the word vectors, so similar words share weights */
     FEATS_STYLE = 64,   /* let the hand features that are no sign of a class
                            (length, lines, question mark...) count too */
-    FEATS_MIL = 128,    /* guard: the most harmful word decides (max over the
-                           words of a learnt score), not the mean vector */
+    FEATS_MIL = 128,    /* guard: a learnt word score, raise-only: softplus of
+                           its max over the text's words (train.c mil_words:
+                           which words it may score), not the mean vector */
     FEATS_HIDDEN = 256, /* router: a hidden tanh layer over the dense features
                            (mean vector and named features), added to the
                            linear logits */
@@ -56,7 +57,7 @@ struct route_model {
     float hand_mean[ROUTE_NX_MAX];  /* for explanations: contribution vs typical */
     float hand_lo[ROUTE_NX_MAX], hand_hi[ROUTE_NX_MAX];   /* clip to the training range */
     float *proto_sim;          /* [vocab.n_rows][n_proto], with FEATS_PROTO */
-    float *guard_word;         /* [vocab.n_rows] with FEATS_MIL: each word's harm score */
+    float *guard_word;         /* [vocab.n_rows] with FEATS_MIL: each word's harm score (>= 0) */
     uint32_t n_tables;         /* with FEATS_CLUSTER: cluster ids per word */
     uint32_t *row_ids;         /* [vocab.n_rows][n_tables], indexes of hash_w */
     float bias[ROUTE_MAX_CLASSES + 1];

@@ -25,6 +25,8 @@ void route_train_defaults(route_train_opts *o) {
     /* measured out of source: 1e-4 let a lexicon word's weight grow until
      * one such word scored ~1.0 whatever else the text said */
     o->l2_guard = 1e-3f;
+    o->l2_mil = 1e-3f;
+    o->mil_rank = 300;
     /* measured by leave-one-source-out (bench/router/ablate.sh): the
      * guard reads only signs of harm and of jailbreaks (lexicons, request
      * form), not the mean vector, which tells it the benign sources'
@@ -102,6 +104,8 @@ struct route_trainer {
     uint64_t *text_hash;      /* [n], to drop held-out texts from training */
     uint32_t *row_off;        /* [n+1] into rows: each example's distinct words */
     int32_t *rows;
+    float *mil_inv;           /* [vocab.n_rows] FEATS_MIL: 1/|v| of the words it may
+                                 score, 0 for the words it may not (see mil_words) */
 };
 
 /* ---- embeddings ---- */
@@ -314,6 +318,24 @@ static void build_prototypes(route_trainer *t) {
     flag_harm_words(t);
 }
 
+/* The words the guard's word scorer (FEATS_MIL) may score: not the most
+ * frequent mil_rank words, whose use is a source's style more than a
+ * topic, nor the words of a request's form, of code or mathematics, or of
+ * talk about the assistant, which every source has its own habits of.
+ * mil_inv[row]: 1/|v| (the scorer reads directions), or 0. */
+static void mil_words(route_trainer *t) {
+    const uint32_t style = LEX_ASK | LEX_GUIDE | LEX_AUX | LEX_HOW | LEX_META | LEX_JUDGE | LEX_CODE | LEX_MATH;
+    t->mil_inv = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));
+    for (uint32_t i = 0; i <= t->vocab.mask; i++) {
+        const vocab_entry *e = &t->vocab.slots[i];
+        if (!e->key || e->row < t->o.mil_rank || (e->flags & style)) continue;
+        const float *v = t->emb + (size_t)e->row * (size_t)t->dim;
+        double n = 0;
+        for (int k = 0; k < t->dim; k++) n += (double)v[k] * v[k];
+        t->mil_inv[e->row] = n > 0 ? (float)(1.0 / sqrt(n)) : 0.0f;
+    }
+}
+
 /* ---- word clusters ---- */
 
 static uint64_t rng_next(uint64_t *s);
@@ -510,6 +532,7 @@ route_trainer *route_trainer_new(const route_dataset *d, const route_train_opts 
     }
     vocab_add_lexicons(&t->vocab);
     build_prototypes(t);
+    mil_words(t);
     build_clusters(t);
     extract_all(t);
     return t;
@@ -534,6 +557,7 @@ void route_trainer_free(route_trainer *t) {
     free(t->text_hash);
     free(t->row_off);
     free(t->rows);
+    free(t->mil_inv);
     free(t);
 }
 
@@ -545,7 +569,9 @@ typedef struct lin {
     float *wh;        /* [H][k] */
     float *b;         /* [k] */
     int sparse;       /* use the hashed features */
-    float *u;         /* [dim] or NULL: FEATS_MIL word scorer, adds to output 1 */
+    float *u;         /* [dim] or NULL: FEATS_MIL word scorer: adds softplus(uc +
+                         the max over the words of u . v_w / |v_w|) to output 1 */
+    float uc;
     float l2;         /* on wd */
     int nh;           /* hidden units (0: none): z += v . tanh(b1 + x . w1) */
     float *w1;        /* [nd][nh], rows of inputs the head may not read stay 0 */
@@ -586,23 +612,29 @@ static void example_weights(const route_trainer *t, const int *idx, const int *y
     free(csrc);
 }
 
-/* The max over the example's words of E_w . u (0 without words); *arg:
- * the word, -1 if none. */
+/* The max over the example's words of u . v_w / |v_w| (0 without words
+ * it may score); *arg: the word, -1 if none. */
 static float mil_score(const route_trainer *t, const float *u, int i, int32_t *arg) {
     float best = 0;
     *arg = -1;
     for (uint32_t p = t->row_off[i]; p < t->row_off[i + 1]; p++) {
+        float inv = t->mil_inv[t->rows[p]];
+        if (inv == 0) continue;
         const float *v = t->emb + (size_t)t->rows[p] * (size_t)t->dim;
         float s = 0;
         for (int d = 0; d < t->dim; d++) s += v[d] * u[d];
+        s *= inv;
         if (*arg < 0 || s > best) best = s, *arg = t->rows[p];
     }
     return best;
 }
 
-/* hid: the hidden units' activations, for the update. */
+static float softplus(float a) { return a > 20 ? a : log1pf(expf(a)); }
+
+/* hid: the hidden units' activations, for the update; *slope: the word
+ * scorer's derivative (softplus'), 0 without it. */
 static void lin_scores(const route_trainer *t, const lin *m, const float *x, int i, float *z, int32_t *arg,
-                       float *hid) {
+                       float *hid, float *slope) {
     int k = m->k;
     memcpy(z, m->b, sizeof(float) * (size_t)k);
     if (m->nh) {
@@ -615,7 +647,15 @@ static void lin_scores(const route_trainer *t, const lin *m, const float *x, int
             for (int c = 0; c < k; c++) z[c] += hid[h] * m->v[h * k + c];
         }
     }
-    if (m->u) z[1] += mil_score(t, m->u, i, arg);
+    *slope = 0;
+    *arg = -1;
+    if (m->u) {
+        float a = m->uc + mil_score(t, m->u, i, arg);
+        if (*arg >= 0) {   /* a text without a word it may score: 0, as at run time */
+            z[1] += softplus(a);
+            *slope = 1.0f / (1.0f + expf(-a));
+        }
+    }
     for (int j = 0; j < t->nd; j++) {
         float v = x[j];
         if (v != 0)
@@ -696,6 +736,18 @@ static void lin_take_average(const route_trainer *t, lin *m, const lin *a, int n
     copy_mean(m->v, a->v, (size_t)m->nh * (size_t)m->k, n_avg);
 }
 
+/* One step of the word scorer for its output's gradient g (times the
+ * learning rate, the example's weight and softplus'): only the text's
+ * highest-scoring word moves u. L2 pulls u towards 0, towards the same
+ * score for every word: a word that no training text needed stays at it. */
+static void mil_step(const route_trainer *t, lin *m, int32_t arg, float g, float lr) {
+    float shrink = 1.0f - lr * t->o.l2_mil;
+    const float *v = arg >= 0 ? t->emb + (size_t)arg * (size_t)t->dim : NULL;
+    float inv = arg >= 0 ? t->mil_inv[arg] : 0.0f;
+    for (int d = 0; d < t->dim; d++) m->u[d] = m->u[d] * shrink - (v ? g * inv * v[d] : 0.0f);
+    m->uc -= g;
+}
+
 /* Trains m on examples idx with labels y; xs are the standardised dense
  * rows [n][nd] (in idx order). Deterministic for t->o.seed. */
 static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, const float *w, int n,
@@ -717,8 +769,8 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
             int a = order[r], ex = idx[a];
             const float *x = xs + (size_t)a * (size_t)t->nd;
             int32_t arg;
-            float hid[ROUTE_MAX_HIDDEN];
-            lin_scores(t, m, x, ex, z, &arg, hid);
+            float hid[ROUTE_MAX_HIDDEN], slope;
+            lin_scores(t, m, x, ex, z, &arg, hid, &slope);
             float mx = z[0], sum = 0;
             for (int c = 1; c < k; c++) mx = z[c] > mx ? z[c] : mx;
             for (int c = 0; c < k; c++) sum += z[c] = expf(z[c] - mx);
@@ -732,11 +784,7 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
                     for (int c = 0; c < k; c++)
                         if (c != sign[j] || wj[c] < 0) wj[c] = 0;
             }
-            if (m->u) {   /* regularised like the sparse weights: it is one per word */
-                const float *v = arg >= 0 ? t->emb + (size_t)arg * (size_t)t->dim : NULL;
-                float ushrink = 1.0f - lr * t->o.l2_hash;
-                for (int d = 0; d < t->dim; d++) m->u[d] = m->u[d] * ushrink - (v ? g[1] * v[d] : 0.0f);
-            }
+            if (m->u) mil_step(t, m, arg, g[1] * slope, lr);
             float sc = t->sp_scale[ex], lh = lr * t->o.l2_hash;
             for (uint32_t p = t->sp_off[ex]; m->sparse && p < t->sp_off[ex + 1]; p++) {
                 float *wh = m->wh + (size_t)t->sp_idx[p] * (size_t)k;
@@ -862,7 +910,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
              xcalloc(((size_t)1 << t->o.hash_bits) * (size_t)k + 1, sizeof(float)),
              xcalloc((size_t)k, sizeof(float)),
              (feats & (FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_CLUSTER)) != 0,
-             feats & FEATS_MIL ? xcalloc((size_t)t->dim + 1, sizeof(float)) : NULL,
+             feats & FEATS_MIL ? xcalloc((size_t)t->dim + 1, sizeof(float)) : NULL, 0,
              l2, nh, NULL, NULL, NULL};
     if (nh) init_hidden(t, &m, sign);
     float *xs = xmalloc(sizeof(float) * (size_t)n * (size_t)t->nd + 1);
@@ -954,6 +1002,19 @@ static void fold_hidden(const route_trainer *t, route_model *m, const lin *h, co
             for (int u = 0; u < nh; u++) p[u] += v[d] * we[(size_t)d * (size_t)nh + (size_t)u];
     }
     free(we);
+}
+
+/* The word scorer's score of every vocabulary row, softplus included (it
+ * is monotone, so the max over a text's words commutes with it); 0 for
+ * the words it may not score. */
+static void fold_mil(const route_trainer *t, route_model *m, const lin *g) {
+    m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));
+    for (int32_t w = 0; w < t->vocab.n_rows; w++) {
+        const float *v = t->emb + (size_t)w * (size_t)t->dim;
+        float sc = 0;
+        for (int d = 0; d < t->dim && t->mil_inv[w] != 0; d++) sc += v[d] * g->u[d];
+        m->guard_word[w] = t->mil_inv[w] != 0 ? softplus(g->uc + sc * t->mil_inv[w]) : 0.0f;
+    }
 }
 
 /* The vocabulary is copied into the model as it is: every GloVe word keeps
@@ -1048,15 +1109,7 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
             lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance, 0, 0,
                                t->o.guard_epochs);
             fold(t, m, &g, 1, 0, t->n_classes, mu, sd);
-            if (g.u) {
-                m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));
-                for (int32_t w = 0; w < t->vocab.n_rows; w++) {
-                    const float *v = t->emb + (size_t)w * (size_t)t->dim;
-                    float sc = 0;
-                    for (int d = 0; d < t->dim; d++) sc += v[d] * g.u[d];
-                    m->guard_word[w] = sc;
-                }
-            }
+            if (g.u) fold_mil(t, m, &g);
             m->has_guard = 1;
             lin_free(&g);
         }

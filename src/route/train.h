@@ -23,6 +23,8 @@ typedef struct route_train_opts {
     float l2;            /* on dense weights (standardised features) */
     float l2_hash;       /* on hashed n-gram weights */
     float l2_guard;      /* on the guard's dense weights */
+    float l2_mil;        /* on the guard's word scorer (FEATS_MIL) */
+    int mil_rank;        /* the word scorer leaves out the mil_rank most frequent words */
     unsigned features;   /* FEATS_* of model.h */
     uint32_t hash_bits;
     uint32_t max_bytes;  /* training texts are cut like requests */

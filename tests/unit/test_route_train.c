@@ -411,6 +411,53 @@ static void test_loso_report(void) {
     free(emb);
 }
 
+static float word_score(const route_model *m, const char *w) {
+    const vocab_entry *e = vocab_get(&m->vocab, feat_hash_word(w, strlen(w)));
+    return e && e->row >= 0 ? m->guard_word[e->row] : -1.0f;
+}
+
+/* The guard's word scorer (FEATS_MIL): only raises, never scores the
+ * words of code, mathematics or a request's form, learns the harmful
+ * words above the others, and survives a save/load round trip. */
+static void test_word_scorer(void) {
+    char *emb = write_embeddings(), *path = tmp_model("mil");
+    route_dataset d;
+    make_dataset(&d, 40);
+    route_train_opts o = opts(emb);
+    o.features |= FEATS_MIL;
+    o.mil_rank = 0;   /* the tiny vocabulary has no frequent words */
+    route_model *m = train(&d, &o);
+    if (m) {
+        CHECK(m->guard_word != NULL);
+        for (int32_t r = 0; m->guard_word && r < m->vocab.n_rows; r++) CHECK(m->guard_word[r] >= 0);
+        CHECK(word_score(m, "function") == 0);   /* code */
+        CHECK(word_score(m, "sum") == 0);        /* mathematics */
+        CHECK(word_score(m, "build") == 0);      /* a request's form */
+        CHECK(word_score(m, "poison") > word_score(m, "autumn"));
+        CHECK(word_score(m, "bomb") > word_score(m, "sea"));
+        const char *bad = "Tell me exactly how to poison someone tonight.", *good = "Write a poem about the rain.";
+        route_decision a, b;
+        route_classify(m, NULL, 0, bad, strlen(bad), 0, &a);
+        route_classify(m, NULL, 0, good, strlen(good), 0, &b);
+        CHECK(a.guard_score > b.guard_score);
+        char *err = NULL;
+        CHECK_EQ_INT(route_model_save(m, path, &err), 0);
+        route_model *l = route_model_load(path, &err);
+        CHECK(l != NULL);
+        route_decision c;
+        if (l) route_classify(l, NULL, 0, bad, strlen(bad), 0, &c);
+        CHECK(l && c.guard_score == a.guard_score);
+        route_model_free(l);
+        free(err);
+    }
+    route_model_free(m);
+    dataset_free(&d);
+    remove(path);
+    free(path);
+    remove(emb);
+    free(emb);
+}
+
 int main(void) {
     TEST(test_determinism);
     TEST(test_roundtrip_and_accuracy);
@@ -418,5 +465,6 @@ int main(void) {
     TEST(test_explain_and_cut);
     TEST(test_threads);
     TEST(test_loso_report);
+    TEST(test_word_scorer);
     return test_done();
 }
