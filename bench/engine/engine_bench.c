@@ -255,6 +255,17 @@ static double cpu_seconds(void) {
     return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
+/* The process's resident memory in MB (VmRSS), -1 if unknown. */
+static double rss_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double mb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) mb = atof(line + 6) / 1024;
+    if (f) fclose(f);
+    return mb;
+}
+
 /* Prefill of the prompt then decode of n_gen tokens, `repeat` times from an
  * empty cache; the best time of each phase is kept (on a shared machine the
  * best run is the one least disturbed by the others). */
@@ -275,6 +286,9 @@ static int run(const char *path, int threads, int n_prompt, int n_gen, int repea
     t0 = clock_now_ns();
     const float *logits = llama_forward(c, toks, 1);
     double first_ms = (double)(clock_now_ns() - t0) / 1e6, prefill_s = 1e30, decode_s = 1e30, decode_cpu = 0;
+    /* what serving holds once the first token has made the repacked copies
+     * (before the bandwidth passes below read the file's matrices again) */
+    double rss = rss_mb();
     /* the weights' bandwidth before and after each decode, the best kept
      * like the best decode: on a shared machine both get the same chances */
     double wbw = weights_bandwidth(m, threads);
@@ -294,9 +308,9 @@ static int run(const char *path, int threads, int n_prompt, int n_gen, int repea
         wbw = fmax(wbw, weights_bandwidth(m, threads));
     }
     printf("model %s threads %d load_ms %.2f prefault_ms %.1f first_token_ms %.1f weight_mb %.1f prefill_tok_s %.2f "
-           "decode_tok_s %.3f decode_cpu_ms_per_tok %.2f weights_bw_gb_s %.2f kernels %s\n", path, threads, load_ms,
-           prefault_ms, first_ms, (double)llama_weight_bytes(m) / 1e6, n_prompt / prefill_s, n_gen / decode_s,
-           decode_cpu * 1000 / n_gen, wbw, quant_kernels_best()->name);
+           "decode_tok_s %.3f decode_cpu_ms_per_tok %.2f weights_bw_gb_s %.2f rss_mb %.0f kernels %s\n", path, threads,
+           load_ms, prefault_ms, first_ms, (double)llama_weight_bytes(m) / 1e6, n_prompt / prefill_s, n_gen / decode_s,
+           decode_cpu * 1000 / n_gen, wbw, rss, quant_kernels_best()->name);
     free(toks);
     llama_ctx_free(c);
     llama_free(m);
