@@ -55,7 +55,8 @@
  * gives them), the first token pays the copy (a few ms per 100 MB, next
  * to reading the file from disk), and the process then holds the copy
  * besides the file's pages (clean page cache, which the kernel reclaims
- * first). MSOA_REPACK=0 turns it off. States go NONE -> BUSY (one product
+ * first), except for Q4_0 (see drop_file_rows). MSOA_REPACK=0 turns it
+ * off. States go NONE -> BUSY (one product
  * packs it) -> READY. */
 enum { PACK_NONE, PACK_BUSY, PACK_READY };
 
