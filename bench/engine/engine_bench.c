@@ -217,13 +217,18 @@ static double bw_measure(bw_job *j, int threads, int passes) {
 static void bw_add_range(void *j, const void *p, size_t n) { bw_add(j, p, n); }
 
 /* The bytes a decoded token reads, where it reads them (the model's
- * repacked copies of Q4_0 matrices, once made, else the mapped file). The
- * file's own matrices (every one but the embeddings, read one row per
- * token, unless the output shares them) are read too: the faster of the two
- * is the roofline, so that neither copy's pages (huge or not) make it
- * easier. */
-static double weights_bandwidth(const llama_model *m, int threads) {
-    const gguf *g = llama_gguf(m);
+ * repacked copies of Q4_0 and Q8_0 matrices, once made, else the mapped
+ * file). The file's own matrices (every one but the embeddings, read one
+ * row per token, unless the output shares them) are read too: the faster
+ * of the two is the roofline, so that neither copy's pages (huge or not)
+ * make it easier. They are read through a mapping of their own, as
+ * gguf_open maps a file: the model's mapping no longer holds the pages of
+ * repacked Q4_0 matrices (gguf_release), and reading them there would map
+ * them again 4 KiB at a time, a slower read that would lower the roofline. */
+static double weights_bandwidth(const char *path, const llama_model *m, int threads) {
+    char err[512];
+    gguf *g = gguf_open(path, err, sizeof err);
+    if (!g) { fprintf(stderr, "%s\n", err); exit(1); }
     bw_job j = {.n_runs = 0, .next = 0}, used = {.n_runs = 0, .next = 0};
     for (int i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
@@ -231,7 +236,9 @@ static double weights_bandwidth(const llama_model *m, int threads) {
             bw_add(&j, t->data, t->nbytes);
     }
     llama_weight_ranges(m, bw_add_range, &used);
-    return fmax(bw_measure(&j, threads, 5), bw_measure(&used, threads, 5));
+    double best = fmax(bw_measure(&j, threads, 5), bw_measure(&used, threads, 5));
+    gguf_close(g);
+    return best;
 }
 
 static int bw(int threads) {
@@ -255,6 +262,17 @@ static double cpu_seconds(void) {
     return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
+/* The process's resident memory in MB (VmRSS), -1 if unknown. */
+static double rss_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double mb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) mb = atof(line + 6) / 1024;
+    if (f) fclose(f);
+    return mb;
+}
+
 /* Prefill of the prompt then decode of n_gen tokens, `repeat` times from an
  * empty cache; the best time of each phase is kept (on a shared machine the
  * best run is the one least disturbed by the others). */
@@ -275,9 +293,12 @@ static int run(const char *path, int threads, int n_prompt, int n_gen, int repea
     t0 = clock_now_ns();
     const float *logits = llama_forward(c, toks, 1);
     double first_ms = (double)(clock_now_ns() - t0) / 1e6, prefill_s = 1e30, decode_s = 1e30, decode_cpu = 0;
+    /* what serving holds once the first token has made the repacked copies
+     * (before the bandwidth passes below read the file's matrices again) */
+    double rss = rss_mb();
     /* the weights' bandwidth before and after each decode, the best kept
      * like the best decode: on a shared machine both get the same chances */
-    double wbw = weights_bandwidth(m, threads);
+    double wbw = weights_bandwidth(path, m, threads);
     for (int r = 0; r < repeat && logits; r++) {
         llama_ctx_rewind(c, 0);
         t0 = clock_now_ns();
@@ -291,12 +312,12 @@ static int run(const char *path, int threads, int n_prompt, int n_gen, int repea
         double d = (double)(clock_now_ns() - t0) / 1e9;
         if (p < prefill_s) prefill_s = p;
         if (d < decode_s) { decode_s = d; decode_cpu = cpu_seconds() - cpu0; }
-        wbw = fmax(wbw, weights_bandwidth(m, threads));
+        wbw = fmax(wbw, weights_bandwidth(path, m, threads));
     }
     printf("model %s threads %d load_ms %.2f prefault_ms %.1f first_token_ms %.1f weight_mb %.1f prefill_tok_s %.2f "
-           "decode_tok_s %.3f decode_cpu_ms_per_tok %.2f weights_bw_gb_s %.2f kernels %s\n", path, threads, load_ms,
-           prefault_ms, first_ms, (double)llama_weight_bytes(m) / 1e6, n_prompt / prefill_s, n_gen / decode_s,
-           decode_cpu * 1000 / n_gen, wbw, quant_kernels_best()->name);
+           "decode_tok_s %.3f decode_cpu_ms_per_tok %.2f weights_bw_gb_s %.2f rss_mb %.0f kernels %s\n", path, threads,
+           load_ms, prefault_ms, first_ms, (double)llama_weight_bytes(m) / 1e6, n_prompt / prefill_s, n_gen / decode_s,
+           decode_cpu * 1000 / n_gen, wbw, rss, quant_kernels_best()->name);
     free(toks);
     llama_ctx_free(c);
     llama_free(m);

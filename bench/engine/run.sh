@@ -11,6 +11,8 @@
 # The DRAM bandwidth (2 GiB buffer, engine_bench bw) is shown for reference.
 # "decode CPU ms/tok" is the CPU time per decoded token (all threads,
 # spinning included): on a shared machine it shows what the wall clock hides.
+# "RSS MB" is the process's resident memory once the first token has made
+# the repacked copies.
 #
 # usage: bench/engine/run.sh [BUILD_DIR] [MODEL_DIR]
 #   BUILD_DIR  a configured build directory (default ./build)
@@ -87,13 +89,13 @@ NR == FNR { if ($1 == "bandwidth" && $5 > bw[$3]) bw[$3] = $5; next }
   n = split(v["model"], parts, "/"); name = parts[n]; sub(/\.gguf$/, "", name)
   roof = v["weights_bw_gb_s"] * 1000 / v["weight_mb"]
   dram = bw[v["threads"]] * 1000 / v["weight_mb"]
-  printf "| %s | %.0f | %d | %.2f | %.0f | %.1f | %.2f | %.1f | %.1f | %.0f%% | %.0f%% | %.1f |\n", name, v["weight_mb"], v["threads"],
+  printf "| %s | %.0f | %d | %.2f | %.0f | %.1f | %.2f | %.1f | %.1f | %.0f%% | %.0f%% | %.1f | %.0f |\n", name, v["weight_mb"], v["threads"],
          v["load_ms"], v["first_token_ms"], v["prefill_tok_s"], v["decode_tok_s"], v["weights_bw_gb_s"], roof,
-         100 * v["decode_tok_s"] / roof, 100 * v["decode_tok_s"] / dram, v["decode_cpu_ms_per_tok"]
+         100 * v["decode_tok_s"] / roof, 100 * v["decode_tok_s"] / dram, v["decode_cpu_ms_per_tok"], v["rss_mb"]
 }
 BEGIN {
-  print "| model | weights MB | threads | load ms | first token ms | prefill tok/s | decode tok/s | weights read GB/s | roofline tok/s | decode/roofline | decode/DRAM roofline | decode CPU ms/tok |"
-  print "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  print "| model | weights MB | threads | load ms | first token ms | prefill tok/s | decode tok/s | weights read GB/s | roofline tok/s | decode/roofline | decode/DRAM roofline | decode CPU ms/tok | RSS MB after 1st token |"
+  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 }
 END { for (t in bw) printf "\nDRAM read bandwidth, %s thread(s): %s GB/s", t, bw[t]; print "" }
 ' "$OUT" "$OUT"

@@ -98,6 +98,14 @@ uint32_t gguf_alignment(const gguf *g);      /* general.alignment or 32 */
 uint64_t gguf_data_offset(const gguf *g);    /* start of the data section */
 const void *gguf_base(const gguf *g);        /* the whole file in memory */
 
+/* Tells the mapping that this process no longer reads [p, p + n) (part of
+ * the file, e.g. a matrix copied elsewhere): the whole pages inside it are
+ * dropped from the process's mapping (they stay in the page cache, clean;
+ * a later read maps them again, same bytes), so that they no longer count
+ * in its resident memory. Returns the bytes dropped: 0 over a caller's
+ * buffer (gguf_open_mem), which is left untouched. */
+size_t gguf_release(const gguf *g, const void *p, size_t n);
+
 /* Metadata, in file order. */
 int gguf_n_kv(const gguf *g);
 const char *gguf_kv_key(const gguf *g, int i);

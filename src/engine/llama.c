@@ -55,7 +55,8 @@
  * gives them), the first token pays the copy (a few ms per 100 MB, next
  * to reading the file from disk), and the process then holds the copy
  * besides the file's pages (clean page cache, which the kernel reclaims
- * first). MSOA_REPACK=0 turns it off. States go NONE -> BUSY (one product
+ * first), except for Q4_0 (see drop_file_rows). MSOA_REPACK=0 turns it
+ * off. States go NONE -> BUSY (one product
  * packs it) -> READY. */
 enum { PACK_NONE, PACK_BUSY, PACK_READY };
 
@@ -403,6 +404,9 @@ struct llama_ctx {
     size_t act_stride;               /* bytes per token in act[] */
     q8_0_aux *act_aux;               /* [token][block] of act[0], for repacked Q4_0 */
     int32_t *act_lanes;              /* quant_q8_0_lane_sums of act[0]'s first token, for repacked Q8_0 */
+    float *rope_cs;                  /* [CHUNK][rope_dim]: rope_angles of the chunk's positions */
+    _Atomic unsigned *kv_state;      /* [n_kv_heads]: see kv_stored */
+    unsigned att_steps;              /* attention steps run */
 };
 
 llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp) {
@@ -435,6 +439,8 @@ llama_ctx *llama_ctx_new_shared(const llama_model *m, int n_ctx, threadpool *tp)
     for (int i = 0; i < 2; i++) c->act[i] = xmalloc(CHUNK * c->act_stride);
     c->act_aux = xmalloc(CHUNK * (wide / QK8_0 + 1) * sizeof *c->act_aux);
     c->act_lanes = xmalloc((wide / QK8_0 + 1) * 8 * sizeof *c->act_lanes);
+    c->rope_cs = xmalloc(CHUNK * (size_t)hp->rope_dim * sizeof *c->rope_cs);
+    c->kv_state = xcalloc((size_t)hp->n_kv_heads, sizeof *c->kv_state);
     return c;
 }
 
@@ -449,7 +455,7 @@ llama_ctx *llama_ctx_new(const llama_model *m, int n_ctx, int n_threads) {
 void llama_ctx_free(llama_ctx *c) {
     if (!c) return;
     if (c->own_tp) tp_destroy(c->tp);
-    float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->gate, c->up, c->logits, c->scores};
+    float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->gate, c->up, c->logits, c->scores, c->rope_cs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->k_cache);
     free(c->v_cache);
@@ -458,6 +464,7 @@ void llama_ctx_free(llama_ctx *c) {
     free(c->act[1]);
     free(c->act_aux);
     free(c->act_lanes);
+    free((void *)c->kv_state);
     free(c);
 }
 
@@ -478,17 +485,6 @@ int llama_ctx_rewind(llama_ctx *c, int pos) {
 
 /* ---- matrix products ---- */
 
-/* Where the Q/K/V step writes V's rows, converted to F16, as each tile is
- * done: V is stored transposed ([kv_dim][n_ctx]), so one token's values
- * land on kv_dim different cache lines, and those store misses were the
- * largest serial cost of a decoded token (110M: ~3% of its time) before
- * they were spread over the threads of the step. cache NULL: none. */
-typedef struct mm_vstore {
-    uint16_t *cache;                 /* the layer's V cache */
-    const float *bias;               /* added first (NULL: none) */
-    int pos, n_ctx;                  /* position of the step's first token */
-} mm_vstore;
-
 /* Up to three products sharing one input (Q/K/V, gate/up), run as one
  * parallel step: the rows of all of them are split across the threads. */
 typedef struct mm_job {
@@ -504,7 +500,6 @@ typedef struct mm_job {
     const int32_t *lanes;            /* of act[0], for repacked Q8_0 (one token) */
     long tiles[3], total;            /* tiles per matrix, work items in all */
     int swiglu;                      /* items are (gate, up) tile pairs, see mm_task */
-    mm_vstore vs;                    /* matrix 2 (V) also goes to the KV cache */
     tp_ranges ranges;                /* of the tiles, see mm_task */
 } mm_job;
 
@@ -608,19 +603,6 @@ static void mm_swiglu_pair(const mm_job *j, long g) {
         }
 }
 
-/* Rows [r0, r1) of V (matrix 2) into the V cache, bias added first, as
- * add_bias and fp32_to_fp16 would do them. */
-static void store_v(const mm_job *j, long r0, long r1) {
-    const mm_vstore *vs = &j->vs;
-    long rows = j->w[2]->rows;
-    for (int t = 0; t < j->n_tok; t++)
-        for (long r = r0; r < r1; r++) {
-            float v = j->out[2][(size_t)t * rows + r];
-            if (vs->bias) v += vs->bias[r];
-            vs->cache[(size_t)r * vs->n_ctx + vs->pos + t] = fp32_to_fp16(v);
-        }
-}
-
 /* Threads take runs of tiles (tp_ranges: each its own contiguous part
  * first, then the others' leftovers), across all the matrices of the job,
  * until none are left: a thread that is slowed down (the machine may be
@@ -639,7 +621,6 @@ static void mm_task(void *arg, int ith, int nth) {
             long rows = j->w[k]->rows, tr = tile_rows(j, k), r0 = t0 * tr, r1 = t1 * tr < rows ? t1 * tr : rows;
             if (t0 >= t1) continue;
             mm_rows(j, k, r0, r1);
-            if (k == 2 && j->vs.cache) store_v(j, r0, r1);
         }
     }
 }
@@ -666,13 +647,23 @@ static uint8_t *use_pack(const wmat *w, int *packing) {
     return p->data;
 }
 
+/* Once a Q4_0 matrix's copy is ready, the rows it holds are not read from
+ * the file any more (unless they are also the token embeddings, read one
+ * row per token): their pages leave the process's resident memory, which
+ * would otherwise hold those matrices twice (1b-q4_0: 443 MB more). The
+ * rows after the copy's last group stay. Not Q8_0: its repacked kernel
+ * takes one token, so prompts are still computed from the file's rows. */
+static void drop_file_rows(const llama_model *m, const wmat *w) {
+    if (w->type == QT_Q4_0 && w->data != m->tok_embd.data) gguf_release(m->g, w->data, w->pack->bytes);
+}
+
 /* out[k] = in x w[k]^T for n_tok rows of in (width w[0]->cols). The input
  * is converted once per activation type the matrices need. With swiglu
  * (two matrices of one shape: gate and up), out[0] becomes silu(gate) * up
  * where the two matrices' tiles match (returns 1), else the caller does it
  * (returns 0). */
 static int matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wmat *const *w, float *const *out,
-                  int swiglu, const mm_vstore *vs) {
+                  int swiglu) {
     mm_job j = {.kern = c->kern, .n_tok = n_tok, .n_mat = n_mat, .aux = c->act_aux, .lanes = c->act_lanes};
     int done[2] = {0, 0}, need_aux = 0, need_lanes = 0;
     size_t cols = (size_t)w[0]->cols;
@@ -703,17 +694,19 @@ static int matmul(llama_ctx *c, const float *in, int n_tok, int n_mat, const wma
     if (need_lanes) quant_q8_0_lane_sums(c->act[0], cols, c->act_lanes);
     for (int k = 0; k < n_mat; k++) j.total += j.tiles[k] = (w[k]->rows + tile_rows(&j, k) - 1) / tile_rows(&j, k);
     j.swiglu = swiglu && n_mat == 2 && w[0]->rows == w[1]->rows && tile_rows(&j, 0) == tile_rows(&j, 1);
-    if (vs && n_mat == 3) j.vs = *vs;
     if (j.swiglu) j.total = j.tiles[0];
     tp_ranges_init(&j.ranges, j.total, tp_size(c->tp));
     tp_run(c->tp, mm_task, &j);
     for (int k = 0; k < n_mat; k++)
-        if (j.packing[k]) atomic_store_explicit(&w[k]->pack->state, PACK_READY, memory_order_release);
+        if (j.packing[k]) {
+            atomic_store_explicit(&w[k]->pack->state, PACK_READY, memory_order_release);
+            drop_file_rows(c->m, w[k]);
+        }
     return j.swiglu;
 }
 
 static void matmul1(llama_ctx *c, const float *in, int n_tok, const wmat *w, float *out) {
-    matmul(c, in, n_tok, 1, &w, &out, 0, NULL);
+    matmul(c, in, n_tok, 1, &w, &out, 0);
 }
 
 /* ---- the other operations ---- */
@@ -725,34 +718,42 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
 }
 
-static void add_bias(float *x, const float *b, int n_tok, int n) {
-    if (!b) return;
-    for (int t = 0; t < n_tok; t++)
-        for (int i = 0; i < n; i++) x[(size_t)t * n + i] += b[i];
+static void add_bias(float *x, const float *b, int n) {
+    if (b)
+        for (int i = 0; i < n; i++) x[i] += b[i];
 }
 
-/* Rotates each head of vec (n_heads heads of head_dim) for position pos.
- * Normal mode pairs dimensions (2i, 2i+1); NeoX mode pairs (i, i + rope_dim/2). */
-static void rope(const llama_model *m, float *vec, int n_heads, int pos) {
+/* The cosine and sine of each RoPE angle at position pos (cs[2i], cs[2i+1]
+ * for the i-th pair of dimensions), the same for every layer and head:
+ * made once per token (rope_head applies them). */
+static void rope_angles(const llama_model *m, int pos, float *cs) {
     const llama_hparams *hp = &m->hp;
-    int half = hp->rope_dim / 2;
     float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim), theta = (float)pos;
-    for (int i = 0; i < half; i++, theta *= theta_scale) {
+    for (int i = 0; i < hp->rope_dim / 2; i++, theta *= theta_scale) {
         float th = hp->rope_freq_scale * (m->rope_freqs ? theta / m->rope_freqs[i] : theta);
-        float cs = cosf(th), sn = sinf(th);
-        int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = vec + (size_t)h * hp->head_dim, x0 = v[a], x1 = v[b];
-            v[a] = x0 * cs - x1 * sn;
-            v[b] = x0 * sn + x1 * cs;
-        }
+        cs[2 * i] = cosf(th);
+        cs[2 * i + 1] = sinf(th);
     }
 }
 
+/* Rotates one head by rope_angles' cs. Normal mode pairs dimensions (2i,
+ * 2i+1); NeoX mode pairs (i, i + rope_dim/2). */
+static void rope_head(const llama_hparams *hp, float *v, const float *cs) {
+    int half = hp->rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
+        v[b] = x0 * cs[2 * i + 1] + x1 * cs[2 * i];
+    }
+}
+
+/* One attention step: (head, token) pairs, head-major; see att_task. */
 typedef struct att_job {
     llama_ctx *c;
     int layer, n_tok, pos0;
-    atomic_long next;                /* (token, head) pairs taken */
+    unsigned step;                   /* c->att_steps of this step, see kv_state */
+    tp_ranges pairs;
 } att_job;
 
 /* Attention's loads run ATT_AHEAD keys (or rows of V) behind requests
@@ -773,7 +774,7 @@ static void att_prefetch_rows(const uint8_t *row_p, size_t row_bytes, int p, int
  * sees cache positions 0..pos0+t. The query and the softmax weights are
  * rounded to F16 and multiplied with the F16 cache, as llama.cpp does.
  * s and h16 are the thread's scratch (n_ctx + head_dim each). */
-static void attend(llama_ctx *c, const att_job *j, long pair, float *s, uint16_t *h16) {
+static void attend(llama_ctx *c, const att_job *j, int t, int h, float *s, uint16_t *h16) {
     const llama_hparams *hp = &c->m->hp;
     const quant_kernels *k = c->kern;
     int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
@@ -781,7 +782,7 @@ static void attend(llama_ctx *c, const att_job *j, long pair, float *s, uint16_t
     const uint16_t *kc = c->k_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     const uint16_t *vc = c->v_cache + (size_t)j->layer * c->n_ctx * kv_dim;
     float *qf = s + c->n_ctx, scale = 1.0f / sqrtf((float)hd);
-    int t = (int)(pair / hp->n_heads), h = (int)(pair % hp->n_heads), n = j->pos0 + t + 1, p = 0;
+    int n = j->pos0 + t + 1, p = 0;
     int n_pad = (n + ATT_PAD - 1) / ATT_PAD * ATT_PAD;
     size_t kvh = (size_t)(h / group) * hd * c->n_ctx;   /* the kv head's K and V */
     const uint16_t *kh = kc + kvh, *v = vc + kvh;
@@ -822,39 +823,85 @@ static void attend(llama_ctx *c, const att_job *j, long pair, float *s, uint16_t
     for (; i < hd; i++) o[i] = k->dot_f16_f16(v + (size_t)i * c->n_ctx, s, (size_t)n_pad);
 }
 
-/* The (token, head) pairs of a layer, shared by the threads. */
+/* KV head g's keys and values of the step's tokens into the cache: bias
+ * added, keys rotated, both rounded to F16. v16 is head_dim of scratch. */
+static void store_kv(const llama_ctx *c, const att_job *j, int g, uint16_t *v16) {
+    const llama_hparams *hp = &c->m->hp;
+    const layer *L = &c->m->layers[j->layer];
+    int hd = hp->head_dim;
+    size_t kv_dim = (size_t)hp->n_kv_heads * hd, at = (size_t)g * hd;
+    size_t head = ((size_t)j->layer * hp->n_kv_heads + g) * c->n_ctx * hd;   /* K and V alike */
+    for (int t = 0; t < j->n_tok; t++) {
+        float *k = c->k + t * kv_dim + at, *v = c->v + t * kv_dim + at;
+        add_bias(k, L->bk ? L->bk + at : NULL, hd);
+        rope_head(hp, k, c->rope_cs + (size_t)t * hp->rope_dim);
+        c->kern->to_f16(k, c->k_cache + head + (size_t)(j->pos0 + t) * hd, (size_t)hd);
+        add_bias(v, L->bv ? L->bv + at : NULL, hd);
+        c->kern->to_f16(v, v16, (size_t)hd);
+        for (int i = 0; i < hd; i++) c->v_cache[head + (size_t)i * c->n_ctx + j->pos0 + t] = v16[i];
+    }
+}
+
+/* Stores KV head g's new keys and values (store_kv) if no pair of this
+ * step has, else waits until the one that took it is done: kv_state[g] is
+ * 2 * step while a thread stores, 2 * step + 1 once it is done. */
+static void kv_stored(llama_ctx *c, const att_job *j, int g, uint16_t *v16) {
+    unsigned st = atomic_load_explicit(&c->kv_state[g], memory_order_acquire), taken = 2 * j->step;
+    if (st != taken && st != taken + 1 && atomic_compare_exchange_strong(&c->kv_state[g], &st, taken)) {
+        store_kv(c, j, g, v16);
+        atomic_store_explicit(&c->kv_state[g], taken + 1, memory_order_release);
+    } else {
+        tp_wait_until(&c->kv_state[g], taken + 1);
+    }
+}
+
+/* A layer's attention as one step: the threads take (head, token) pairs,
+ * head-major (tp_ranges: each its own part first, so a head stays with
+ * one thread from one token to the next), and the first pair of a KV head
+ * to come stores its new keys and values in the cache (kv_stored). Why
+ * here, and not where Q/K/V are computed and between the steps: V is
+ * stored transposed, one cache line per value, and those lines were last
+ * read, in the previous token's attention, by whichever thread attended
+ * the head; stored by another thread in the Q/K/V step, each line crossed
+ * between the cores twice (110M Q4_0 decode: the Q/K/V step took ~21 us
+ * where its weights take ~16). A thread now mostly stores what it reads
+ * itself, and the rotations of Q and K are shared by the threads instead
+ * of done by one between the steps. A wait ends once the thread storing
+ * that head is done with it, which never waits meanwhile, so any subset of
+ * the threads that includes the caller completes the step. */
 static void att_task(void *arg, int ith, int nth) {
     (void)nth;
     att_job *j = arg;
     llama_ctx *c = j->c;
-    size_t scratch = (size_t)c->n_ctx + c->m->hp.head_dim;
-    long lo, hi, n_pairs = (long)j->n_tok * c->m->hp.n_heads;
-    while (tp_claim(&j->next, n_pairs, 1, &lo, &hi))
-        for (long pair = lo; pair < hi; pair++) attend(c, j, pair, c->scores + ith * scratch, c->att_f16 + ith * scratch);
+    const llama_hparams *hp = &c->m->hp;
+    const float *bq = c->m->layers[j->layer].bq;
+    int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
+    size_t scratch = (size_t)c->n_ctx + hd, q_dim = (size_t)hp->n_heads * hd;
+    float *s = c->scores + ith * scratch;
+    uint16_t *h16 = c->att_f16 + ith * scratch;
+    long lo, hi;
+    while (tp_ranges_claim(&j->pairs, ith, 1, &lo, &hi))
+        for (long pair = lo; pair < hi; pair++) {
+            int h = (int)(pair / j->n_tok), t = (int)(pair % j->n_tok);
+            float *q = c->q + t * q_dim + (size_t)h * hd;
+            kv_stored(c, j, h / group, h16);
+            add_bias(q, bq ? bq + (size_t)h * hd : NULL, hd);
+            rope_head(hp, q, c->rope_cs + (size_t)t * hp->rope_dim);
+            attend(c, j, t, h, s, h16);
+        }
 }
 
 static void attention_block(llama_ctx *c, int l, int n_tok) {
     const llama_hparams *hp = &c->m->hp;
     const layer *L = &c->m->layers[l];
-    int dim = hp->dim, q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
+    int dim = hp->dim;
     for (int t = 0; t < n_tok; t++)
         rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->attn_norm, dim, hp->rms_eps);
     const wmat *w[3] = {&L->wq, &L->wk, &L->wv};
     float *out[3] = {c->q, c->k, c->v};
-    mm_vstore vs = {c->v_cache + (size_t)l * c->n_ctx * kv_dim, L->bv, c->pos, c->n_ctx};
-    matmul(c, c->xb, n_tok, 3, w, out, 0, &vs);
-    add_bias(c->q, L->bq, n_tok, q_dim);
-    add_bias(c->k, L->bk, n_tok, kv_dim);
-    for (int t = 0; t < n_tok; t++) {
-        int pos = c->pos + t;
-        rope(c->m, c->q + (size_t)t * q_dim, hp->n_heads, pos);
-        rope(c->m, c->k + (size_t)t * kv_dim, hp->n_kv_heads, pos);
-        for (int g = 0; g < hp->n_kv_heads; g++)
-            c->kern->to_f16(c->k + (size_t)t * kv_dim + (size_t)g * hp->head_dim,
-                            c->k_cache + ((size_t)l * hp->n_kv_heads + g) * c->n_ctx * hp->head_dim + (size_t)pos * hp->head_dim,
-                            (size_t)hp->head_dim);
-    }
-    att_job aj = {c, l, n_tok, c->pos, 0};
+    matmul(c, c->xb, n_tok, 3, w, out, 0);
+    att_job aj = {.c = c, .layer = l, .n_tok = n_tok, .pos0 = c->pos, .step = ++c->att_steps};
+    tp_ranges_init(&aj.pairs, (long)hp->n_heads * n_tok, tp_size(c->tp));
     tp_run(c->tp, att_task, &aj);
     matmul1(c, c->att, n_tok, &L->wo, c->xb);
     for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];
@@ -868,7 +915,7 @@ static void ffn_block(llama_ctx *c, int l, int n_tok) {
         rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, L->ffn_norm, dim, hp->rms_eps);
     const wmat *w[2] = {&L->w_gate, &L->w_up};
     float *out[2] = {c->gate, c->up};
-    if (!matmul(c, c->xb, n_tok, 2, w, out, 1, NULL))
+    if (!matmul(c, c->xb, n_tok, 2, w, out, 1))
         for (size_t i = 0; i < (size_t)n_tok * hp->ffn_dim; i++) c->gate[i] = swiglu(c->gate[i], c->up[i]);
     matmul1(c, c->gate, n_tok, &L->w_down, c->xb);
     for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];
@@ -878,9 +925,11 @@ static void ffn_block(llama_ctx *c, int l, int n_tok) {
 static void forward_chunk(llama_ctx *c, const int32_t *tokens, int n_tok) {
     const llama_model *m = c->m;
     int dim = m->hp.dim;
-    for (int t = 0; t < n_tok; t++)
+    for (int t = 0; t < n_tok; t++) {
         dequantize_row(m->tok_embd.type, m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
                        c->x + (size_t)t * dim, (size_t)dim);
+        rope_angles(m, c->pos + t, c->rope_cs + (size_t)t * m->hp.rope_dim);
+    }
     for (int l = 0; l < m->hp.n_layers; l++) {
         attention_block(c, l, n_tok);
         ffn_block(c, l, n_tok);

@@ -212,6 +212,10 @@ void tp_run(threadpool *tp, tp_task task, void *arg) {
     pthread_mutex_unlock(&tp->mu);
 }
 
+void tp_wait_until(_Atomic unsigned *v, unsigned want) {
+    for (int i = 0; atomic_load_explicit(v, memory_order_acquire) != want; i++) cpu_relax(NULL, i);
+}
+
 int tp_claim(atomic_long *next, long n, long run, long *lo, long *hi) {
     long at = atomic_fetch_add(next, run);
     if (at >= n) return 0;

@@ -50,6 +50,13 @@ void tp_run(threadpool *tp, tp_task task, void *arg);
  * taking them small and the wait for the last one short. */
 int tp_claim(atomic_long *next, long n, long run, long *lo, long *hi);
 
+/* Waits until *v == want (an acquire load): for a step whose items wait
+ * for other items (stored with a release store). It spins, yielding the
+ * CPU now and then as the pool's threads do between steps. The item waited
+ * for must be done by a thread that does not wait itself, so that any
+ * subset of the threads still completes the step. */
+void tp_wait_until(_Atomic unsigned *v, unsigned want);
+
 /* Work sharing that keeps each thread's memory contiguous: items [0, n)
  * cut in `parts` ranges (one per thread of the pool), thread ith taking
  * runs from the front of its own range, in order, then, once it is empty,

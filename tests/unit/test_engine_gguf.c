@@ -1,10 +1,13 @@
 /* test_engine_gguf: the GGUF reader on the real model files and on
  * hand-built files, valid and corrupted (truncated at every byte, hostile
- * counts and lengths, bad offsets, unknown types, duplicates). */
+ * counts and lengths, bad offsets, unknown types, duplicates), and
+ * gguf_release on a mapped file and on a caller's buffer. */
 #include "engine/gguf.h"
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "base/buf.h"
 #include "testlib.h"
@@ -339,6 +342,56 @@ static void test_real_model(void) {
     CHECK_CONTAINS(err, "README.md: not a GGUF file (bad magic)");
 }
 
+/* Whether the page holding p is in this process's page tables (Linux's
+ * /proc/self/pagemap, bit 63); -1 where that cannot be read. */
+static int page_mapped(const void *p) {
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    if (fd < 0) return -1;
+    uint64_t v = 0;
+    off_t at = (off_t)((uintptr_t)p / (uintptr_t)sysconf(_SC_PAGESIZE) * sizeof v);
+    ssize_t n = pread(fd, &v, sizeof v, at);
+    close(fd);
+    return n == (ssize_t)sizeof v ? (int)(v >> 63) : -1;
+}
+
+/* Released pages leave the mapping and read back the same; a caller's
+ * buffer is never touched (MADV_DONTNEED would zero anonymous memory). */
+static void test_release(void) {
+    char err[512];
+    gguf *g = gguf_open(test_shared_path("models/stories260K.gguf"), err, sizeof err);
+    CHECK(g != NULL);
+    if (!g) { fprintf(stderr, "%s\n", err); return; }
+    const gguf_tensor *t = gguf_find_tensor(g, "token_embd.weight");   /* 128 KiB of F32 */
+    CHECK(t && t->nbytes == 512 * 64 * 4);
+    if (!t) { gguf_close(g); return; }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uint8_t *copy = malloc(t->nbytes);
+    memcpy(copy, t->data, t->nbytes);   /* maps every page of it */
+    const uint8_t *mid = (const uint8_t *)t->data + t->nbytes / 2;
+    CHECK(page_mapped(mid) != 0);
+    size_t dropped = gguf_release(g, t->data, t->nbytes);
+    CHECK(dropped + 2 * page >= t->nbytes && dropped <= t->nbytes && dropped % page == 0);
+    CHECK(page_mapped(mid) != 1);
+    CHECK(memcmp(copy, t->data, t->nbytes) == 0);   /* read again from the file */
+    CHECK(gguf_release(g, copy, t->nbytes) == 0);   /* not part of the file */
+    CHECK(gguf_release(g, (const uint8_t *)t->data + 1, page) == 0);   /* no whole page inside */
+    gguf_close(g);
+    free(copy);
+    buf b = BUF_INIT;
+    build_sample(&b);
+    g = open_buf(&b, err, sizeof err);
+    CHECK(g != NULL);
+    if (g) {
+        copy = malloc(b.len);
+        memcpy(copy, b.data, b.len);
+        CHECK(gguf_release(g, b.data, b.len) == 0);
+        CHECK(memcmp(copy, b.data, b.len) == 0);
+        free(copy);
+        gguf_close(g);
+    }
+    buf_free(&b);
+}
+
 int main(void) {
     TEST(test_sample_file);
     TEST(test_truncated_everywhere);
@@ -347,5 +400,6 @@ int main(void) {
     TEST(test_bad_tensors);
     TEST(test_type_table);
     TEST(test_real_model);
+    TEST(test_release);
     return test_done();
 }
