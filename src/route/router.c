@@ -13,7 +13,7 @@
 #include "route/model.h"
 
 #define MODEL_MAGIC "MSOAROUT"
-#define MODEL_VERSION 4u
+#define MODEL_VERSION 5u
 #define MODEL_ENDIAN 0x01020304u
 
 route_model *route_model_new(int n_classes, char *const *names, unsigned features, uint32_t hash_bits,
@@ -49,6 +49,7 @@ void route_model_free(route_model *m) {
     free(m->hid_w);
     free(m->hid_v);
     free(m->hid_proj);
+    free(m->class_word);
     free(m->pack);
     free(m);
 }
@@ -131,6 +132,10 @@ int route_model_save(const route_model *m, const char *path, char **err) {
         put(&w, m->hid_w, sizeof(float) * nx * nh);
         put(&w, m->hid_v, sizeof(float) * nh * no);
         put(&w, m->hid_proj, sizeof(float) * rows * nh);
+    }
+    if (m->features & FEATS_LEX) {
+        put_u32(&w, (uint32_t)m->lex_top);
+        put(&w, m->class_word, sizeof(float) * rows * (size_t)m->n_classes);
     }
     put(&w, "END.", 4);
     if (fclose(w.f) != 0) w.err = 1;
@@ -269,6 +274,14 @@ static int parse_body(reader *r, route_model *m) {
         get(r, m->hid_v, sizeof(float) * nh * no);
         get(r, m->hid_proj, sizeof(float) * rows * nh);
     }
+    if (m->features & FEATS_LEX) {
+        uint32_t top = get_u32(r);
+        size_t nc = (size_t)m->n_classes;
+        if (r->err || top < 1 || top > ROUTE_LEX_TOP_MAX || (size_t)rows * nc * 4 > r->len - r->pos) return -1;
+        m->lex_top = (int)top;
+        m->class_word = xcalloc((size_t)rows * nc + 1, sizeof(float));
+        get(r, m->class_word, sizeof(float) * rows * nc);
+    }
     char end[4];
     get(r, end, 4);
     return r->err || memcmp(end, "END.", 4) != 0 || r->pos != r->len ? -1 : 0;
@@ -284,8 +297,9 @@ static void keep_only_pack(route_model *m) {
     free(m->guard_word);
     free(m->row_ids);
     free(m->hid_proj);
+    free(m->class_word);
     free(m->vocab.row_weight);
-    m->proj = m->proto_sim = m->guard_word = m->hid_proj = m->vocab.row_weight = NULL;
+    m->proj = m->proto_sim = m->guard_word = m->hid_proj = m->class_word = m->vocab.row_weight = NULL;
     m->row_ids = NULL;
     m->pack_only = 1;
 }
@@ -337,6 +351,8 @@ typedef struct word_acc {
     float gmax;              /* FEATS_MIL: highest word harm score (0: no word) */
     int32_t gmax_row;        /* its row + 1; 0: no word yet */
     float hid[ROUTE_MAX_HIDDEN];   /* FEATS_HIDDEN: weighted sum of hid_proj rows */
+    float lex[ROUTE_LEX_SLOTS];     /* FEATS_LEX: per class the top */
+    int32_t lex_row[ROUTE_LEX_SLOTS]; /* scores and their rows (-1: none) */
 } word_acc;
 
 static inline void add_row(float *acc, const float *row, float a, int n) {
@@ -353,10 +369,12 @@ static inline void add_row8(float *acc, const float *row, float a, int n) {
 void route_model_prepare(route_model *m) {
     int no = m->n_out, np = m->n_proto, rows = m->vocab.n_rows;
     int nh = m->features & FEATS_HIDDEN ? m->n_hidden : 0;
-    int stride = (1 + 2 * no + np + 1 + nh + 3) & ~3;   /* whole 16-byte units */
+    int nl = m->features & FEATS_LEX ? m->n_classes : 0;
+    int stride = (1 + 2 * no + np + 1 + nh + nl + 3) & ~3;   /* whole 16-byte units */
     free(m->pack);
     m->pack = xcalloc((size_t)rows * (size_t)stride + 1, sizeof(float));
     m->pack_stride = stride;
+    m->pack_lex = 2 + 2 * no + np + nh;
     for (int r = 0; r < rows; r++) {
         float *p = m->pack + (size_t)r * (size_t)stride;
         float wt = m->features & (FEATS_EMBED | FEATS_PROTO) ? m->vocab.row_weight[r] : 0.0f;
@@ -369,7 +387,21 @@ void route_model_prepare(route_model *m) {
         for (int c = 0; c < np && (m->features & FEATS_PROTO); c++) p[1 + 2 * no + c] = wt * m->proto_sim[(size_t)r * (size_t)np + (size_t)c];
         p[1 + 2 * no + np] = m->features & FEATS_MIL ? m->guard_word[r] : 0.0f;
         for (int k = 0; k < nh; k++) p[2 + 2 * no + np + k] = m->vocab.row_weight[r] * m->hid_proj[(size_t)r * (size_t)nh + (size_t)k];
+        for (int c = 0; c < nl; c++) p[m->pack_lex + c] = m->class_word[(size_t)r * (size_t)nl + (size_t)c];
     }
+}
+
+static void acc_init(word_acc *a, const route_model *m) {
+    memset(a, 0, sizeof *a);
+    a->m = m;
+    for (int j = 0; j < ROUTE_LEX_SLOTS; j++) a->lex_row[j] = -1;
+}
+
+/* A word's scores in the soft lexicons: kept if among a class's top. */
+static void lex_word(word_acc *a, const float *score, int32_t row) {
+    const route_model *m = a->m;
+    for (int c = 0; c < m->n_classes; c++)
+        route_lex_insert(a->lex + c * ROUTE_LEX_TOP_MAX, a->lex_row + c * ROUTE_LEX_TOP_MAX, m->lex_top, score[c], row);
 }
 
 static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
@@ -400,6 +432,7 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
             a->gmax_row = e->row + 1;
         }
         if (m->features & FEATS_HIDDEN) add_row8(a->hid, p + 2 + 2 * no + m->n_proto, 1.0f, m->n_hidden);
+        if (m->features & FEATS_LEX) lex_word(a, p + m->pack_lex, e->row);
     }
     if (!(m->features & (FEATS_UNIGRAM | FEATS_BIGRAM))) return;
     uint64_t mask = ((uint64_t)1 << m->hash_bits) - 1;
@@ -472,14 +505,15 @@ static void logits_of(const route_model *m, const word_acc *a, const float *hand
     for (int j = 0; j < m->nx; j++) add_row(z, m->hand_w + j * no, hand[j], no);
     if (m->features & FEATS_MIL) z[m->n_classes] += a->gmax;
     if (m->features & FEATS_HIDDEN) hidden_logits(m, a, hand, inv, z);
+    for (int c = 0; c < m->n_classes && (m->features & FEATS_LEX); c++)
+        z[c] += route_lex_mean(a->lex + c * ROUTE_LEX_TOP_MAX, a->lex_row + c * ROUTE_LEX_TOP_MAX, m->lex_top);
 }
 
 void route_model_logits(const route_model *m, const char *sys, size_t slen, const char *user,
                         size_t ulen, float *z) {
     word_acc a;
     float hand[ROUTE_NX_MAX];
-    memset(&a, 0, sizeof a);
-    a.m = m;
+    acc_init(&a, m);
     if (!sys) slen = 0;
     if (!user) ulen = 0;
     cut(m, &slen, &ulen);
@@ -638,8 +672,7 @@ int route_classify(const route_model *m, const char *sys, size_t slen, const cha
                    unsigned flags, route_decision *d) {
     word_acc a;
     float hand[ROUTE_NX_MAX], z[ROUTE_MAX_CLASSES + 1];
-    memset(&a, 0, sizeof a);
-    a.m = m;
+    acc_init(&a, m);
     if (!sys) slen = 0;
     if (!user) ulen = 0;
     cut(m, &slen, &ulen);
