@@ -83,11 +83,12 @@ struct route_model {
     /* Built from the arrays above by route_model_prepare: per vocabulary
      * row, everything classifying reads for a word, side by side, so that
      * a word costs one or two cache lines: [weight, weight*proj[n_out],
-     * cluster weights summed[n_out], weight*proto_sim[n_proto], guard_word,
+     * then the parts of the features the model has: cluster weights
+     * summed[n_out], weight*proto_sim[n_proto], guard_word,
      * weight*hid_proj[n_hidden], class_word[n_classes]]. */
     float *pack;
     int pack_stride;
-    int pack_lex;              /* where a row's soft-lexicon scores are */
+    int pack_cluster, pack_proto, pack_guard, pack_hid, pack_lex;   /* offsets in a row */
     int pack_only;             /* loaded from a file: the arrays above are freed */
     float prior_w, prior_h;    /* pseudo-counts added to the word weight sum and to
                                   the hashed count: a short text is pulled

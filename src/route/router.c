@@ -353,28 +353,42 @@ typedef struct word_acc {
     float hid[ROUTE_MAX_HIDDEN];   /* FEATS_HIDDEN: weighted sum of hid_proj rows */
     float lex[ROUTE_LEX_SLOTS];     /* FEATS_LEX: per class the top */
     int32_t lex_row[ROUTE_LEX_SLOTS]; /* scores and their rows (-1: none) */
+    float lex_floor[ROUTE_MAX_CLASSES];   /* the score a word must beat to enter (-inf: room) */
 } word_acc;
 
-static inline void add_row(float *acc, const float *row, float a, int n) {
+static inline void add_row(float *restrict acc, const float *restrict row, float a, int n) {
     for (int o = 0; o < n; o++) acc[o] += a * row[o];
 }
 
 /* add_row for n a multiple of 8: a loop of known length, which the
  * compiler turns into vector adds at -O2. */
-static inline void add_row8(float *acc, const float *row, float a, int n) {
+static inline void add_row8(float *restrict acc, const float *restrict row, float a, int n) {
     for (int o = 0; o < n; o += 8)
         for (int k = 0; k < 8; k++) acc[o + k] += a * row[o + k];
+}
+
+/* Places a part of n floats (0: the model has none) at *off: returns where. */
+static int pack_part(int *off, int n) {
+    int at = *off;
+    *off += n;
+    return at;
 }
 
 void route_model_prepare(route_model *m) {
     int no = m->n_out, np = m->n_proto, rows = m->vocab.n_rows;
     int nh = m->features & FEATS_HIDDEN ? m->n_hidden : 0;
     int nl = m->features & FEATS_LEX ? m->n_classes : 0;
-    int stride = (1 + 2 * no + np + 1 + nh + nl + 3) & ~3;   /* whole 16-byte units */
+    int off = 1 + no;
+    m->pack_cluster = pack_part(&off, m->features & FEATS_CLUSTER ? no : 0);
+    m->pack_proto = pack_part(&off, m->features & FEATS_PROTO ? np : 0);
+    m->pack_guard = pack_part(&off, m->features & FEATS_MIL ? 1 : 0);
+    m->pack_hid = pack_part(&off, nh);
+    m->pack_lex = pack_part(&off, nl);
+    /* whole 16-byte units; a row of 32 floats is two whole cache lines */
+    int stride = (off + 3) & ~3;
     free(m->pack);
-    m->pack = xcalloc((size_t)rows * (size_t)stride + 1, sizeof(float));
+    m->pack = xcalloc_aligned(sizeof(float) * ((size_t)rows * (size_t)stride + 1), 64);
     m->pack_stride = stride;
-    m->pack_lex = 2 + 2 * no + np + nh;
     for (int r = 0; r < rows; r++) {
         float *p = m->pack + (size_t)r * (size_t)stride;
         float wt = m->features & (FEATS_EMBED | FEATS_PROTO) ? m->vocab.row_weight[r] : 0.0f;
@@ -382,11 +396,11 @@ void route_model_prepare(route_model *m) {
         for (int o = 0; o < no && (m->features & FEATS_EMBED); o++) p[1 + o] = wt * m->proj[(size_t)r * (size_t)no + (size_t)o];
         for (uint32_t t = 0; m->hash_bits && (m->features & FEATS_CLUSTER) && t < m->n_tables; t++) {
             const float *h = m->hash_w + (size_t)m->row_ids[(size_t)r * m->n_tables + t] * (size_t)no;
-            for (int o = 0; o < no; o++) p[1 + no + o] += h[o];
+            for (int o = 0; o < no; o++) p[m->pack_cluster + o] += h[o];
         }
-        for (int c = 0; c < np && (m->features & FEATS_PROTO); c++) p[1 + 2 * no + c] = wt * m->proto_sim[(size_t)r * (size_t)np + (size_t)c];
-        p[1 + 2 * no + np] = m->features & FEATS_MIL ? m->guard_word[r] : 0.0f;
-        for (int k = 0; k < nh; k++) p[2 + 2 * no + np + k] = m->vocab.row_weight[r] * m->hid_proj[(size_t)r * (size_t)nh + (size_t)k];
+        for (int c = 0; c < np && (m->features & FEATS_PROTO); c++) p[m->pack_proto + c] = wt * m->proto_sim[(size_t)r * (size_t)np + (size_t)c];
+        if (m->features & FEATS_MIL) p[m->pack_guard] = m->guard_word[r];
+        for (int k = 0; k < nh; k++) p[m->pack_hid + k] = m->vocab.row_weight[r] * m->hid_proj[(size_t)r * (size_t)nh + (size_t)k];
         for (int c = 0; c < nl; c++) p[m->pack_lex + c] = m->class_word[(size_t)r * (size_t)nl + (size_t)c];
     }
 }
@@ -395,13 +409,24 @@ static void acc_init(word_acc *a, const route_model *m) {
     memset(a, 0, sizeof *a);
     a->m = m;
     for (int j = 0; j < ROUTE_LEX_SLOTS; j++) a->lex_row[j] = -1;
+    for (int c = 0; c < ROUTE_MAX_CLASSES; c++) a->lex_floor[c] = -INFINITY;
 }
 
-/* A word's scores in the soft lexicons: kept if among a class's top. */
+/* A word's scores in the soft lexicons: kept if among a class's top.
+ * Most words of a request beat no class's floor: one test of all the
+ * classes at once (no branch per class) rules them out. */
 static void lex_word(word_acc *a, const float *score, int32_t row) {
     const route_model *m = a->m;
-    for (int c = 0; c < m->n_classes; c++)
-        route_lex_insert(a->lex + c * ROUTE_LEX_TOP_MAX, a->lex_row + c * ROUTE_LEX_TOP_MAX, m->lex_top, score[c], row);
+    int top = m->lex_top, nc = m->n_classes, any = 0;
+    for (int c = 0; c < nc; c++) any |= score[c] > a->lex_floor[c];
+    if (!any) return;
+    for (int c = 0; c < nc; c++) {
+        if (!(score[c] > a->lex_floor[c])) continue;
+        float *best = a->lex + c * ROUTE_LEX_TOP_MAX;
+        int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
+        route_lex_insert(best, rows, top, score[c], row);
+        if (rows[top - 1] >= 0) a->lex_floor[c] = best[top - 1];
+    }
 }
 
 static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
@@ -416,22 +441,22 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
         a->wsum += p[0];
         add_row(a->emb, p + 1, 1.0f, no);
         if (m->features & FEATS_CLUSTER) {
-            add_row(a->hash, p + 1 + no, 1.0f, no);
+            add_row(a->hash, p + m->pack_cluster, 1.0f, no);
             a->nhash += m->n_tables;
         }
         if (m->features & FEATS_PROTO) {
-            const float *sim = p + 1 + 2 * no;
+            const float *sim = p + m->pack_proto;
             for (int c = 0; c < m->n_proto; c++) {
                 a->pmean[c] += sim[c];
                 if (sim[c] > a->pmax[c]) a->pmax[c] = sim[c];
             }
         }
-        float g = p[1 + 2 * no + m->n_proto];
+        float g = m->features & FEATS_MIL ? p[m->pack_guard] : 0.0f;
         if ((m->features & FEATS_MIL) && (!a->gmax_row || g > a->gmax)) {
             a->gmax = g;
             a->gmax_row = e->row + 1;
         }
-        if (m->features & FEATS_HIDDEN) add_row8(a->hid, p + 2 + 2 * no + m->n_proto, 1.0f, m->n_hidden);
+        if (m->features & FEATS_HIDDEN) add_row8(a->hid, p + m->pack_hid, 1.0f, m->n_hidden);
         if (m->features & FEATS_LEX) lex_word(a, p + m->pack_lex, e->row);
     }
     if (!(m->features & (FEATS_UNIGRAM | FEATS_BIGRAM))) return;
@@ -580,7 +605,8 @@ static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry
     (void)bigram;   /* a pair's weight is shared by two words; left out */
     if (e && e->row >= 0) {
         const float *p = m->pack + (size_t)e->row * (size_t)m->pack_stride;
-        wt += x->inv_wsum * share(x, p + 1) + x->hs * share(x, p + 1 + no);
+        wt += x->inv_wsum * share(x, p + 1);
+        if (m->features & FEATS_CLUSTER) wt += x->hs * share(x, p + m->pack_cluster);
     }
     if (m->hash_bits && (m->features & FEATS_UNIGRAM))
         wt += x->hs * share(x, m->hash_w + (h & (((uint64_t)1 << m->hash_bits) - 1)) * no);

@@ -231,7 +231,7 @@ static void test_roundtrip_and_accuracy(void) {
 /* The soft lexicons' pooling: the top scores of distinct words, highest
  * first, and their mean (a repeated word counts once). */
 static void test_lex_top(void) {
-    float best[ROUTE_LEX_TOP_MAX];
+    float best[ROUTE_LEX_TOP_MAX] = {0};
     int32_t row[ROUTE_LEX_TOP_MAX] = {-1, -1, -1, -1};
     CHECK(route_lex_mean(best, row, 2) == 0.0f);
     route_lex_insert(best, row, 2, 1.0f, 7);
