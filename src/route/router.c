@@ -413,14 +413,12 @@ static void acc_init(word_acc *a, const route_model *m) {
 }
 
 /* A word's scores in the soft lexicons: kept if among a class's top.
- * Most words of a request beat no class's floor: one test of all the
- * classes at once (no branch per class) rules them out. */
+ * Most words of a request beat no class's floor and cost one compare
+ * per class. */
 static void lex_word(word_acc *a, const float *score, int32_t row) {
     const route_model *m = a->m;
-    int top = m->lex_top, nc = m->n_classes, any = 0;
-    for (int c = 0; c < nc; c++) any |= score[c] > a->lex_floor[c];
-    if (!any) return;
-    for (int c = 0; c < nc; c++) {
+    int top = m->lex_top;
+    for (int c = 0; c < m->n_classes; c++) {
         if (!(score[c] > a->lex_floor[c])) continue;
         float *best = a->lex + c * ROUTE_LEX_TOP_MAX;
         int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
