@@ -566,6 +566,8 @@ typedef struct explain_ctx {
     float inv_wsum, hs;
     float gmax;            /* the guard's max-pooled word score, to credit */
     int32_t gmax_row;
+    float lex[ROUTE_LEX_SLOTS];         /* FEATS_LEX: each pooled word's share of its class's logit */
+    int32_t lex_row[ROUTE_LEX_SLOTS];   /* their rows (-1: none, or credited) */
     int n;                 /* slots used */
     uint64_t keys[EXPLAIN_SLOTS];   /* word hash, or 1 + index of a named feature */
     float weight[EXPLAIN_SLOTS];
@@ -594,6 +596,22 @@ static void explain_add(explain_ctx *x, uint64_t key, const char *name, size_t l
     x->weight[i] += wt;
 }
 
+/* A word's share of the soft lexicons' logits: in each class whose top
+ * pooled it, its score over the pooled count. Credited once. */
+static float lex_share(explain_ctx *x, int32_t row) {
+    const route_model *m = x->m;
+    float z[ROUTE_MAX_CLASSES + 1] = {0};
+    int found = 0;
+    for (int c = 0; c < m->n_classes; c++)
+        for (int j = 0; j < m->lex_top; j++)
+            if (x->lex_row[c * ROUTE_LEX_TOP_MAX + j] == row) {
+                z[c] = x->lex[c * ROUTE_LEX_TOP_MAX + j];
+                x->lex_row[c * ROUTE_LEX_TOP_MAX + j] = -1;
+                found = 1;
+            }
+    return found ? share(x, z) : 0.0f;
+}
+
 static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
                          uint64_t bigram) {
     explain_ctx *x = ctx;
@@ -612,6 +630,7 @@ static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry
         wt += x->gmax;
         x->gmax = 0;   /* credit the first occurrence only */
     }
+    if (e && e->row >= 0 && (m->features & FEATS_LEX) && x->out < m->n_classes) wt += lex_share(x, e->row);
     explain_add(x, h, w, len, wt);
 }
 
@@ -633,6 +652,13 @@ static void explain_init(explain_ctx *x, const route_model *m, const word_acc *a
     x->hs = hash_scale(m, a->nhash);
     x->gmax = a->gmax;
     x->gmax_row = a->gmax > 0 ? a->gmax_row - 1 : -1;
+    memcpy(x->lex_row, a->lex_row, sizeof x->lex_row);
+    for (int c = 0; c < m->n_classes && (m->features & FEATS_LEX); c++) {
+        const int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
+        int n = 0;
+        while (n < m->lex_top && rows[n] >= 0) n++;
+        for (int j = 0; j < n; j++) x->lex[c * ROUTE_LEX_TOP_MAX + j] = a->lex[c * ROUTE_LEX_TOP_MAX + j] / (float)n;
+    }
 }
 
 static void name_of(const explain_ctx *x, int i, route_feature *f) {

@@ -248,6 +248,15 @@ static void test_lex_top(void) {
     CHECK_EQ_INT(row[2], -1);   /* nothing written past top */
 }
 
+/* The weight of word w in the explanation of q's class (0: not in it). */
+static float word_weight(const route_model *m, const char *q, const char *w) {
+    route_decision r;
+    route_classify(m, NULL, 0, q, strlen(q), ROUTE_EXPLAIN, &r);
+    for (int i = 0; i < r.n_top; i++)
+        if (strcmp(r.top[i].name, w) == 0) return r.top[i].weight;
+    return 0;
+}
+
 /* A model with the soft lexicons reads them back and decides the same. */
 static void test_lex_roundtrip(void) {
     char *emb = write_embeddings(), *path = tmp_model("lex");
@@ -273,6 +282,15 @@ static void test_lex_roundtrip(void) {
         right += strcmp(a.domain_name, class_names[cls]) == 0;
     }
     CHECK(right >= 36);
+    /* the explanation credits the words the lexicons pooled: "rust"
+     * weighs more in it than when the lexicons are switched off */
+    if (l) {
+        const char *q = "Write a rust function that sorts an array.";
+        float with = word_weight(l, q, "rust");
+        l->features &= ~(unsigned)FEATS_LEX;
+        float without = word_weight(l, q, "rust");
+        CHECK(with > 0 && with > without + 0.01f);
+    }
     buf_free(&t);
     route_model_free(m);
     route_model_free(l);
