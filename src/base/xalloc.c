@@ -28,6 +28,14 @@ void *xrealloc(void *p, size_t n) {
     return q;
 }
 
+void *xcalloc_aligned(size_t n, size_t align) {
+    size_t size = (n + align - 1) / align * align;
+    void *p = aligned_alloc(align, size ? size : align);
+    if (!p) out_of_memory(size);
+    memset(p, 0, size ? size : align);
+    return p;
+}
+
 char *xstrndup(const char *s, size_t n) {
     char *p = xmalloc(n + 1);
     memcpy(p, s, n);

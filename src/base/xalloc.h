@@ -11,6 +11,9 @@
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
+/* Zeroed memory of n bytes starting on an align boundary (a power of two,
+ * at least sizeof(void *)); freed with free(). */
+void *xcalloc_aligned(size_t n, size_t align);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 

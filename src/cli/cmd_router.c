@@ -27,13 +27,17 @@ static const char usage[] =
     "                      (repeatable; the default model adds models/data/*.jsonl)\n"
     "  --embeddings FILE   GloVe text file (.gz ok); default DIR/embeddings/glove-100d-30k.txt.gz\n"
     "  --features LIST     embed,hand,proto,cluster,unigram,bigram,style,mil,hidden or all\n"
-    "                      (default embed,hand,proto,hidden)\n"
+    "                      (default embed,hand,proto,hidden,lex)\n"
     "  --cluster-tables N  --cluster-bits N   word clusters (default 8 tables of 2^6)\n"
     "  --router-skip LIST  --guard-skip LIST   features one head does not read, or\n"
     "                      none (default: the router none, the guard embed,proto;\n"
     "                      the hidden layer is the router's only)\n"
     "  --hidden N          units of the router's hidden layer with 'hidden', a multiple\n"
     "                      of 8 up to 128 (default 16)\n"
+    "  --lex-top N         router soft lexicons (feature 'lex'): the N best words of a\n"
+    "                      text pooled per class (1 to 4, default 2)\n"
+    "  --l2-lex X  --lex-init X   their L2, and their start (X times the class's\n"
+    "                      seed direction; defaults 0.1 and 1)\n"
     "  --average 0|1       router: average the weights of the second half of the\n"
     "                      epochs (default 1)\n"
     "  --proto-nn X        class lexicons: words within cosine X of a seed word\n"
@@ -120,6 +124,9 @@ static int parse_args(int argc, char **argv, router_args *a) {
         else if (strcmp(f, "--cluster-bits") == 0) a->o.cluster_bits = atoi(v);
         else if (strcmp(f, "--hidden") == 0) a->o.hidden = atoi(v);
         else if (strcmp(f, "--average") == 0) a->o.average = atoi(v);
+        else if (strcmp(f, "--lex-top") == 0) a->o.lex_top = atoi(v);
+        else if (strcmp(f, "--l2-lex") == 0) a->o.l2_lex = strtof(v, NULL);
+        else if (strcmp(f, "--lex-init") == 0) a->o.lex_init = strtof(v, NULL);
         else if (strcmp(f, "--proto-nn") == 0) a->o.proto_nn = strtof(v, NULL);
         else if (strcmp(f, "--guard-epochs") == 0) a->o.guard_epochs = atoi(v);
         else if (strcmp(f, "--guard-nn") == 0) a->o.guard_nn = strtof(v, NULL);
@@ -140,6 +147,7 @@ static int parse_args(int argc, char **argv, router_args *a) {
     if (!a->data) return bad("--data is required", NULL);
     if (a->o.hash_bits > 22 || a->o.cluster_tables < 1 || a->o.cluster_tables > 64 ||
         a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.hidden < 8 || a->o.hidden > ROUTE_MAX_HIDDEN || a->o.hidden % 8 || a->o.average < 0 || a->o.average > 1 ||
+        a->o.lex_top < 1 || a->o.lex_top > ROUTE_LEX_TOP_MAX || !(a->o.l2_lex >= 0) ||
         !(a->o.proto_nn >= 0 && a->o.proto_nn < 1) || !(a->o.guard_nn > 0 && a->o.guard_nn < 1) || !(a->o.harm_nn > 0 && a->o.harm_nn <= 1) || a->o.unstyle < 0 || a->o.unstyle > 1 || a->o.epochs < 1 || a->o.guard_epochs < 1 || a->o.max_bytes < 16 || !(a->o.shrink >= 0) || !(a->o.shrink_embed >= 0) || a->o.balance < 0 || a->o.balance > 2 ||
         a->o.guard_balance < 0 || a->o.guard_balance > 2 ||
         a->folds < 0 || a->folds == 1 || a->folds > 20)

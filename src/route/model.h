@@ -32,9 +32,14 @@ enum {
     FEATS_HIDDEN = 256, /* router: a hidden tanh layer over the dense features
                            (mean vector and named features), added to the
                            linear logits */
+    FEATS_LEX = 512,    /* router: learnt soft lexicons, per class the mean
+                           of the top scores of the text's words on a
+                           learnt direction of the word vectors */
 };
 
 #define ROUTE_MAX_HIDDEN 128   /* n_hidden: a multiple of 8 up to this */
+#define ROUTE_LEX_TOP_MAX 4    /* lex_top: words pooled per soft lexicon, up to this */
+#define ROUTE_LEX_SLOTS (ROUTE_MAX_CLASSES * ROUTE_LEX_TOP_MAX)
 
 /* Named dense features: the hand-made ones, then per class the mean and
  * the maximum similarity of the request's words to the class prototype
@@ -69,15 +74,22 @@ struct route_model {
     float *hid_w;              /* [nx][n_hidden] */
     float *hid_v;              /* [n_hidden][n_out] */
     float *hid_proj;           /* [vocab.n_rows][n_hidden] */
+    /* With FEATS_LEX: class_word[row][c] is word row's score in class c's
+     * soft lexicon; the class's logit gets the mean of the lex_top
+     * highest scores among the request's distinct words. */
+    int lex_top;
+    float *class_word;         /* [vocab.n_rows][n_classes] */
     uint32_t hash_bits;        /* 0: no hashed features */
     float *hash_w;             /* [1 << hash_bits][n_out] */
     /* Built from the arrays above by route_model_prepare: per vocabulary
      * row, everything classifying reads for a word, side by side, so that
      * a word costs one or two cache lines: [weight, weight*proj[n_out],
-     * cluster weights summed[n_out], weight*proto_sim[n_proto], guard_word,
-     * weight*hid_proj[n_hidden]]. */
+     * then the parts of the features the model has: cluster weights
+     * summed[n_out], weight*proto_sim[n_proto], guard_word,
+     * weight*hid_proj[n_hidden], class_word[n_classes]]. */
     float *pack;
     int pack_stride;
+    int pack_cluster, pack_proto, pack_guard, pack_hid, pack_lex;   /* offsets in a row */
     int pack_only;             /* loaded from a file: the arrays above are freed */
     float prior_w, prior_h;    /* pseudo-counts added to the word weight sum and to
                                   the hashed count: a short text is pulled
@@ -98,5 +110,31 @@ void route_model_prepare(route_model *m);
 /* Computes the raw logits (before temperature) of a text. */
 void route_model_logits(const route_model *m, const char *system, size_t system_len,
                         const char *user, size_t user_len, float *logits);
+
+/* Keeps the top (descending) highest scores of distinct rows in
+ * best[0..top) / row[0..top) (row -1: empty); shared by training and
+ * classifying so both pool the same words. */
+static inline void route_lex_insert(float *best, int32_t *row, int top, float s, int32_t r) {
+    int at = top;
+    for (int j = 0; j < top; j++) {
+        if (row[j] == r) return;
+        if (at == top && (row[j] < 0 || s > best[j])) at = j;
+    }
+    if (at == top) return;
+    for (int j = top - 1; j > at; j--) {
+        best[j] = best[j - 1];
+        row[j] = row[j - 1];
+    }
+    best[at] = s;
+    row[at] = r;
+}
+
+/* The mean of the filled entries of a top list (0 if none). */
+static inline float route_lex_mean(const float *best, const int32_t *row, int top) {
+    float s = 0;
+    int n = 0;
+    for (int j = 0; j < top && row[j] >= 0; j++) s += best[j], n++;
+    return n ? s / (float)n : 0.0f;
+}
 
 #endif

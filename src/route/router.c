@@ -13,7 +13,7 @@
 #include "route/model.h"
 
 #define MODEL_MAGIC "MSOAROUT"
-#define MODEL_VERSION 4u
+#define MODEL_VERSION 5u
 #define MODEL_ENDIAN 0x01020304u
 
 route_model *route_model_new(int n_classes, char *const *names, unsigned features, uint32_t hash_bits,
@@ -49,6 +49,7 @@ void route_model_free(route_model *m) {
     free(m->hid_w);
     free(m->hid_v);
     free(m->hid_proj);
+    free(m->class_word);
     free(m->pack);
     free(m);
 }
@@ -131,6 +132,10 @@ int route_model_save(const route_model *m, const char *path, char **err) {
         put(&w, m->hid_w, sizeof(float) * nx * nh);
         put(&w, m->hid_v, sizeof(float) * nh * no);
         put(&w, m->hid_proj, sizeof(float) * rows * nh);
+    }
+    if (m->features & FEATS_LEX) {
+        put_u32(&w, (uint32_t)m->lex_top);
+        put(&w, m->class_word, sizeof(float) * rows * (size_t)m->n_classes);
     }
     put(&w, "END.", 4);
     if (fclose(w.f) != 0) w.err = 1;
@@ -269,6 +274,14 @@ static int parse_body(reader *r, route_model *m) {
         get(r, m->hid_v, sizeof(float) * nh * no);
         get(r, m->hid_proj, sizeof(float) * rows * nh);
     }
+    if (m->features & FEATS_LEX) {
+        uint32_t top = get_u32(r);
+        size_t nc = (size_t)m->n_classes;
+        if (r->err || top < 1 || top > ROUTE_LEX_TOP_MAX || (size_t)rows * nc * 4 > r->len - r->pos) return -1;
+        m->lex_top = (int)top;
+        m->class_word = xcalloc((size_t)rows * nc + 1, sizeof(float));
+        get(r, m->class_word, sizeof(float) * rows * nc);
+    }
     char end[4];
     get(r, end, 4);
     return r->err || memcmp(end, "END.", 4) != 0 || r->pos != r->len ? -1 : 0;
@@ -284,8 +297,9 @@ static void keep_only_pack(route_model *m) {
     free(m->guard_word);
     free(m->row_ids);
     free(m->hid_proj);
+    free(m->class_word);
     free(m->vocab.row_weight);
-    m->proj = m->proto_sim = m->guard_word = m->hid_proj = m->vocab.row_weight = NULL;
+    m->proj = m->proto_sim = m->guard_word = m->hid_proj = m->class_word = m->vocab.row_weight = NULL;
     m->row_ids = NULL;
     m->pack_only = 1;
 }
@@ -337,25 +351,43 @@ typedef struct word_acc {
     float gmax;              /* FEATS_MIL: highest word harm score (0: no word) */
     int32_t gmax_row;        /* its row + 1; 0: no word yet */
     float hid[ROUTE_MAX_HIDDEN];   /* FEATS_HIDDEN: weighted sum of hid_proj rows */
+    float lex[ROUTE_LEX_SLOTS];     /* FEATS_LEX: per class the top */
+    int32_t lex_row[ROUTE_LEX_SLOTS]; /* scores and their rows (-1: none) */
+    float lex_floor[ROUTE_MAX_CLASSES];   /* the score a word must beat to enter (-inf: room) */
 } word_acc;
 
-static inline void add_row(float *acc, const float *row, float a, int n) {
+static inline void add_row(float *restrict acc, const float *restrict row, float a, int n) {
     for (int o = 0; o < n; o++) acc[o] += a * row[o];
 }
 
 /* add_row for n a multiple of 8: a loop of known length, which the
  * compiler turns into vector adds at -O2. */
-static inline void add_row8(float *acc, const float *row, float a, int n) {
+static inline void add_row8(float *restrict acc, const float *restrict row, float a, int n) {
     for (int o = 0; o < n; o += 8)
         for (int k = 0; k < 8; k++) acc[o + k] += a * row[o + k];
+}
+
+/* Places a part of n floats (0: the model has none) at *off: returns where. */
+static int pack_part(int *off, int n) {
+    int at = *off;
+    *off += n;
+    return at;
 }
 
 void route_model_prepare(route_model *m) {
     int no = m->n_out, np = m->n_proto, rows = m->vocab.n_rows;
     int nh = m->features & FEATS_HIDDEN ? m->n_hidden : 0;
-    int stride = (1 + 2 * no + np + 1 + nh + 3) & ~3;   /* whole 16-byte units */
+    int nl = m->features & FEATS_LEX ? m->n_classes : 0;
+    int off = 1 + no;
+    m->pack_cluster = pack_part(&off, m->features & FEATS_CLUSTER ? no : 0);
+    m->pack_proto = pack_part(&off, m->features & FEATS_PROTO ? np : 0);
+    m->pack_guard = pack_part(&off, m->features & FEATS_MIL ? 1 : 0);
+    m->pack_hid = pack_part(&off, nh);
+    m->pack_lex = pack_part(&off, nl);
+    /* whole 16-byte units; a row of 32 floats is two whole cache lines */
+    int stride = (off + 3) & ~3;
     free(m->pack);
-    m->pack = xcalloc((size_t)rows * (size_t)stride + 1, sizeof(float));
+    m->pack = xcalloc_aligned(sizeof(float) * ((size_t)rows * (size_t)stride + 1), 64);
     m->pack_stride = stride;
     for (int r = 0; r < rows; r++) {
         float *p = m->pack + (size_t)r * (size_t)stride;
@@ -364,11 +396,34 @@ void route_model_prepare(route_model *m) {
         for (int o = 0; o < no && (m->features & FEATS_EMBED); o++) p[1 + o] = wt * m->proj[(size_t)r * (size_t)no + (size_t)o];
         for (uint32_t t = 0; m->hash_bits && (m->features & FEATS_CLUSTER) && t < m->n_tables; t++) {
             const float *h = m->hash_w + (size_t)m->row_ids[(size_t)r * m->n_tables + t] * (size_t)no;
-            for (int o = 0; o < no; o++) p[1 + no + o] += h[o];
+            for (int o = 0; o < no; o++) p[m->pack_cluster + o] += h[o];
         }
-        for (int c = 0; c < np && (m->features & FEATS_PROTO); c++) p[1 + 2 * no + c] = wt * m->proto_sim[(size_t)r * (size_t)np + (size_t)c];
-        p[1 + 2 * no + np] = m->features & FEATS_MIL ? m->guard_word[r] : 0.0f;
-        for (int k = 0; k < nh; k++) p[2 + 2 * no + np + k] = m->vocab.row_weight[r] * m->hid_proj[(size_t)r * (size_t)nh + (size_t)k];
+        for (int c = 0; c < np && (m->features & FEATS_PROTO); c++) p[m->pack_proto + c] = wt * m->proto_sim[(size_t)r * (size_t)np + (size_t)c];
+        if (m->features & FEATS_MIL) p[m->pack_guard] = m->guard_word[r];
+        for (int k = 0; k < nh; k++) p[m->pack_hid + k] = m->vocab.row_weight[r] * m->hid_proj[(size_t)r * (size_t)nh + (size_t)k];
+        for (int c = 0; c < nl; c++) p[m->pack_lex + c] = m->class_word[(size_t)r * (size_t)nl + (size_t)c];
+    }
+}
+
+static void acc_init(word_acc *a, const route_model *m) {
+    memset(a, 0, sizeof *a);
+    a->m = m;
+    for (int j = 0; j < ROUTE_LEX_SLOTS; j++) a->lex_row[j] = -1;
+    for (int c = 0; c < ROUTE_MAX_CLASSES; c++) a->lex_floor[c] = -INFINITY;
+}
+
+/* A word's scores in the soft lexicons: kept if among a class's top.
+ * Most words of a request beat no class's floor and cost one compare
+ * per class. */
+static void lex_word(word_acc *a, const float *score, int32_t row) {
+    const route_model *m = a->m;
+    int top = m->lex_top;
+    for (int c = 0; c < m->n_classes; c++) {
+        if (!(score[c] > a->lex_floor[c])) continue;
+        float *best = a->lex + c * ROUTE_LEX_TOP_MAX;
+        int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
+        route_lex_insert(best, rows, top, score[c], row);
+        if (rows[top - 1] >= 0) a->lex_floor[c] = best[top - 1];
     }
 }
 
@@ -384,22 +439,23 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
         a->wsum += p[0];
         add_row(a->emb, p + 1, 1.0f, no);
         if (m->features & FEATS_CLUSTER) {
-            add_row(a->hash, p + 1 + no, 1.0f, no);
+            add_row(a->hash, p + m->pack_cluster, 1.0f, no);
             a->nhash += m->n_tables;
         }
         if (m->features & FEATS_PROTO) {
-            const float *sim = p + 1 + 2 * no;
+            const float *sim = p + m->pack_proto;
             for (int c = 0; c < m->n_proto; c++) {
                 a->pmean[c] += sim[c];
                 if (sim[c] > a->pmax[c]) a->pmax[c] = sim[c];
             }
         }
-        float g = p[1 + 2 * no + m->n_proto];
+        float g = m->features & FEATS_MIL ? p[m->pack_guard] : 0.0f;
         if ((m->features & FEATS_MIL) && (!a->gmax_row || g > a->gmax)) {
             a->gmax = g;
             a->gmax_row = e->row + 1;
         }
-        if (m->features & FEATS_HIDDEN) add_row8(a->hid, p + 2 + 2 * no + m->n_proto, 1.0f, m->n_hidden);
+        if (m->features & FEATS_HIDDEN) add_row8(a->hid, p + m->pack_hid, 1.0f, m->n_hidden);
+        if (m->features & FEATS_LEX) lex_word(a, p + m->pack_lex, e->row);
     }
     if (!(m->features & (FEATS_UNIGRAM | FEATS_BIGRAM))) return;
     uint64_t mask = ((uint64_t)1 << m->hash_bits) - 1;
@@ -472,14 +528,15 @@ static void logits_of(const route_model *m, const word_acc *a, const float *hand
     for (int j = 0; j < m->nx; j++) add_row(z, m->hand_w + j * no, hand[j], no);
     if (m->features & FEATS_MIL) z[m->n_classes] += a->gmax;
     if (m->features & FEATS_HIDDEN) hidden_logits(m, a, hand, inv, z);
+    for (int c = 0; c < m->n_classes && (m->features & FEATS_LEX); c++)
+        z[c] += route_lex_mean(a->lex + c * ROUTE_LEX_TOP_MAX, a->lex_row + c * ROUTE_LEX_TOP_MAX, m->lex_top);
 }
 
 void route_model_logits(const route_model *m, const char *sys, size_t slen, const char *user,
                         size_t ulen, float *z) {
     word_acc a;
     float hand[ROUTE_NX_MAX];
-    memset(&a, 0, sizeof a);
-    a.m = m;
+    acc_init(&a, m);
     if (!sys) slen = 0;
     if (!user) ulen = 0;
     cut(m, &slen, &ulen);
@@ -509,6 +566,8 @@ typedef struct explain_ctx {
     float inv_wsum, hs;
     float gmax;            /* the guard's max-pooled word score, to credit */
     int32_t gmax_row;
+    float lex[ROUTE_LEX_SLOTS];         /* FEATS_LEX: each pooled word's share of its class's logit */
+    int32_t lex_row[ROUTE_LEX_SLOTS];   /* their rows (-1: none, or credited) */
     int n;                 /* slots used */
     uint64_t keys[EXPLAIN_SLOTS];   /* word hash, or 1 + index of a named feature */
     float weight[EXPLAIN_SLOTS];
@@ -537,6 +596,22 @@ static void explain_add(explain_ctx *x, uint64_t key, const char *name, size_t l
     x->weight[i] += wt;
 }
 
+/* A word's share of the soft lexicons' logits: in each class whose top
+ * pooled it, its score over the pooled count. Credited once. */
+static float lex_share(explain_ctx *x, int32_t row) {
+    const route_model *m = x->m;
+    float z[ROUTE_MAX_CLASSES + 1] = {0};
+    int found = 0;
+    for (int c = 0; c < m->n_classes; c++)
+        for (int j = 0; j < m->lex_top; j++)
+            if (x->lex_row[c * ROUTE_LEX_TOP_MAX + j] == row) {
+                z[c] = x->lex[c * ROUTE_LEX_TOP_MAX + j];
+                x->lex_row[c * ROUTE_LEX_TOP_MAX + j] = -1;
+                found = 1;
+            }
+    return found ? share(x, z) : 0.0f;
+}
+
 static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
                          uint64_t bigram) {
     explain_ctx *x = ctx;
@@ -546,7 +621,8 @@ static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry
     (void)bigram;   /* a pair's weight is shared by two words; left out */
     if (e && e->row >= 0) {
         const float *p = m->pack + (size_t)e->row * (size_t)m->pack_stride;
-        wt += x->inv_wsum * share(x, p + 1) + x->hs * share(x, p + 1 + no);
+        wt += x->inv_wsum * share(x, p + 1);
+        if (m->features & FEATS_CLUSTER) wt += x->hs * share(x, p + m->pack_cluster);
     }
     if (m->hash_bits && (m->features & FEATS_UNIGRAM))
         wt += x->hs * share(x, m->hash_w + (h & (((uint64_t)1 << m->hash_bits) - 1)) * no);
@@ -554,6 +630,7 @@ static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry
         wt += x->gmax;
         x->gmax = 0;   /* credit the first occurrence only */
     }
+    if (e && e->row >= 0 && (m->features & FEATS_LEX) && x->out < m->n_classes) wt += lex_share(x, e->row);
     explain_add(x, h, w, len, wt);
 }
 
@@ -575,6 +652,13 @@ static void explain_init(explain_ctx *x, const route_model *m, const word_acc *a
     x->hs = hash_scale(m, a->nhash);
     x->gmax = a->gmax;
     x->gmax_row = a->gmax > 0 ? a->gmax_row - 1 : -1;
+    memcpy(x->lex_row, a->lex_row, sizeof x->lex_row);
+    for (int c = 0; c < m->n_classes && (m->features & FEATS_LEX); c++) {
+        const int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
+        int n = 0;
+        while (n < m->lex_top && rows[n] >= 0) n++;
+        for (int j = 0; j < n; j++) x->lex[c * ROUTE_LEX_TOP_MAX + j] = a->lex[c * ROUTE_LEX_TOP_MAX + j] / (float)n;
+    }
 }
 
 static void name_of(const explain_ctx *x, int i, route_feature *f) {
@@ -638,8 +722,7 @@ int route_classify(const route_model *m, const char *sys, size_t slen, const cha
                    unsigned flags, route_decision *d) {
     word_acc a;
     float hand[ROUTE_NX_MAX], z[ROUTE_MAX_CLASSES + 1];
-    memset(&a, 0, sizeof a);
-    a.m = m;
+    acc_init(&a, m);
     if (!sys) slen = 0;
     if (!user) ulen = 0;
     cut(m, &slen, &ulen);

@@ -37,6 +37,9 @@ typedef struct route_train_opts {
     unsigned guard_skip;      /* FEATS_* of features the guard does not read */
     int unstyle;         /* hide from the heads how sources of a class differ (remove_source_style) */
     int hidden;          /* units of the router's hidden layer (FEATS_HIDDEN) */
+    int lex_top;         /* router soft lexicons (FEATS_LEX): words pooled per class */
+    float l2_lex;        /* on the soft lexicons' directions */
+    float lex_init;      /* their start: this times the class's seed direction */
     int average;         /* router: weights averaged over the second half of the epochs */
     float shrink;        /* pseudo-words added when averaging (see model.h prior_w) */
     float shrink_embed;  /* the same for the mean word vector (model.h prior_e) */

@@ -228,6 +228,79 @@ static void test_roundtrip_and_accuracy(void) {
     free(emb);
 }
 
+/* The soft lexicons' pooling: the top scores of distinct words, highest
+ * first, and their mean (a repeated word counts once). */
+static void test_lex_top(void) {
+    float best[ROUTE_LEX_TOP_MAX] = {0};
+    int32_t row[ROUTE_LEX_TOP_MAX] = {-1, -1, -1, -1};
+    CHECK(route_lex_mean(best, row, 2) == 0.0f);
+    route_lex_insert(best, row, 2, 1.0f, 7);
+    CHECK(route_lex_mean(best, row, 2) == 1.0f);
+    route_lex_insert(best, row, 2, 3.0f, 5);
+    route_lex_insert(best, row, 2, 3.0f, 5);
+    CHECK_EQ_INT(row[0], 5);
+    CHECK_EQ_INT(row[1], 7);
+    route_lex_insert(best, row, 2, 2.0f, 9);
+    route_lex_insert(best, row, 2, 0.5f, 1);
+    CHECK_EQ_INT(row[0], 5);
+    CHECK_EQ_INT(row[1], 9);
+    CHECK(route_lex_mean(best, row, 2) == 2.5f);
+    CHECK_EQ_INT(row[2], -1);   /* nothing written past top */
+}
+
+/* The weight of word w in the explanation of q's class (0: not in it). */
+static float word_weight(const route_model *m, const char *q, const char *w) {
+    route_decision r;
+    route_classify(m, NULL, 0, q, strlen(q), ROUTE_EXPLAIN, &r);
+    for (int i = 0; i < r.n_top; i++)
+        if (strcmp(r.top[i].name, w) == 0) return r.top[i].weight;
+    return 0;
+}
+
+/* A model with the soft lexicons reads them back and decides the same. */
+static void test_lex_roundtrip(void) {
+    char *emb = write_embeddings(), *path = tmp_model("lex");
+    route_dataset d;
+    make_dataset(&d, 40);
+    route_train_opts o = opts(emb);
+    o.features |= FEATS_LEX;
+    o.lex_top = 2;
+    route_model *m = train(&d, &o);
+    char *err = NULL;
+    CHECK(m && (m->features & FEATS_LEX) && route_model_save(m, path, &err) == 0);
+    route_model *l = route_model_load(path, &err);
+    CHECK(l && (l->features & FEATS_LEX) && l->lex_top == 2);
+    buf t = BUF_INIT;
+    int right = 0;
+    for (int i = 0; m && l && i < 40; i++) {
+        int cls = i % 3;
+        example(cls, i % 2, &t);
+        route_decision a, b;
+        route_classify(m, NULL, 0, t.data, t.len, 0, &a);
+        route_classify(l, NULL, 0, t.data, t.len, 0, &b);
+        for (int c = 0; c < a.n_classes; c++) CHECK(a.probs[c] == b.probs[c]);
+        right += strcmp(a.domain_name, class_names[cls]) == 0;
+    }
+    CHECK(right >= 36);
+    /* the explanation credits the words the lexicons pooled: "rust"
+     * weighs more in it than when the lexicons are switched off */
+    if (l) {
+        const char *q = "Write a rust function that sorts an array.";
+        float with = word_weight(l, q, "rust");
+        l->features &= ~(unsigned)FEATS_LEX;
+        float without = word_weight(l, q, "rust");
+        CHECK(with > 0 && with > without + 0.01f);
+    }
+    buf_free(&t);
+    route_model_free(m);
+    route_model_free(l);
+    dataset_free(&d);
+    remove(path);
+    remove(emb);
+    free(path);
+    free(emb);
+}
+
 static void test_custom_labels_jsonl(void) {
     char path[256];
     snprintf(path, sizeof path, "/tmp/msoa_route_custom_%d.jsonl", (int)getpid());
@@ -461,6 +534,8 @@ static void test_word_scorer(void) {
 int main(void) {
     TEST(test_determinism);
     TEST(test_roundtrip_and_accuracy);
+    TEST(test_lex_top);
+    TEST(test_lex_roundtrip);
     TEST(test_custom_labels_jsonl);
     TEST(test_explain_and_cut);
     TEST(test_threads);
