@@ -25,7 +25,7 @@
  *   connection's own buffer (at most one read: READ_BUF_SIZE, small, as
  *   LLM streams come in small pieces). Idle connections keep reading, so a
  *   close by the server is seen at once.
- * - Calls: one allocation holding the call, its request head and body,
+ * - Calls: the call, its timer and a buffer for its request head and body,
  *   written with one uv_try_write (uv_write for what does not fit) once
  *   the loop's phase that made it ends (a uv_check after the I/O
  *   callbacks, a uv_prepare before the loop blocks): requests made from
@@ -36,10 +36,14 @@
  *   (checked when it fires: a byte does not re-arm it) and the work
  *   deferred to the next loop turn: delivering what a pause held back, and
  *   reporting a failure met inside http_client_start, which must not call
- *   back.
+ *   back. A finished call is kept for the next one with its timer
+ *   initialised and its request buffer (at most MAX_SPARE_CALLS): a
+ *   timer's init, close and close callback, and two allocations, were a
+ *   cost of every request.
  *
- * Callbacks may cancel, pause or start calls. A call is freed only by its
- * timer's close callback and a connection by its handle's, so both stay
+ * Callbacks may cancel, pause or start calls. A finished call is reused
+ * only after the loop's phase that finished it (in the send phase), and a
+ * connection is freed only by its handle's close callback, so both stay
  * readable until the stack that ran the callback unwinds; after each
  * callback the delivery loop checks the call still owns the connection.
  *
@@ -53,6 +57,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +77,8 @@
 #define READ_BUF_SIZE (16u << 10)
 #define MAX_HOST_LEN 255
 #define MAX_REQUEST_HEADERS 64
+#define MAX_SPARE_CALLS 256
+#define SPARE_REQUEST_CAP (4u << 10) /* a spare call's request buffer is kept up to this */
 
 typedef struct hc_host hc_host;
 typedef struct hc_conn hc_conn;
@@ -121,14 +128,16 @@ struct hc_conn {
 
 struct hc_call {
     http_call_tag tag;          /* first: see http_client_impl.h */
-    hconn_client *cl;
+    /* Kept while the call is spare; the rest is cleared for each use. */
+    uv_timer_t timer;
+    buf req;                    /* request head, then body */
+    hconn_client *cl;           /* the first member cleared */
     hc_host *host;
     hc_conn *conn;
     hc_call *prev, *next;       /* cl->calls */
     hc_line *line;              /* the host's line it waits in (dns or room), or NULL */
     hc_call *lprev, *lnext;     /* its neighbours there */
     unsigned wait_gen;          /* the resolution waited for */
-    uv_timer_t timer;
     uint64_t start_ms, last_byte_ms;
     uint64_t connect_from_ms;   /* the connect deadline counts from here */
     unsigned connect_ms, total_ms, stall_ms;
@@ -145,13 +154,15 @@ struct hc_call {
     void (*on_done)(http_call *c, enum http_call_error err, const char *message, void *ud);
     void *ud;
     size_t head_len, body_len;
-    char req[];                 /* request head, then body */
 };
 
 struct hconn_client {
     uv_loop_t *loop;
     hc_host *hosts;
     hc_call *calls;
+    hc_call *released;          /* finished in this loop phase; spare after it */
+    hc_call *spare;             /* finished calls for new ones to reuse */
+    int n_spare;
     char *rbuf;                 /* the shared read buffer, READ_BUF_SIZE */
     uv_timer_t sweep;
     uv_check_t sender;          /* sends the requests queued by I/O callbacks */
@@ -436,13 +447,13 @@ static void on_written(uv_write_t *req, int status) {
 static void write_request(hc_conn *k) {
     hc_call *c = k->call;
     size_t total = c->head_len + c->body_len;
-    uv_buf_t b = uv_buf_init(c->req, (unsigned)total);
+    uv_buf_t b = uv_buf_init(c->req.data, (unsigned)total);
     int sent = uv_try_write((uv_stream_t *)&k->tcp, &b, 1);
     if (sent < 0 && sent != UV_EAGAIN) {
         conn_broken(k, sent);
         return;
     }
-    if (sent > 0) b = uv_buf_init(c->req + sent, (unsigned)(total - (size_t)sent));
+    if (sent > 0) b = uv_buf_init(c->req.data + sent, (unsigned)(total - (size_t)sent));
     if (b.len) {
         int rc = uv_write(&k->req.write, (uv_stream_t *)&k->tcp, &b, 1, on_written);
         if (rc < 0) {
@@ -475,6 +486,24 @@ static void promote_queued(hconn_client *cl) {
         }
 }
 
+static void call_free(hc_call *c);
+
+/* The calls finished in the phase that just ended become spare: no stack
+ * that saw them runs any more. */
+static void recycle_released(hconn_client *cl) {
+    while (cl->released) {
+        hc_call *c = cl->released;
+        cl->released = c->next;
+        if (cl->n_spare < MAX_SPARE_CALLS && c->req.cap <= SPARE_REQUEST_CAP) {
+            c->next = cl->spare;
+            cl->spare = c;
+            cl->n_spare++;
+        } else {
+            call_free(c);
+        }
+    }
+}
+
 static void send_queued(hconn_client *cl) {
     if (cl->promote) promote_queued(cl);
     while (cl->send_head) {
@@ -482,6 +511,7 @@ static void send_queued(hconn_client *cl) {
         send_remove(k);
         write_request(k);
     }
+    recycle_released(cl);
 }
 
 static void on_send(uv_check_t *h) { send_queued(h->data); }
@@ -632,8 +662,25 @@ static void call_connect(hc_call *c, int allow_pool) {
     }
 }
 
-static void free_call_cb(uv_handle_t *h) { free(h->data); }
+static void free_call_cb(uv_handle_t *h) {
+    hc_call *c = h->data;
+    buf_free(&c->req);
+    free(c);
+}
 
+static void call_free(hc_call *c) { uv_close((uv_handle_t *)&c->timer, free_call_cb); }
+
+/* A list of released or spare calls, linked by next. */
+static void free_calls(hc_call *c) {
+    while (c) {
+        hc_call *next = c->next;
+        call_free(c);
+        c = next;
+    }
+}
+
+/* The call is over: its timer stops, and it waits in cl->released for the
+ * send phase, which makes it spare. */
 static void call_release(hc_call *c) {
     hconn_client *cl = c->cl;
     if (c->prev) c->prev->next = c->next;
@@ -642,7 +689,10 @@ static void call_release(hc_call *c) {
     line_leave(c);
     free(c->due_msg);
     c->due_msg = NULL;
-    uv_close((uv_handle_t *)&c->timer, free_call_cb);
+    uv_timer_stop(&c->timer);
+    c->prev = NULL;
+    c->next = cl->released;
+    cl->released = c;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -843,8 +893,24 @@ static size_t content_length_line(char *out, size_t n) {
     return (size_t)(w - out);
 }
 
+/* A spare call, or a new one with its timer initialised; cleared but for
+ * the timer and the request buffer. */
+static hc_call *call_take(hconn_client *cl) {
+    hc_call *c = cl->spare;
+    if (c) {
+        cl->spare = c->next;
+        cl->n_spare--;
+    } else {
+        c = xcalloc(1, sizeof *c);
+        uv_timer_init(cl->loop, &c->timer);
+        c->timer.data = c;
+    }
+    memset(&c->cl, 0, sizeof *c - offsetof(hc_call, cl));
+    return c;
+}
+
 /* The call with its request written out: head, then the body. */
-static hc_call *call_new(const http_call_opts *o, const url_parts *u, const hc_host *h) {
+static hc_call *call_new(hconn_client *cl, const http_call_opts *o, const url_parts *u, const hc_host *h) {
     const char *method = o->method ? o->method : o->body ? "POST" : "GET";
     if (!valid_method(method) || o->body_len > UINT32_MAX) return NULL;
     int with_length = o->body || !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH");
@@ -865,9 +931,11 @@ static hc_call *call_new(const http_call_opts *o, const url_parts *u, const hc_h
     size_t method_len = strlen(method);
     size_t head_len = method_len + 1 + (size_t)slash + u->target_len + sizeof " HTTP/1.1\r\n" - 1 + host_n +
                       length_n + sizeof "Connection: keep-alive\r\n" - 1 + headers_len + 2;
-    hc_call *c = xmalloc(sizeof *c + head_len + o->body_len);
-    memset(c, 0, sizeof *c);
-    char *w = put(c->req, method, method_len);
+    hc_call *c = call_take(cl);
+    c->req.len = 0;
+    buf_reserve(&c->req, head_len + o->body_len);
+    c->req.len = head_len + o->body_len;
+    char *w = put(c->req.data, method, method_len);
     *w++ = ' ';
     if (slash) *w++ = '/';
     w = put(w, u->target, u->target_len);
@@ -882,6 +950,7 @@ static hc_call *call_new(const http_call_opts *o, const url_parts *u, const hc_h
     }
     w = PUT_LIT(w, "\r\n");
     if (o->body_len) memcpy(w, o->body, o->body_len);
+    c->req.data[c->req.len] = '\0';
     c->head_len = head_len;
     c->body_len = o->body_len;
     c->head_request = !strcmp(method, "HEAD");
@@ -950,6 +1019,8 @@ void hconn_client_free(hconn_client *cl) {
         if (c->conn) conn_detach_close(c->conn);
         call_release(c);
     }
+    free_calls(cl->released);
+    free_calls(cl->spare);
     while (cl->hosts) {
         hc_host *h = cl->hosts;
         cl->hosts = h->next;
@@ -975,7 +1046,7 @@ http_call *hconn_start(hconn_client *cl, const http_call_opts *o, int *unsupport
         *unsupported = 1;
         return NULL;
     }
-    hc_call *c = call_new(o, &u, h);
+    hc_call *c = call_new(cl, o, &u, h);
     if (!c) return NULL;
     c->cl = cl;
     c->host = h;
@@ -989,8 +1060,6 @@ http_call *hconn_start(hconn_client *cl, const http_call_opts *o, int *unsupport
     c->next = cl->calls;
     if (cl->calls) cl->calls->prev = c;
     cl->calls = c;
-    uv_timer_init(cl->loop, &c->timer);
-    c->timer.data = c;
     c->start_ms = c->last_byte_ms = c->connect_from_ms = uv_now(cl->loop);
     c->max_conns = o->max_connections > INT_MAX ? INT_MAX : (int)o->max_connections;
     c->starting = 1;

@@ -278,17 +278,20 @@ static void test_members(void) {
 }
 
 static void test_numbers(void) {
-    const char *text = "[0,-0,12345678901234567890,1.25e2,-3.5E-1,1e400]";
+    const char *text = "[0,-0,12345678901234567890,1.25e2,-3.5E-1,-42,999999999999999,9999999999999999,1e400]";
     json_doc d;
     json_doc_init(&d, NULL, 0);
     CHECK_EQ_INT(json_parse(&d, text, strlen(text)), 0);
-    static const double want[] = {0, 0, 12345678901234567890.0, 125, -0.35};
+    static const double want[] = {0, 0, 12345678901234567890.0, 125, -0.35, -42, 999999999999999.0,
+                                  9999999999999999.0};
     double v;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 8; i++) {
         CHECK(json_number(&d, json_at(&d, 0, i), &v));
         CHECK(v == want[i]);
     }
-    CHECK(json_number(&d, json_at(&d, 0, 5), &v));
+    CHECK(json_number(&d, json_at(&d, 0, 1), &v));
+    CHECK(signbit(v)); /* -0 as strtod reads it */
+    CHECK(json_number(&d, json_at(&d, 0, 8), &v));
     CHECK(isinf(v));
     CHECK(!json_number(&d, 0, &v));
     CHECK(v == 0);
