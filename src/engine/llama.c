@@ -585,22 +585,16 @@ static void mm_rows(const mm_job *j, int k, long r0, long r1) {
     }
 }
 
-static inline float swiglu(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
-
 /* The FFN's gate and up products fused: item g is tile g of both, and
  * the thread that computed them applies SwiGLU to those rows (gate =
- * silu(gate) * up, in place), spreading the expf calls over the threads
+ * silu(gate) * up, in place), spreading the exponentials over the threads
  * and into the time the step streams weights, instead of one thread doing
  * them all after the step. */
 static void mm_swiglu_pair(const mm_job *j, long g) {
     long tr = tile_rows(j, 0), rows = j->w[0]->rows, r0 = g * tr, r1 = r0 + tr < rows ? r0 + tr : rows;
     mm_rows(j, 0, r0, r1);
     mm_rows(j, 1, r0, r1);
-    for (int t = 0; t < j->n_tok; t++)
-        for (long r = r0; r < r1; r++) {
-            size_t i = (size_t)t * rows + r;
-            j->out[0][i] = swiglu(j->out[0][i], j->out[1][i]);
-        }
+    for (int t = 0; t < j->n_tok; t++) j->kern->silu_mul(j->out[0] + (size_t)t * rows + r0, j->out[1] + (size_t)t * rows + r0, (size_t)(r1 - r0));
 }
 
 /* Threads take runs of tiles (tp_ranges: each its own contiguous part
@@ -805,7 +799,8 @@ static void attend(llama_ctx *c, const att_job *j, int t, int h, float *s, uint1
         if (s[p] > max) max = s[p];
     }
     double sum = 0;
-    for (p = 0; p < n; p++) { s[p] = expf(s[p] - max); sum += s[p]; }
+    k->exp_shift(s, (size_t)n, max);
+    for (p = 0; p < n; p++) sum += s[p];
     /* the weights, rounded to F16 likewise, zero up to n_pad */
     float inv = (float)(1.0 / sum);
     for (p = 0; p < n; p++) s[p] *= inv;
@@ -916,7 +911,7 @@ static void ffn_block(llama_ctx *c, int l, int n_tok) {
     const wmat *w[2] = {&L->w_gate, &L->w_up};
     float *out[2] = {c->gate, c->up};
     if (!matmul(c, c->xb, n_tok, 2, w, out, 1))
-        for (size_t i = 0; i < (size_t)n_tok * hp->ffn_dim; i++) c->gate[i] = swiglu(c->gate[i], c->up[i]);
+        c->kern->silu_mul(c->gate, c->up, (size_t)n_tok * hp->ffn_dim);
     matmul1(c, c->gate, n_tok, &L->w_down, c->xb);
     for (size_t i = 0; i < (size_t)n_tok * dim; i++) c->x[i] += c->xb[i];
 }
