@@ -12,9 +12,11 @@
  * each product, the KV cache is F16 and the query and the softmax weights
  * are rounded to F16 before meeting it, sums run in ggml's order (see the
  * exact-order kernels in quant.h), RMSNorm sums in double and RoPE angles
- * are built by repeated multiplication in float. Small differences would
- * not matter to the quality, but they flip a rounding somewhere and greedy
- * text then diverges within a few dozen tokens. */
+ * are built by repeated multiplication in float. SwiGLU and the softmax
+ * take quant_expf (within 1 ulp of exp, vectorised), not libm's expf.
+ * Small differences would not matter to the quality, but they flip a
+ * rounding somewhere and greedy text then diverges within a few dozen
+ * tokens. */
 #include "engine/llama.h"
 
 #include "base/xalloc.h"
