@@ -596,7 +596,10 @@ static void mm_swiglu_pair(const mm_job *j, long g) {
     long tr = tile_rows(j, 0), rows = j->w[0]->rows, r0 = g * tr, r1 = r0 + tr < rows ? r0 + tr : rows;
     mm_rows(j, 0, r0, r1);
     mm_rows(j, 1, r0, r1);
-    for (int t = 0; t < j->n_tok; t++) j->kern->silu_mul(j->out[0] + (size_t)t * rows + r0, j->out[1] + (size_t)t * rows + r0, (size_t)(r1 - r0));
+    for (int t = 0; t < j->n_tok; t++) {
+        size_t at = (size_t)t * rows + (size_t)r0;
+        j->kern->silu_mul(j->out[0] + at, j->out[1] + at, (size_t)(r1 - r0));
+    }
 }
 
 /* Threads take runs of tiles (tp_ranges: each its own contiguous part
@@ -711,7 +714,7 @@ static void matmul1(llama_ctx *c, const float *in, int n_tok, const wmat *w, flo
  * sum i % 8) added pairwise: a fixed order, the same whatever the thread
  * count or kernel table, and 8 independent chains of additions instead of
  * one. Why: one thread does this between the parallel steps, twice a
- * layer, and 768 dependent additions took ~1 us of it (110M decode). */
+ * layer, and 768 dependent additions took 0.45 us each time (110M). */
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     double acc[8] = {0};
     int i = 0;
