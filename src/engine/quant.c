@@ -671,6 +671,36 @@ static void quantize_q8_0(const float *x, void *y, size_t n) { quant_q8_0(x, y, 
 
 static void from_f16(const uint16_t *x, float *y, size_t n) { dequantize_row(QT_F16, x, y, n); }
 
+static float bits_float(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+/* The step-by-step reference the SIMD versions follow lane by lane. */
+float quant_expf(float x) {
+    static const float c[] = QEXP_TAYLOR;
+    if (isnan(x)) return x;
+    x = x < QEXP_MIN ? QEXP_MIN : x > QEXP_MAX ? QEXP_MAX : x;
+    float t = fmaf(x, QEXP_LOG2E, QEXP_ROUND), n = t - QEXP_ROUND;
+    float r = fmaf(n, -QEXP_LN2_HI, x);
+    r = fmaf(n, -QEXP_LN2_LO, r);
+    float p = c[0];
+    for (int i = 1; i < 8; i++) p = fmaf(p, r, c[i]);
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    int32_t k = (int32_t)(tb - 0x4B400000u), k1 = k >> 1;   /* n (0x4B400000: QEXP_ROUND's bits), half of it */
+    return p * bits_float((uint32_t)(k1 + 127) << 23) * bits_float((uint32_t)(k - k1 + 127) << 23);
+}
+
+static void silu_mul(float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + quant_expf(-gate[i])) * up[i];
+}
+
+static void exp_shift(float *x, size_t n, float shift) {
+    for (size_t i = 0; i < n; i++) x[i] = quant_expf(x[i] - shift);
+}
+
 static const quant_kernels scalar_kernels = {
     .name = "scalar",
     .dot = {
@@ -686,6 +716,8 @@ static const quant_kernels scalar_kernels = {
     .to_f16 = to_f16,
     .from_f16 = from_f16,
     .quantize_q8_0 = quantize_q8_0,
+    .silu_mul = silu_mul,
+    .exp_shift = exp_shift,
 };
 
 const quant_kernels *quant_kernels_scalar(void) { return &scalar_kernels; }

@@ -217,6 +217,35 @@ AVX2 static void from_f16(const uint16_t *x, float *y, size_t n) {
     for (; i < n; i++) y[i] = fp16_to_fp32(x[i]);
 }
 
+/* quant.c's silu_mul and exp_shift, 8 lanes at a time; the last n % 8
+ * go through 8-lane buffers, so every element takes exp_ps. */
+AVX2 static inline __m256 silu_mul8(const float *gate, const float *up) {
+    __m256 g = _mm256_loadu_ps(gate), e = exp_ps(_mm256_xor_ps(g, _mm256_set1_ps(-0.0f)));
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(up));
+}
+
+AVX2 static void silu_mul(float *gate, const float *up, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(gate + i, silu_mul8(gate + i, up + i));
+    if (i == n) return;
+    float g[8] = {0}, u[8] = {0};
+    memcpy(g, gate + i, (n - i) * sizeof *g);
+    memcpy(u, up + i, (n - i) * sizeof *u);
+    _mm256_storeu_ps(g, silu_mul8(g, u));
+    memcpy(gate + i, g, (n - i) * sizeof *g);
+}
+
+AVX2 static void exp_shift(float *x, size_t n, float shift) {
+    const __m256 sh = _mm256_set1_ps(shift);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh)));
+    if (i == n) return;
+    float v[8] = {0};
+    memcpy(v, x + i, (n - i) * sizeof *v);
+    _mm256_storeu_ps(v, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(v), sh)));
+    memcpy(x + i, v, (n - i) * sizeof *v);
+}
+
 /* quant.c's quant_q8_0, eight lanes at a time: the same maximum, the same
  * product with 127 / amax and the same rounding to nearest even, so the
  * same bytes. */
@@ -541,6 +570,8 @@ void quant_avx2_fill(quant_kernels *k) {
     k->to_f16 = to_f16;
     k->from_f16 = from_f16;
     k->quantize_q8_0 = quantize_q8_0;
+    k->silu_mul = silu_mul;
+    k->exp_shift = exp_shift;
 }
 
 #else

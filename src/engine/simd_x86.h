@@ -57,4 +57,23 @@ static inline const uint8_t *rows_ahead(const void *w, size_t row_bytes) {
     return (const uint8_t *)w + QUANT_PREFETCH_ROWS * row_bytes;
 }
 
+/* quant_expf of 8 lanes, operation for operation (quant.h): the same
+ * bits. max_ps(x, lo) gives lo for a NaN lane; the NaN is put back last. */
+AVX2 static inline __m256 exp_ps(__m256 x) {
+    static const float c[] = QEXP_TAYLOR;
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(QEXP_MIN)), _mm256_set1_ps(QEXP_MAX));
+    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(QEXP_LOG2E), _mm256_set1_ps(QEXP_ROUND));
+    __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(QEXP_ROUND));
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-QEXP_LN2_HI), xc);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-QEXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(c[0]);
+    for (int i = 1; i < 8; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[i]));
+    __m256i k = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000)), k1 = _mm256_srai_epi32(k, 1);
+    __m256i bias = _mm256_set1_epi32(127);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(k, k1), bias), 23));
+    __m256 e = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    return _mm256_blendv_ps(e, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
 #endif

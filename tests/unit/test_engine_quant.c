@@ -638,6 +638,77 @@ static void test_quantize_q8_0(void) {
     }
 }
 
+/* Error of quant_expf in units of the last place of exp(x) (double libm
+ * as the truth; subnormal results in units of 2^-149). */
+static double exp_ulps(float x, float got) {
+    double want = exp((double)x);
+    int e;
+    frexp(want, &e);
+    double ulp = ldexp(1.0, (e - 24 < -149 ? -149 : e - 24));
+    if (want > 3.4028234663852886e38) return isinf(got) ? 0 : 1e9;
+    return fabs((double)got - want) / ulp;
+}
+
+/* quant_expf over the floats of [QEXP_MIN, QEXP_MAX] (every 509th bit
+ * pattern: all exponents, so tiny and large arguments alike): within 1 ulp
+ * of exp, inf above, 0 far below, NaN kept; and every table's exp_shift
+ * and silu_mul give the scalar ones' bits, tails included. */
+static void test_expf(void) {
+    double worst = 0, worst_libm = 0;
+    float worst_x = 0;
+    long n = 0;
+    enum { B = 4099 };   /* not a multiple of 8: the kernels' tails */
+    static float xs[B], ref[B], got[B], up[B], gref[B], ggot[B];
+    const quant_kernels *tabs[3] = {quant_kernels_avx2(), quant_kernels_vnni(), quant_kernels_avx512()};
+    int m = 0;
+    for (int sign = 0; sign < 2; sign++)
+        for (uint32_t b = 0;; b += 509) {
+            uint32_t bits = b | (uint32_t)sign << 31;
+            float x;
+            memcpy(&x, &bits, sizeof x);
+            if (x < QEXP_MIN || x > QEXP_MAX) break;
+            float e = quant_expf(x);
+            double u = exp_ulps(x, e), ul = exp_ulps(x, expf(x));
+            if (u > worst) { worst = u; worst_x = x; }
+            if (ul > worst_libm) worst_libm = ul;
+            n++;
+            xs[m++] = x;
+            if (m < B) continue;
+            for (int i = 0; i < B; i++) ref[i] = quant_expf(xs[i]);
+            fill(up, B);
+            memcpy(gref, xs, sizeof xs);
+            quant_kernels_scalar()->silu_mul(gref, up, B);
+            for (int k = 0; k < 3; k++) {
+                if (!tabs[k]) continue;
+                memcpy(got, xs, sizeof xs);
+                tabs[k]->exp_shift(got, B, 0.0f);
+                memcpy(ggot, xs, sizeof xs);
+                tabs[k]->silu_mul(ggot, up, B);
+                CHECK(memcmp(got, ref, sizeof ref) == 0);
+                CHECK(memcmp(ggot, gref, sizeof gref) == 0);
+            }
+            m = 0;
+        }
+    fprintf(stderr, "  quant_expf: %ld arguments, max error %.3f ulp (at %.9g); libm expf %.3f ulp\n", n, worst, worst_x,
+            worst_libm);
+    CHECK(worst <= 1.0);
+    float special[] = {INFINITY, -INFINITY, NAN, 89.0f, 88.72f, 1e30f, -1e30f, -104.0f, -103.9f, -87.5f, 0.0f, -0.0f};
+    float want[] = {INFINITY, 0.0f, NAN, INFINITY, expf(88.72f), INFINITY, 0.0f, 0.0f, expf(-103.9f), expf(-87.5f), 1.0f, 1.0f};
+    int ns = (int)(sizeof special / sizeof special[0]);
+    for (int i = 0; i < ns; i++) {
+        float e = quant_expf(special[i]);
+        if (isnan(want[i])) CHECK(isnan(e));
+        else CHECK(e == want[i] || fabs((double)e - want[i]) <= 1.0 * fabs((double)want[i]) * 0x1p-23);
+        for (int k = 0; k < 3; k++) {
+            if (!tabs[k]) continue;
+            float v = special[i];
+            tabs[k]->exp_shift(&v, 1, 0.0f);
+            CHECK(isnan(e) ? isnan(v) : memcmp(&v, &e, sizeof e) == 0);
+        }
+    }
+    CHECK(quant_expf(-103.9f) > 0);   /* subnormal, not flushed */
+}
+
 int main(void) {
     fprintf(stderr, "kernels: %s\n", quant_kernels_best()->name);
     TEST(test_fp16);
@@ -657,5 +728,6 @@ int main(void) {
     TEST(test_repacked_q8_0);
     TEST(test_f16_x8);
     TEST(test_quantize_q8_0);
+    TEST(test_expf);
     return test_done();
 }
