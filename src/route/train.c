@@ -132,6 +132,15 @@ static void center_embeddings(route_trainer *t) {
     free(mean);
 }
 
+/* Row's word vector dotted with u (dim floats), summed in order: the
+ * score a learnt direction gives a word. */
+static float emb_dot(const route_trainer *t, int32_t row, const float *u) {
+    const float *v = t->emb + (size_t)row * (size_t)t->dim;
+    float s = 0;
+    for (int d = 0; d < t->dim; d++) s += v[d] * u[d];
+    return s;
+}
+
 /* Reads a GloVe text file: "word v1 ... vD" per line, most frequent first.
  * Row r gets weight (r+1)/(r+1+a): the SIF idea that frequent words carry
  * less meaning, with rank standing in for frequency. */
@@ -630,10 +639,7 @@ static float mil_score(const route_trainer *t, const float *u, int i, int32_t *a
     for (uint32_t p = t->row_off[i]; p < t->row_off[i + 1]; p++) {
         float inv = t->mil_inv[t->rows[p]];
         if (inv == 0) continue;
-        const float *v = t->emb + (size_t)t->rows[p] * (size_t)t->dim;
-        float s = 0;
-        for (int d = 0; d < t->dim; d++) s += v[d] * u[d];
-        s *= inv;
+        float s = emb_dot(t, t->rows[p], u) * inv;
         if (*arg < 0 || s > best) best = s, *arg = t->rows[p];
     }
     return best;
@@ -667,11 +673,8 @@ static void lex_scores(const route_trainer *t, const lin *m, int i, float *z, in
     float best[ROUTE_LEX_SLOTS];
     for (int j = 0; j < k * ROUTE_LEX_TOP_MAX; j++) best[j] = 0, arg[j] = -1;
     for (uint32_t p = t->row_off[i]; p < t->row_off[i + 1]; p++) {
-        const float *v = t->emb + (size_t)t->rows[p] * (size_t)dim;
         for (int c = 0; c < k; c++) {
-            const float *u = m->uc + (size_t)c * (size_t)dim;
-            float s = 0;
-            for (int d = 0; d < dim; d++) s += v[d] * u[d];
+            float s = emb_dot(t, t->rows[p], m->uc + (size_t)c * (size_t)dim);
             route_lex_insert(best + c * ROUTE_LEX_TOP_MAX, arg + c * ROUTE_LEX_TOP_MAX, top, s, t->rows[p]);
         }
     }
@@ -699,15 +702,9 @@ static void lex_update(const route_trainer *t, lin *m, const int32_t *arg, const
 static void fold_lex(const route_trainer *t, route_model *m, const lin *h) {
     m->lex_top = t->o.lex_top;
     m->class_word = xcalloc((size_t)t->vocab.n_rows * (size_t)h->k + 1, sizeof(float));
-    for (int32_t r = 0; r < t->vocab.n_rows; r++) {
-        const float *v = t->emb + (size_t)r * (size_t)t->dim;
-        for (int c = 0; c < h->k; c++) {
-            const float *u = h->uc + (size_t)c * (size_t)t->dim;
-            float s = 0;
-            for (int d = 0; d < t->dim; d++) s += v[d] * u[d];
-            m->class_word[(size_t)r * (size_t)h->k + (size_t)c] = s;
-        }
-    }
+    for (int32_t r = 0; r < t->vocab.n_rows; r++)
+        for (int c = 0; c < h->k; c++)
+            m->class_word[(size_t)r * (size_t)h->k + (size_t)c] = emb_dot(t, r, h->uc + (size_t)c * (size_t)t->dim);
 }
 
 /* hid: the hidden units' activations, for the update; *slope: the word
@@ -1046,12 +1043,7 @@ static void fold(const route_trainer *t, route_model *m, const lin *h, int c, in
         else we[j - t->nx] = wj;
     }
     m->bias[o] = bias;
-    for (int32_t r = 0; r < t->vocab.n_rows; r++) {
-        const float *v = t->emb + (size_t)r * (size_t)t->dim;
-        float s = 0;
-        for (int d = 0; d < t->dim; d++) s += we[d] * v[d];
-        m->proj[(size_t)r * (size_t)no + (size_t)o] = s;
-    }
+    for (int32_t r = 0; r < t->vocab.n_rows; r++) m->proj[(size_t)r * (size_t)no + (size_t)o] = emb_dot(t, r, we);
     if (m->hash_bits)
         for (size_t b = 0; b < (size_t)1 << m->hash_bits; b++) m->hash_w[b * (size_t)no + (size_t)o] = W(h->wh, b);
 #undef W
@@ -1097,12 +1089,8 @@ static void fold_hidden(const route_trainer *t, route_model *m, const lin *h, co
  * the words it may not score. */
 static void fold_mil(const route_trainer *t, route_model *m, const lin *g) {
     m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));
-    for (int32_t w = 0; w < t->vocab.n_rows; w++) {
-        const float *v = t->emb + (size_t)w * (size_t)t->dim;
-        float sc = 0;
-        for (int d = 0; d < t->dim && t->mil_inv[w] != 0; d++) sc += v[d] * g->u[d];
-        m->guard_word[w] = t->mil_inv[w] != 0 ? softplus(g->u_bias + sc * t->mil_inv[w]) : 0.0f;
-    }
+    for (int32_t w = 0; w < t->vocab.n_rows; w++)
+        if (t->mil_inv[w] != 0) m->guard_word[w] = softplus(g->u_bias + emb_dot(t, w, g->u) * t->mil_inv[w]);
 }
 
 /* The vocabulary is copied into the model as it is: every GloVe word keeps
