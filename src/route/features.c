@@ -198,6 +198,63 @@ static const char *const lex_harm[] = {
     "destroy", "deadly", "lethal", "illicit", "hateful", "inflammatory",
 };
 
+/* Hostility, more than lex_harm's insults: written from general
+ * knowledge of the classes a toxicity filter names (insult, contempt,
+ * dehumanisation, identity attack, profanity), not from the data sets:
+ * what a text says to or about someone to wound them. Counted as harmful
+ * words. Words with an everyday sense ("pig", "rat", "dirty", "animals",
+ * "plague", "die") are left out; not in the past tense ("despised" tells
+ * a story). */
+static const char *const lex_hostile[] = {
+    /* insults */
+    "dumb", "dumbass", "imbecile", "cretin", "halfwit", "dimwit", "nitwit", "idiotic", "moronic",
+    "brainless", "useless", "disgusting", "disgrace", "despicable", "repulsive", "revolting", "vile",
+    "contemptible", "hideous", "ugly", "freak", "creep", "weirdo", "jerk", "jackass", "douche",
+    "douchebag", "prick", "twat", "wanker", "scumbag", "lowlife", "skank", "psycho", "lunatic",
+    "trash", "garbage", "filth", "filthy",
+    /* contempt and dehumanisation */
+    "despise", "loathe", "detest", "parasite", "leech", "cockroach", "savage", "barbaric",
+    "degenerate", "inbred", "mongrel", "thug", "infest", "infestation", "exterminate",
+    "extermination", "undesirable", "unworthy",
+    /* slurs (identity attacks), and profanity */
+    "nigger", "nigga", "kike", "spic", "chink", "gook", "wetback", "beaner", "raghead", "towelhead",
+    "coon", "paki", "tranny", "dyke", "fag", "fucker", "motherfucker", "bullshit", "goddamn", "piss",
+    "crap",
+};
+
+/* Agents of mass harm and attacks on computers by name, from general
+ * knowledge of the hazard classes (chemical, biological, radiological and
+ * explosive agents and their precursors; named exploits and attack
+ * tools): a request for one names the thing, not a harm. Counted as
+ * harmful words. Medicines and everyday chemicals ("chlorine", "bleach")
+ * are left out. */
+static const char *const lex_agent[] = {
+    "tabun", "soman", "cyclosarin", "vx", "novichok", "lewisite", "chloropicrin", "abrin",
+    "saxitoxin", "tetrodotoxin", "aflatoxin", "dimethylmercury", "polonium", "plutonium", "tatp",
+    "hmtd", "petn", "rdx", "hmx", "semtex", "nitroglycerin", "picric", "smallpox", "variola",
+    "ebola", "tularemia", "carfentanil", "nitazene", "precursor", "pathogen", "toxin",
+    "shellcode", "metasploit", "mimikatz", "xss", "csrf", "log4shell", "eternalblue", "heartbleed",
+    "cryptojacking", "credential",
+};
+static const char *const pair_agent[] = {
+    "ammonium nitrate", "privilege escalation", "reverse shell", "buffer overflow",
+    "code execution", "site scripting", "credential stuffing", "password cracking",
+    "enriched uranium", "dirty cow",
+};
+
+/* Commands that destroy a system's data, as a shell or a database takes
+ * them ("rm -rf /", "mkfs", "format c:", "del /f /s /q", "dd if=/dev/zero
+ * of=/dev/sda", "DROP TABLE"): harm in a command, which no word names.
+ * The scanner reads "rm -rf" as the words "rm" "rf". Counted as harmful
+ * words. */
+static const char *const lex_wipe[] = {
+    "mkfs", "wipefs", "diskpart", "system32",
+};
+static const char *const pair_wipe[] = {
+    "rm rf", "rm fr", "sudo rm", "preserve root", "format c", "del f", "del s", "del q", "rd s",
+    "dd if", "dev sda", "dev sdb", "dev nvme0n1", "drop table", "drop database", "fork bomb",
+};
+
 /* Signs that a text asks for something to be done or explained: alone
  * they are no sign of harm (most benign prompts are requests too), but a
  * request about a harmful topic is what the guard must catch, while a
@@ -377,6 +434,11 @@ void vocab_add_lexicons(route_vocab *v) {
     add_inflected(v, lex_act, sizeof lex_act / sizeof *lex_act, LEX_ACT, 0);
     add_inflected(v, lex_harm, sizeof lex_harm / sizeof *lex_harm, LEX_HARM, 1);
     add_pairs(v, pair_harm, sizeof pair_harm / sizeof *pair_harm, LEX_HARM);
+    add_inflected(v, lex_hostile, sizeof lex_hostile / sizeof *lex_hostile, LEX_HARM, 0);
+    add_inflected(v, lex_agent, sizeof lex_agent / sizeof *lex_agent, LEX_HARM, 1);
+    add_pairs(v, pair_agent, sizeof pair_agent / sizeof *pair_agent, LEX_HARM);
+    add_lexicon(v, lex_wipe, sizeof lex_wipe / sizeof *lex_wipe, LEX_HARM);
+    add_pairs(v, pair_wipe, sizeof pair_wipe / sizeof *pair_wipe, LEX_HARM);
     add_pairs(v, pair_cover, sizeof pair_cover / sizeof *pair_cover, LEX_ACT);
     add_pairs(v, pair_role, sizeof pair_role / sizeof *pair_role, LEX_ROLE);
     vocab_put(v, feat_hash_word("how", 3), -1, LEX_HOW);

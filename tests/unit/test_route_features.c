@@ -235,6 +235,16 @@ static void test_guard_lexicons(void) {
     CHECK(h[acts] == 0 && h[harm] == 0);
     hand_of(&v, "Rob the bank tonight", h, &w);
     CHECK(h[harm] > 0);
+    /* hostility, agents and exploits by name, and commands that wipe a
+     * system count as harm; the same words about a file do not */
+    hand_of(&v, "you are a useless parasite", h, &w);
+    CHECK(h[harm] > 0);
+    hand_of(&v, "synthesize tabun at home", h, &w);
+    CHECK(h[harm] > 0);
+    hand_of(&v, "run sudo rm -rf / now", h, &w);
+    CHECK(h[harm] > 0);
+    hand_of(&v, "rm old.txt and format the table", h, &w);
+    CHECK(h[harm] == 0);
     /* judging a given text, density, aim */
     hand_of(&v, "Classify whether this comment is hateful", h, &w);
     CHECK(h[judge] > 0);
