@@ -114,10 +114,10 @@ AVX512 static INLINE void gemm_q4_0_x16p_body(const void *w, const void *act, si
     const size_t nb = n / QK8_0;
     const __m512i m4 = _mm512_set1_epi8(0xF);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    const uint8_t *ahead = g + 2 * nb * Q4_0_X16P_BLOCK, *pf = ahead;
+    const uint8_t *ahead = g + 2 * nb * Q4_0_X16P_BLOCK;
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = g + i * Q4_0_X16P_BLOCK;
-        prefetch_ahead(ahead, i, Q4_0_X16P_BLOCK, &pf);
+        prefetch_block(ahead + i * Q4_0_X16P_BLOCK, Q4_0_X16P_BLOCK);
         const __m512 dx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
         __m512i lo[4], hi[4];
 #pragma GCC unroll 4
