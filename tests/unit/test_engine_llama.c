@@ -111,10 +111,12 @@ static void test_ranges(void) {
         tp_destroy(tp);
     }
     /* one thread (ith 1) of two parts of 100: [50, 100) in runs of 16,
-     * then [0, 50) from the back */
+     * then [0, 50) from the back, a run never more than half of what is
+     * left in its part (rounded up) */
     tp_ranges r;
     tp_ranges_init(&r, 100, 2);
-    long lo, hi, want[][2] = {{50, 66}, {66, 82}, {82, 98}, {98, 100}, {34, 50}, {18, 34}, {2, 18}, {0, 2}};
+    long lo, hi, want[][2] = {{50, 66}, {66, 82}, {82, 91}, {91, 96}, {96, 98}, {98, 99}, {99, 100},
+                              {34, 50}, {18, 34}, {9, 18}, {4, 9}, {2, 4}, {1, 2}, {0, 1}};
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         CHECK(tp_ranges_claim(&r, 1, 16, &lo, &hi));
         CHECK_EQ_INT(lo, want[k][0]);
