@@ -114,10 +114,10 @@ AVX512 static INLINE void gemm_q4_0_x16p_body(const void *w, const void *act, si
     const size_t nb = n / QK8_0;
     const __m512i m4 = _mm512_set1_epi8(0xF);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    const uint8_t *ahead = g + 2 * nb * Q4_0_X16P_BLOCK, *pf = ahead;
+    const uint8_t *ahead = g + 2 * nb * Q4_0_X16P_BLOCK;
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = g + i * Q4_0_X16P_BLOCK;
-        prefetch_ahead(ahead, i, Q4_0_X16P_BLOCK, &pf);
+        prefetch_block(ahead + i * Q4_0_X16P_BLOCK, Q4_0_X16P_BLOCK);
         const __m512 dx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
         __m512i lo[4], hi[4];
 #pragma GCC unroll 4
@@ -197,33 +197,29 @@ AVX512 static void dot4_q8_0(const void *w, size_t row_bytes, const void *a, siz
 /* dot_f16_f16 of 8 rows (stride elements apart) with one y, each row
  * exactly as simd_avx2.c's dot_f16_rows computes it (ggml's F16 order: 4 x
  * 8 lanes over each 32 elements, (a0 + a2) + (a1 + a3), halves added, two
- * horizontal adds, the remainder in double), two rows per 512-bit register
- * (row 2p in the low half, 2p + 1 in the high one): half the
- * multiply-adds and a third of the calls of the 4-row kernel, for the
- * attention scores and values. */
+ * horizontal adds, the remainder in double), for the attention scores and
+ * values. A row's 4 accumulators are two 512-bit registers, [a0 | a1] and
+ * [a2 | a3], so each is fed by one 16-element load converted from F16 and
+ * one 16-float load of y: no lane shuffling in the loop, and
+ * [a0 + a2 | a1 + a3] is their plain sum. */
 AVX512 static void dot_f16_f16_x8(const uint16_t *x, size_t stride, const float *y, size_t n, float out[8]) {
     size_t np = n & ~(size_t)31;
-    __m512 acc[4][4];
-    for (int p = 0; p < 4; p++)
-        for (int j = 0; j < 4; j++) acc[p][j] = _mm512_setzero_ps();
-    for (size_t i = 0; i < np; i += 32)
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            __m512 b = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(y + i + 8 * j))));
-#pragma GCC unroll 4
-            for (int p = 0; p < 4; p++) {
-                const uint16_t *r = x + 2 * p * stride + i + 8 * j;
-                __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)r)),
-                                                    _mm_loadu_si128((const __m128i *)(r + stride)), 1);
-                acc[p][j] = _mm512_fmadd_ps(_mm512_cvtph_ps(h), b, acc[p][j]);
-            }
+    __m512 acc[8][2];
+    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (size_t i = 0; i < np; i += 32) {
+        __m512 y0 = _mm512_loadu_ps(y + i), y1 = _mm512_loadu_ps(y + i + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            const uint16_t *row = x + r * stride + i;
+            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)row)), y0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 16))), y1, acc[r][1]);
         }
+    }
     __m128 t[8];
-    for (int p = 0; p < 4; p++) {
-        __m512 v = _mm512_add_ps(_mm512_add_ps(acc[p][0], acc[p][2]), _mm512_add_ps(acc[p][1], acc[p][3]));
-        __m256 lo = _mm512_castps512_ps256(v), hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-        t[2 * p] = _mm_add_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
-        t[2 * p + 1] = _mm_add_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1));
+    for (int r = 0; r < 8; r++) {
+        __m512 v = _mm512_add_ps(acc[r][0], acc[r][1]);
+        __m256 e = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        t[r] = _mm_add_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps(e, 1));
     }
     float sums[8];
     _mm_storeu_ps(sums, _mm_hadd_ps(_mm_hadd_ps(t[0], t[1]), _mm_hadd_ps(t[2], t[3])));

@@ -234,12 +234,19 @@ void tp_ranges_init(tp_ranges *s, long n, int parts) {
     }
 }
 
-/* Takes up to run items from the front (own range) or the back of range p. */
+/* Takes up to run items, and at most half of what is left (rounded up),
+ * from the front (own range) or the back of range p. Why half: near the
+ * end of a step the runs shrink, so the threads run out of work at about
+ * the same time; with whole runs to the end, a thread that took the last
+ * one left the others waiting for it (110M Q4_0 decode, 2 threads: the
+ * worker finished the output layer's step ~5.7 us before the caller,
+ * ~1 us with halving). */
 static int take(tp_ranges *s, int p, int front, long run, long *lo, long *hi) {
     unsigned long long v = atomic_load(&s->r[p].lohi);
     for (;;) {
         long l = (long)(v >> 32), h = (long)(v & 0xffffffffu);
         if (l >= h) return 0;
+        if (run > (h - l + 1) / 2) run = (h - l + 1) / 2;
         if (front) h = l + run < h ? l + run : h;
         else l = h - run > l ? h - run : l;
         unsigned long long next = front ? (unsigned long long)h << 32 | (v & 0xffffffffu)

@@ -60,7 +60,8 @@ void tp_wait_until(_Atomic unsigned *v, unsigned want);
 /* Work sharing that keeps each thread's memory contiguous: items [0, n)
  * cut in `parts` ranges (one per thread of the pool), thread ith taking
  * runs from the front of its own range, in order, then, once it is empty,
- * runs from the back of the others'. Why: a thread that streams a matrix's
+ * runs from the back of the others' (a run is at most half of what is left
+ * in its range, so the last ones are small). Why: a thread that streams a matrix's
  * rows in one direction has the rows after its run already prefetched (its
  * kernels prefetch ahead), where runs taken from one shared counter
  * alternate between the threads and every run starts cold. Any subset of

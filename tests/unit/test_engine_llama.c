@@ -111,10 +111,12 @@ static void test_ranges(void) {
         tp_destroy(tp);
     }
     /* one thread (ith 1) of two parts of 100: [50, 100) in runs of 16,
-     * then [0, 50) from the back */
+     * then [0, 50) from the back, a run never more than half of what is
+     * left in its part (rounded up) */
     tp_ranges r;
     tp_ranges_init(&r, 100, 2);
-    long lo, hi, want[][2] = {{50, 66}, {66, 82}, {82, 98}, {98, 100}, {34, 50}, {18, 34}, {2, 18}, {0, 2}};
+    long lo, hi, want[][2] = {{50, 66}, {66, 82}, {82, 91}, {91, 96}, {96, 98}, {98, 99}, {99, 100},
+                              {34, 50}, {18, 34}, {9, 18}, {4, 9}, {2, 4}, {1, 2}, {0, 1}};
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         CHECK(tp_ranges_claim(&r, 1, 16, &lo, &hi));
         CHECK_EQ_INT(lo, want[k][0]);
@@ -633,6 +635,51 @@ static void test_synthetic_rope_variants(void) {
     check_synth(&b, "qwen2-rope.gguf");
 }
 
+/* Decode with many KV heads runs Q/K/V and attention as one step (llama.c,
+ * qkva_task) where a prompt runs them as two: token by token, with 1 and 2
+ * threads, the logits are those of the prompt in one batch, bit for bit
+ * (F32, Q8_0 and Q4_0, one query head per KV head and two, with biases). */
+static void check_fused_decode(const synth *s, const char *name) {
+    char path[256], qpath[300], err[256];
+    snprintf(path, sizeof path, "%s", tmp_path(name));
+    CHECK_EQ_INT(write_synth(s, path), 0);
+    int32_t toks[20];
+    for (int i = 0; i < 20; i++) toks[i] = (i * 53 + 7) % s->vocab;
+    static const qtype types[] = {QT_F32, QT_Q8_0, QT_Q4_0};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        snprintf(qpath, sizeof qpath, "%s.%s", path, qtype_name(types[k]));
+        if (types[k] != QT_F32 && quantize_file(path, qpath, types[k], NULL, err, sizeof err) != 0) {
+            fprintf(stderr, "  %s\n", err);
+            CHECK(0);
+            continue;
+        }
+        llama_model *m = llama_load(types[k] == QT_F32 ? path : qpath, err, sizeof err);
+        CHECK(m != NULL);
+        if (!m) continue;
+        llama_ctx *batch = llama_ctx_new(m, 32, 1);
+        const float *ref = llama_forward(batch, toks, 20);
+        CHECK(ref != NULL);
+        for (int threads = 1; ref && threads <= 2; threads++) {
+            llama_ctx *c = llama_ctx_new(m, 32, threads);
+            const float *l = NULL;
+            for (int i = 0; i < 20; i++) l = llama_forward(c, &toks[i], 1);
+            CHECK(l && memcmp(ref, l, (size_t)s->vocab * sizeof *l) == 0);
+            llama_ctx_free(c);
+        }
+        llama_ctx_free(batch);
+        llama_free(m);
+        if (types[k] != QT_F32) remove(qpath);
+    }
+    remove(path);
+}
+
+static void test_fused_decode(void) {
+    synth mha = {"llama", 384, 2, 12, 12, 256, 300, 1, 0, 0, 0};
+    check_fused_decode(&mha, "fused-mha.gguf");
+    synth gqa = {"llama", 384, 2, 12, 6, 256, 300, 1, 0, 0, 0};
+    check_fused_decode(&gqa, "fused-gqa.gguf");
+}
+
 /* Bytes of the ranges, and of those in the model's file mapping. */
 typedef struct { const uint8_t *file; size_t file_size, bytes, in_file; } ranges;
 
@@ -717,6 +764,7 @@ int main(void) {
     TEST(test_synthetic_qwen2);
     TEST(test_synthetic_llama);
     TEST(test_synthetic_rope_variants);
+    TEST(test_fused_decode);
     remove(tmp_path("q4_0.gguf"));
     remove(tmp_path("q8_0.gguf"));
     if (!getenv("KEEP")) rmdir(tmpdir);
