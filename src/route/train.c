@@ -63,7 +63,15 @@ void route_train_defaults(route_train_opts *o) {
      * epochs averaged, whole unseen tasks change class less with the seed
      * (seeds 1-3: 81.0, 81.1, 77.5% -> 80.6, 80.8, 80.0%) */
     o->average = 1;
-    o->balance = 1;
+    /* measured by leave-one-source-out (seeds 1-3, mean over the shared
+     * sources): 81.0% with class weights (balance 1), 81.7% with logit
+     * adjustment instead, 82.5% with word dropout 0.4 on top (0.15: 81.9,
+     * 0.25: 82.3, 0.55: 82.2); dropout alone, with class weights, 0.25:
+     * 80.9%. A class whose big source is held out keeps its few examples
+     * at weight 1 instead of a dozen each, and a head that cannot count on
+     * any one word learns more of what the rest of a text says */
+    o->balance = 3;
+    o->word_drop = 0.4f;
     o->guard_balance = 2;
     o->calibrate = 1;
     o->augment = 1;
