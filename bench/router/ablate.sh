@@ -21,6 +21,9 @@ configs=(
   "--unstyle 0"                                     # sources' style left in the mean vector
   "--proto-nn 0"
   "--hidden 32"
+  "--balance 1 --word-drop 0"                       # session 4's router: class weights, no word dropout
+  "--word-drop 0"                                   # logit adjustment without word dropout
+  "--balance 1"                                     # word dropout with class weights
   "--guard-skip none"                               # the guard reads the mean vector too
   "--features embed,hand,proto,cluster,hidden --guard-skip none"   # the previous guard
   "--guard-skip embed"                              # the guard reads the prototypes' similarity too

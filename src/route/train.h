@@ -4,8 +4,9 @@
  * Features of every example are extracted once (features.h, plus the
  * weighted mean word vector from a GloVe text file); the router is a
  * multinomial logistic regression and the guard a binary one over the same
- * features, both trained by SGD with L2 and class/source-balanced example
- * weights. The learned weights are folded into a route_model (model.h). */
+ * features, both trained by SGD with L2 (the router with logit adjustment
+ * and word dropout, the guard with class/source-balanced example weights).
+ * The learned weights are folded into a route_model (model.h). */
 #ifndef MSOA_ROUTE_TRAIN_H
 #define MSOA_ROUTE_TRAIN_H
 
@@ -41,10 +42,12 @@ typedef struct route_train_opts {
     float l2_lex;        /* on the soft lexicons' directions */
     float lex_init;      /* their start: this times the class's seed direction */
     int average;         /* router: weights averaged over the second half of the epochs */
+    float word_drop;     /* router training: each word of an example left out with this probability */
     float shrink;        /* pseudo-words added when averaging (see model.h prior_w) */
     float shrink_embed;  /* the same for the mean word vector (model.h prior_e) */
     float sif_a;         /* word weight rank/(rank+a): frequent words count less; 0: all 1 */
-    int balance;         /* 0 none, 1 classes, 2 classes and sources within a class */
+    int balance;         /* 0 none, 1 classes, 2 classes and sources within a class,
+                            3 logit adjustment (weights 1, class shares in the logits) */
     int guard_balance;   /* the same for the guard (safe/unsafe) */
     const char *embeddings;   /* GloVe text(.gz) file, or NULL */
     int augment;         /* add chat-phrased copies (dataset_augment) */
