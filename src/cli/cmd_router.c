@@ -42,6 +42,8 @@ static const char usage[] =
     "                      epochs (default 1)\n"
     "  --word-drop P       router training: each time an example is seen, leave out\n"
     "                      each of its words with probability P (default 0.4)\n"
+    "  --smooth E          router training: label smoothing, the target E/k for\n"
+    "                      every class plus 1-E for the right one (default 0.1)\n"
     "  --proto-nn X        class lexicons: words within cosine X of a seed word\n"
     "                      (0: similarity to the mean of the seeds instead)\n"
     "  --guard-nn X        the same for the guard's lexicons (default 0.7)\n"
@@ -127,6 +129,7 @@ static int parse_args(int argc, char **argv, router_args *a) {
         else if (strcmp(f, "--hidden") == 0) a->o.hidden = atoi(v);
         else if (strcmp(f, "--average") == 0) a->o.average = atoi(v);
         else if (strcmp(f, "--word-drop") == 0) a->o.word_drop = strtof(v, NULL);
+        else if (strcmp(f, "--smooth") == 0) a->o.smooth = strtof(v, NULL);
         else if (strcmp(f, "--lex-top") == 0) a->o.lex_top = atoi(v);
         else if (strcmp(f, "--l2-lex") == 0) a->o.l2_lex = strtof(v, NULL);
         else if (strcmp(f, "--lex-init") == 0) a->o.lex_init = strtof(v, NULL);
@@ -151,6 +154,7 @@ static int parse_args(int argc, char **argv, router_args *a) {
     if (a->o.hash_bits > 22 || a->o.cluster_tables < 1 || a->o.cluster_tables > 64 ||
         a->o.cluster_bits < 1 || a->o.cluster_bits > 20 || a->o.hidden < 8 || a->o.hidden > ROUTE_MAX_HIDDEN || a->o.hidden % 8 || a->o.average < 0 || a->o.average > 1 ||
         a->o.lex_top < 1 || a->o.lex_top > ROUTE_LEX_TOP_MAX || !(a->o.l2_lex >= 0) || !(a->o.word_drop >= 0 && a->o.word_drop < 1) ||
+        !(a->o.smooth >= 0 && a->o.smooth < 1) ||
         !(a->o.proto_nn >= 0 && a->o.proto_nn < 1) || !(a->o.guard_nn > 0 && a->o.guard_nn < 1) || !(a->o.harm_nn > 0 && a->o.harm_nn <= 1) || a->o.unstyle < 0 || a->o.unstyle > 1 || a->o.epochs < 1 || a->o.guard_epochs < 1 || a->o.max_bytes < 16 || !(a->o.shrink >= 0) || !(a->o.shrink_embed >= 0) || a->o.balance < 0 || a->o.balance > 3 ||
         a->o.guard_balance < 0 || a->o.guard_balance > 3 ||
         a->folds < 0 || a->folds == 1 || a->folds > 20)

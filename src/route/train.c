@@ -80,6 +80,13 @@ void route_train_defaults(route_train_opts *o) {
      * any one word learns more of what the rest of a text says */
     o->balance = 3;
     o->word_drop = 0.4f;
+    /* label smoothing, measured by leave-one-source-out (seeds 1-3, mean
+     * over the shared sources): 83.8% without, 86.6% at 0.1, a value
+     * picked before measuring and the one tried on all three seeds. A head
+     * trained towards 0.925 instead of 1 for the right class has no reason
+     * to keep sharpening its weights on rows it already gets right; why it
+     * helps this much on held-out sources was not analysed */
+    o->smooth = 0.1f;
     o->guard_balance = 2;
     o->calibrate = 1;
     o->augment = 1;
@@ -623,6 +630,7 @@ typedef struct lin {
     struct word_drop *drop;   /* NULL, or word dropout (o.word_drop) */
     float ladj[ROUTE_MAX_CLASSES + 1];   /* balance 3: log of each class's share, added to
                                             its logit in training only */
+    float smooth;     /* label smoothing (o.smooth), the router's head only */
 } lin;
 
 static uint64_t rng_next(uint64_t *s) {   /* xorshift64* */
@@ -994,7 +1002,8 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
             float mx = z[0], sum = 0;
             for (int c = 1; c < k; c++) mx = z[c] > mx ? z[c] : mx;
             for (int c = 0; c < k; c++) sum += z[c] = expf(z[c] - mx);
-            for (int c = 0; c < k; c++) g[c] = lr * w[a] * (z[c] / sum - (c == y[a]));
+            for (int c = 0; c < k; c++)
+                g[c] = lr * w[a] * (z[c] / sum - (1.0f - m->smooth) * (c == y[a]) - m->smooth / (float)k);
             for (int c = 0; c < k; c++) m->b[c] -= g[c];
             if (m->nh) backprop_hidden(t, m, x, hid, g, shrink, sign);
             if (m->uc) lex_update(t, m, larg, g, lr);
@@ -1145,6 +1154,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
     word_drop drop = {0};
     if (unstyle && (feats & FEATS_EMBED)) drop.dirs = remove_source_style(t, idx, y, n, k, xs, &drop.n_dirs);
     if (nh && t->o.word_drop > 0 && (feats & FEATS_EMBED)) m.drop = word_drop_init(t, &drop, mu, sd, feats);
+    if (nh) m.smooth = t->o.smooth;
     example_weights(t, idx, y, n, k, balance, w);
     if (balance == 3) logit_adjust(y, n, k, m.ladj);
     sgd(t, &m, idx, y, w, n, xs, sign, epochs);

@@ -43,6 +43,7 @@ typedef struct route_train_opts {
     float lex_init;      /* their start: this times the class's seed direction */
     int average;         /* router: weights averaged over the second half of the epochs */
     float word_drop;     /* router training: each word of an example left out with this probability */
+    float smooth;        /* router training: label smoothing (this share of the target spread evenly) */
     float shrink;        /* pseudo-words added when averaging (see model.h prior_w) */
     float shrink_embed;  /* the same for the mean word vector (model.h prior_e) */
     float sif_a;         /* word weight rank/(rank+a): frequent words count less; 0: all 1 */

@@ -20,7 +20,7 @@
  * model was built (see models/README.md): the mean accuracy over the
  * shared sources (the extra files left out) and the guard's recall on the
  * harmful sources, out of source. */
-#define RECORDED_LOSO_MEAN 0.837f
+#define RECORDED_LOSO_MEAN 0.860f
 #define RECORDED_GUARD_RECALL 0.857f   /* mean over the harmful sources of ../shared/data */
 #define TOLERANCE 0.01f
 

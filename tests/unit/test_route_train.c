@@ -580,6 +580,42 @@ static void test_logit_adjust(void) {
     free(emb);
 }
 
+/* Label smoothing (o.smooth): the head is trained towards 1 - e + e/k for
+ * the right class instead of 1, so on texts like its training texts it is
+ * less sure than the plain head, and still right. */
+static void test_smooth(void) {
+    char *emb = write_embeddings();
+    route_dataset d;
+    buf t = BUF_INIT;
+    rng = 11;
+    make_dataset(&d, 40);
+    route_train_opts o = opts(emb);
+    o.smooth = 0;
+    route_model *plain = train(&d, &o);
+    o.smooth = 0.3f;
+    route_model *smooth = train(&d, &o);
+    float sure_plain = 0, sure_smooth = 0;
+    int right = 0;
+    for (int i = 0; plain && smooth && i < 40; i++) {
+        int cls = i % 3;
+        example(cls, i % 2, &t);
+        route_decision a, b;
+        route_classify(plain, NULL, 0, t.data, t.len, 0, &a);
+        route_classify(smooth, NULL, 0, t.data, t.len, 0, &b);
+        sure_plain += a.probs[a.domain];
+        sure_smooth += b.probs[b.domain];
+        right += strcmp(b.domain_name, class_names[cls]) == 0;
+    }
+    CHECK(sure_smooth < sure_plain - 0.04f * 40);
+    CHECK(right >= 36);
+    buf_free(&t);
+    route_model_free(plain);
+    route_model_free(smooth);
+    dataset_free(&d);
+    remove(emb);
+    free(emb);
+}
+
 int main(void) {
     TEST(test_determinism);
     TEST(test_roundtrip_and_accuracy);
@@ -591,5 +627,6 @@ int main(void) {
     TEST(test_loso_report);
     TEST(test_word_scorer);
     TEST(test_logit_adjust);
+    TEST(test_smooth);
     return test_done();
 }
