@@ -431,6 +431,34 @@ typedef struct extract_ctx {
     size_t n_words, cap_words;
 } extract_ctx;
 
+/* Adds n occurrences of word row r, each weighing a, to the sums a text's
+ * word features are made of: the weighted word vectors (sum, *wsum) and,
+ * per class lexicon, the weighted similarity and its maximum (pmean,
+ * pmax). Extraction adds each occurrence; word dropout each kept word. */
+static void add_word_sums(const route_trainer *t, int32_t r, float a, float n, float *sum, float *wsum, float *pmean,
+                          float *pmax) {
+    float an = a * n;
+    const float *v = t->emb + (size_t)r * (size_t)t->dim, *sim = t->proto_sim + (size_t)r * (size_t)t->n_proto;
+    for (int k = 0; k < t->dim; k++) sum[k] += an * v[k];
+    *wsum += an;
+    for (int c = 0; c < t->n_proto; c++) {
+        pmean[c] += an * sim[c];
+        if (a * sim[c] > pmax[c]) pmax[c] = a * sim[c];
+    }
+}
+
+/* The word features from add_word_sums' sums: the mean word vector
+ * (emb[dim]; emb may be sum) and per class lexicon its density and
+ * maximum (proto[2 * n_proto]); all 0 for a text without a known word. */
+static void word_features(const route_trainer *t, const float *sum, float wsum, const float *pmean, const float *pmax,
+                          float *emb, float *proto) {
+    for (int k = 0; k < t->dim; k++) emb[k] = wsum > 0 ? sum[k] / (wsum + t->o.shrink_embed) : 0.0f;
+    for (int c = 0; c < t->n_proto; c++) {
+        proto[2 * c] = wsum > 0 ? pmean[c] / (wsum + t->o.shrink) : 0.0f;
+        proto[2 * c + 1] = wsum > 0 ? pmax[c] : 0.0f;
+    }
+}
+
 static void push_id(extract_ctx *x, uint32_t id) {
     if (*x->n_ids == *x->cap_ids) {
         *x->cap_ids = *x->cap_ids ? *x->cap_ids * 2 : 1 << 16;
@@ -447,20 +475,12 @@ static void extract_word(void *ctx, const char *w, size_t len, const vocab_entry
     (void)w;
     (void)len;
     if (e && e->row >= 0) {
-        float a = t->vocab.row_weight[e->row];
-        const float *v = t->emb + (size_t)e->row * (size_t)t->dim;
-        for (int k = 0; k < t->dim; k++) x->sum[k] += a * v[k];
-        x->wsum += a;
+        add_word_sums(t, e->row, t->vocab.row_weight[e->row], 1.0f, x->sum, &x->wsum, x->pmean, x->pmax);
         if (x->n_words == x->cap_words) {
             x->cap_words = x->cap_words ? x->cap_words * 2 : 256;
             x->words = xrealloc(x->words, sizeof(int32_t) * x->cap_words);
         }
         x->words[x->n_words++] = e->row;
-        const float *sim = t->proto_sim + (size_t)e->row * (size_t)t->n_proto;
-        for (int c = 0; c < t->n_proto; c++) {
-            x->pmean[c] += a * sim[c];
-            if (a * sim[c] > x->pmax[c]) x->pmax[c] = a * sim[c];
-        }
     }
     if (!t->o.hash_bits) return;
     if (e && e->row >= 0 && (t->o.features & FEATS_CLUSTER))
@@ -533,13 +553,7 @@ static void extract_all(route_trainer *t) {
         feat_begin(&s, &t->vocab, extract_word, &x);
         feat_feed(&s, text, len);
         feat_end(&s, row);
-        if (x.wsum > 0) {
-            for (int k = 0; k < t->dim; k++) row[t->nx + k] = sum[k] / (x.wsum + t->o.shrink_embed);
-            for (int c = 0; c < t->n_proto; c++) {
-                row[FEAT_HAND_N + 2 * c] = x.pmean[c] / (x.wsum + t->o.shrink);
-                row[FEAT_HAND_N + 2 * c + 1] = x.pmax[c];
-            }
-        }
+        word_features(t, sum, x.wsum, x.pmean, x.pmax, row + t->nx, row + FEAT_HAND_N);
         t->sp_off[i + 1] = (uint32_t)n_ids;
         t->sp_scale[i] = x.count ? 1.0f / sqrtf((float)x.count + prior_h(t)) : 0.0f;
         /* a rewording shares its original's hash: it is held out with it */
@@ -695,6 +709,10 @@ static float mil_score(const route_trainer *t, const float *u, int i, int32_t *a
 
 static float softplus(float a) { return a > 20 ? a : log1pf(expf(a)); }
 
+#define CLIP_SD 3.0f   /* named dense features are clipped to this many deviations */
+
+static float clip_sd(float z) { return z < -CLIP_SD ? -CLIP_SD : z > CLIP_SD ? CLIP_SD : z; }
+
 /* ---- word dropout (o.word_drop, the router's head) ----
  *
  * Each time an example is seen, every distinct word of it is left out
@@ -706,7 +724,6 @@ static float softplus(float a) { return a > 20 ? a : log1pf(expf(a)); }
  * pool over every word (leaving words out there too: 81.7% instead of
  * 82.3%, models/README.md). Only training sees it: the model reads all
  * the words. */
-#define CLIP_SD 3.0f   /* named dense features are clipped to this many deviations */
 
 /* x minus its projection on the orthonormal directions u[0..nu). */
 static void project_out(float *x, const float *u, int nu, int dim) {
@@ -740,36 +757,22 @@ static word_drop *word_drop_init(const route_trainer *t, word_drop *w, const flo
 /* The standardised row of example i (x: with all its words) from a random
  * subset of its words. */
 static const float *word_drop_row(const route_trainer *t, word_drop *w, const float *x, int i) {
-    int dim = t->dim, nx = t->nx, np = t->n_proto;
+    int dim = t->dim, nx = t->nx;
     uint32_t b = t->row_off[i], e = t->row_off[i + 1];
-    float *sum = w->x + nx, wsum = 0, pmean[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS] = {0},
-          pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS] = {0};
+    float *emb = w->x + nx, wsum = 0, pmean[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS] = {0},
+          pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS] = {0}, proto[2 * (ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS)];
     memcpy(w->x, x, sizeof(float) * (size_t)nx);
-    memset(sum, 0, sizeof(float) * (size_t)dim);
+    memset(emb, 0, sizeof(float) * (size_t)dim);
     uint32_t cut = (uint32_t)(t->o.word_drop * 4294967296.0);
     for (uint32_t p = b; p < e; p++) {
         if ((uint32_t)(rng_next(&w->rng) >> 32) < cut) continue;
         int32_t r = t->rows[p];
-        float a = t->vocab.row_weight[r], ac = a * (float)t->row_cnt[p];
-        const float *v = t->emb + (size_t)r * (size_t)dim, *sim = t->proto_sim + (size_t)r * (size_t)np;
-        for (int d = 0; d < dim; d++) sum[d] += ac * v[d];
-        wsum += ac;
-        for (int c = 0; c < np; c++) {
-            pmean[c] += ac * sim[c];
-            if (a * sim[c] > pmax[c]) pmax[c] = a * sim[c];
-        }
+        add_word_sums(t, r, t->vocab.row_weight[r], (float)t->row_cnt[p], emb, &wsum, pmean, pmax);
     }
-    for (int d = 0; d < dim; d++)
-        sum[d] = ((wsum > 0 ? sum[d] / (wsum + t->o.shrink_embed) : 0.0f) - w->mu[nx + d]) / w->sd[nx + d];
-    project_out(sum, w->dirs, w->n_dirs, dim);
-    for (int c = 0; c < np && w->proto; c++) {
-        float raw[2] = {wsum > 0 ? pmean[c] / (wsum + t->o.shrink) : 0.0f, wsum > 0 ? pmax[c] : 0.0f};
-        for (int q = 0; q < 2; q++) {
-            int j = FEAT_HAND_N + 2 * c + q;
-            float z = (raw[q] - w->mu[j]) / w->sd[j];
-            w->x[j] = z < -CLIP_SD ? -CLIP_SD : z > CLIP_SD ? CLIP_SD : z;
-        }
-    }
+    word_features(t, emb, wsum, pmean, pmax, emb, proto);
+    for (int d = 0; d < dim; d++) emb[d] = (emb[d] - w->mu[nx + d]) / w->sd[nx + d];
+    project_out(emb, w->dirs, w->n_dirs, dim);
+    for (int j = FEAT_HAND_N; j < nx && w->proto; j++) w->x[j] = clip_sd((proto[j - FEAT_HAND_N] - w->mu[j]) / w->sd[j]);
     return w->x;
 }
 
@@ -1147,7 +1150,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
             float v = t->dense[(size_t)idx[i] * (size_t)t->nd + (size_t)j];
             unsigned group = j < FEAT_HAND_N ? FEATS_HAND : j < t->nx ? FEATS_PROTO : FEATS_EMBED;
             float z = (v - mu[j]) / sd[j];
-            if (j < t->nx) z = z < -CLIP_SD ? -CLIP_SD : z > CLIP_SD ? CLIP_SD : z;
+            if (j < t->nx) z = clip_sd(z);
             int on = (feats & group) != 0;
             xs[(size_t)i * (size_t)t->nd + (size_t)j] = on ? z : 0.0f;
         }
