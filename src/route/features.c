@@ -508,6 +508,7 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
         pf = pe ? pe->flags : 0;
     }
     s->pair_start = (f & LEX_PAIR_START) != 0;
+    s->mem += lex_mem(f) + lex_mem(pf);
     /* a capital inside a sentence makes a name or a title ("Rob", "Dan",
      * "Kill Bill"), not the act or the jailbreak the lexicons mean */
     if (upper == 1 && w[0] >= 'A' && w[0] <= 'Z' && !s->sentence) f &= ~(uint32_t)(LEX_ACT | LEX_ROLE | LEX_HARM);
