@@ -831,14 +831,6 @@ static float mil_score(const route_trainer *t, const float *u, int i, int32_t *a
 
 static float softplus(float a) { return a > 20 ? a : log1pf(expf(a)); }
 
-/* The memory's raise of example i's guard logit: each word and pair
- * times its count, as the scanner sums it at run time. */
-static float mem_sum(const route_trainer *t, const float *mw, int i) {
-    float s = 0;
-    for (uint32_t p = t->mem_off[i]; p < t->mem_off[i + 1]; p++) s += mw[t->mem_ids[p]] * (float)t->mem_cnt[p];
-    return s * t->mem_scale[i];
-}
-
 #define CLIP_SD 3.0f   /* named dense features are clipped to this many deviations */
 
 static float clip_sd(float z) { return z < -CLIP_SD ? -CLIP_SD : z > CLIP_SD ? CLIP_SD : z; }
@@ -1107,22 +1099,6 @@ static void mil_step(const route_trainer *t, lin *m, int32_t arg, float g, float
     m->u_bias -= g;
 }
 
-/* One step of the memory for the guard's gradient g (times the learning
- * rate and the example's weight): each word and pair of the example it
- * may learn moves by its share of the mean (mem_lr times faster than the
- * head: a mean over a dozen words moves each word little), then shrinks
- * (L2, only where the example moved it) and stays >= 0: a word can raise
- * the guard, never lower it, so a text without a learnt word keeps the
- * lexicon guard's score. */
-static void mem_step(const route_trainer *t, float *mw, int i, float g, float lr) {
-    float shrink = 1.0f - lr * t->o.mem_lr * t->o.l2_mem, step = g * t->o.mem_lr * t->mem_scale[i];
-    for (uint32_t p = t->mem_off[i]; p < t->mem_off[i + 1]; p++) {
-        int32_t id = t->mem_ids[p];
-        if (!t->mem_ok[id]) continue;
-        mw[id] = route_mem_update(mw[id], step * (float)t->mem_cnt[p], shrink);
-    }
-}
-
 /* Trains m on examples idx with labels y; xs are the standardised dense
  * rows [n][nd] (in idx order). Deterministic for t->o.seed. */
 static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, const float *w, int n,
@@ -1181,6 +1157,57 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
     free(order);
 }
 
+/* The examples' words and pairs the memory may learn (t->mem_ok), each
+ * with its share of the example's mean, count / (words + ROUTE_MEM_PRIOR):
+ * most words of the benign rows are in no harmful row, and training
+ * skips them. */
+typedef struct mem_rows {
+    uint32_t *off;   /* [n+1], in idx order */
+    int32_t *id;
+    float *x;
+} mem_rows;
+
+static mem_rows mem_rows_of(const route_trainer *t, const int *idx, int n) {
+    mem_rows r = {xmalloc(sizeof(uint32_t) * ((size_t)n + 1)), NULL, NULL};
+    size_t len = 0, cap = 0;
+    r.off[0] = 0;
+    for (int a = 0; a < n; a++) {
+        int ex = idx[a];
+        for (uint32_t p = t->mem_off[ex]; p < t->mem_off[ex + 1]; p++) {
+            if (!t->mem_ok[t->mem_ids[p]]) continue;
+            if (len == cap) {
+                cap = cap ? 2 * cap : 4096;
+                r.id = xrealloc(r.id, sizeof(int32_t) * cap);
+                r.x = xrealloc(r.x, sizeof(float) * cap);
+            }
+            r.id[len] = t->mem_ids[p];
+            r.x[len++] = (float)t->mem_cnt[p] * t->mem_scale[ex];
+        }
+        r.off[a + 1] = (uint32_t)len;
+    }
+    return r;
+}
+
+/* The memory's raise of example a's guard logit, as the scanner sums it
+ * at run time. */
+static float mem_sum(const mem_rows *r, const float *mw, int a) {
+    float s = 0;
+    for (uint32_t p = r->off[a]; p < r->off[a + 1]; p++) s += mw[r->id[p]] * r->x[p];
+    return s;
+}
+
+/* One step of the memory for the guard's gradient g (times the learning
+ * rate and the example's weight): each word and pair of the example it
+ * may learn moves by its share of the mean (mem_lr times faster than the
+ * head: a mean over a dozen words moves each word little), then shrinks
+ * (L2, only where the example moved it) and stays >= 0
+ * (route_mem_update). */
+static void mem_step(const route_trainer *t, const mem_rows *r, float *mw, int a, float g, float lr) {
+    float shrink = 1.0f - lr * t->o.mem_lr * t->o.l2_mem, step = g * t->o.mem_lr;
+    for (uint32_t p = r->off[a]; p < r->off[a + 1]; p++)
+        mw[r->id[p]] = route_mem_update(mw[r->id[p]], step * r->x[p], shrink);
+}
+
 /* The memory, trained after the head and on top of it (the head's
  * weights stay as they are): a text without a learnt word or pair keeps
  * the head's score, and the memory learns what the head misses, the
@@ -1194,6 +1221,7 @@ static void mem_fit(const route_trainer *t, lin *m, const int *idx, const int *y
     float *base = xmalloc(sizeof(float) * (size_t)n + 1), *mw = m->mw;
     int *order = xmalloc(sizeof(int) * (size_t)n + 1);
     uint64_t rng = t->o.seed * 0x2545f4914f6cdd1dull + 0x9e3779b97f4a7c15ull;
+    mem_rows rows = mem_rows_of(t, idx, n);
     m->mw = NULL;
     for (int a = 0; a < n; a++) {
         float z[2], hid[ROUTE_MAX_HIDDEN], slope;
@@ -1211,11 +1239,15 @@ static void mem_fit(const route_trainer *t, lin *m, const int *idx, const int *y
         }
         float lr = t->o.lr / sqrtf(1.0f + (float)ep);
         for (int r = 0; r < n; r++) {
-            int a = order[r], ex = idx[a];
-            float p = 1.0f / (1.0f + expf(-(base[a] + mem_sum(t, mw, ex))));
-            mem_step(t, mw, ex, lr * w[a] * (p - (float)(y[a] == 1)), lr);
+            int a = order[r];
+            if (rows.off[a] == rows.off[a + 1]) continue;
+            float p = 1.0f / (1.0f + expf(-(base[a] + mem_sum(&rows, mw, a))));
+            mem_step(t, &rows, mw, a, lr * w[a] * (p - (float)(y[a] == 1)), lr);
         }
     }
+    free(rows.off);
+    free(rows.id);
+    free(rows.x);
     free(order);
     free(base);
 }
