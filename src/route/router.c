@@ -343,14 +343,15 @@ route_model *route_model_load(const char *path, char **err) {
 /* Sums of one request's words; lives on the caller's stack. */
 typedef struct word_acc {
     const route_model *m;
-    float emb[ROUTE_MAX_CLASSES + 1];
+    /* the sum of the packed rows of the request's words: at 0 the weight
+     * sum, at 1 the mean vector's logits, at pack_proto the prototype
+     * similarities, at pack_hid the hidden layer's (FEATS_HIDDEN) */
+    float sum[ROUTE_PACK_MAX];
     float hash[ROUTE_MAX_CLASSES + 1];
-    float wsum;
     uint32_t nhash;
-    float pmean[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS], pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS];
+    float pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS];
     float gmax;              /* FEATS_MIL: highest word harm score (0: no word) */
     int32_t gmax_row;        /* its row + 1; 0: no word yet */
-    float hid[ROUTE_MAX_HIDDEN];   /* FEATS_HIDDEN: weighted sum of hid_proj rows */
     float lex[ROUTE_LEX_SLOTS];     /* FEATS_LEX: per class the top */
     int32_t lex_row[ROUTE_LEX_SLOTS]; /* scores and their rows (-1: none) */
     float lex_floor[ROUTE_MAX_CLASSES];   /* the score a word must beat to enter (-inf: room) */
@@ -365,6 +366,14 @@ static inline void add_row(float *restrict acc, const float *restrict row, float
 static inline void add_row8(float *restrict acc, const float *restrict row, float a, int n) {
     for (int o = 0; o < n; o += 8)
         for (int k = 0; k < 8; k++) acc[o + k] += a * row[o + k];
+}
+
+/* acc += row for a whole packed row (n a multiple of 4), in vector adds.
+ * Each element is still its own sum in word order: the sums are those of
+ * adding the parts one by one. */
+static inline void add_row4(float *restrict acc, const float *restrict row, int n) {
+    for (int o = 0; o < n; o += 4)
+        for (int k = 0; k < 4; k++) acc[o + k] += row[o + k];
 }
 
 /* Places a part of n floats (0: the model has none) at *off: returns where. */
@@ -436,25 +445,20 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
     (void)len;
     if (e && e->row >= 0) {
         const float *p = m->pack + (size_t)e->row * (size_t)m->pack_stride;
-        a->wsum += p[0];
-        add_row(a->emb, p + 1, 1.0f, no);
+        /* one add for every part that is summed; the others are read below */
+        add_row4(a->sum, p, m->pack_stride);
         if (m->features & FEATS_CLUSTER) {
             add_row(a->hash, p + m->pack_cluster, 1.0f, no);
             a->nhash += m->n_tables;
         }
-        if (m->features & FEATS_PROTO) {
-            const float *sim = p + m->pack_proto;
-            for (int c = 0; c < m->n_proto; c++) {
-                a->pmean[c] += sim[c];
-                if (sim[c] > a->pmax[c]) a->pmax[c] = sim[c];
-            }
-        }
+        const float *sim = p + m->pack_proto;
+        for (int c = 0; c < m->n_proto && (m->features & FEATS_PROTO); c++)
+            if (sim[c] > a->pmax[c]) a->pmax[c] = sim[c];
         float g = m->features & FEATS_MIL ? p[m->pack_guard] : 0.0f;
         if ((m->features & FEATS_MIL) && (!a->gmax_row || g > a->gmax)) {
             a->gmax = g;
             a->gmax_row = e->row + 1;
         }
-        if (m->features & FEATS_HIDDEN) add_row8(a->hid, p + m->pack_hid, 1.0f, m->n_hidden);
         if (m->features & FEATS_LEX) lex_word(a, p + m->pack_lex, e->row);
     }
     if (!(m->features & (FEATS_UNIGRAM | FEATS_BIGRAM))) return;
@@ -472,7 +476,7 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
 /* 1 / (word weight sum + prior): prior_e for the mean word vector,
  * prior_w for the lexicon densities. */
 static float mean_scale(float prior, const word_acc *a) {
-    return a->wsum > 0 ? 1.0f / (a->wsum + prior) : 0.0f;
+    return a->sum[0] > 0 ? 1.0f / (a->sum[0] + prior) : 0.0f;
 }
 
 /* The part of each text that is read: at most a quarter of the budget for
@@ -499,7 +503,7 @@ static void scan(const route_model *m, const char *sys, size_t slen, const char 
 static void named_features(const route_model *m, const word_acc *a, float *x) {
     float inv = mean_scale(m->prior_w, a);
     for (int c = 0; c < m->n_proto; c++) {
-        x[FEAT_HAND_N + 2 * c] = a->pmean[c] * inv;
+        x[FEAT_HAND_N + 2 * c] = a->sum[m->pack_proto + c] * inv;
         x[FEAT_HAND_N + 2 * c + 1] = a->pmax[c];
     }
     for (int j = 0; j < m->nx; j++)
@@ -516,7 +520,7 @@ static float hash_scale(const route_model *m, uint32_t n) {
 static void hidden_logits(const route_model *m, const word_acc *a, const float *hand, float inv, float *z) {
     int nh = m->n_hidden, no = m->n_out;
     float h[ROUTE_MAX_HIDDEN];
-    for (int k = 0; k < nh; k++) h[k] = m->hid_b[k] + a->hid[k] * inv;
+    for (int k = 0; k < nh; k++) h[k] = m->hid_b[k] + a->sum[m->pack_hid + k] * inv;
     for (int j = 0; j < m->nx; j++) add_row8(h, m->hid_w + j * nh, hand[j], nh);
     for (int k = 0; k < nh; k++) add_row(z, m->hid_v + k * no, tanhf(h[k]), no);
 }
@@ -524,7 +528,7 @@ static void hidden_logits(const route_model *m, const word_acc *a, const float *
 static void logits_of(const route_model *m, const word_acc *a, const float *hand, float *z) {
     int no = m->n_out;
     float inv = mean_scale(m->prior_e, a), hs = hash_scale(m, a->nhash);
-    for (int o = 0; o < no; o++) z[o] = m->bias[o] + a->emb[o] * inv + a->hash[o] * hs;
+    for (int o = 0; o < no; o++) z[o] = m->bias[o] + a->sum[1 + o] * inv + a->hash[o] * hs;
     for (int j = 0; j < m->nx; j++) add_row(z, m->hand_w + j * no, hand[j], no);
     if (m->features & FEATS_MIL) z[m->n_classes] += a->gmax;
     if (m->features & FEATS_HIDDEN) hidden_logits(m, a, hand, inv, z);
