@@ -368,12 +368,13 @@ static inline void add_row8(float *restrict acc, const float *restrict row, floa
         for (int k = 0; k < 8; k++) acc[o + k] += a * row[o + k];
 }
 
-/* acc += row for a whole packed row (n a multiple of 4), in vector adds.
- * Each element is still its own sum in word order: the sums are those of
- * adding the parts one by one. */
-static inline void add_row4(float *restrict acc, const float *restrict row, int n) {
-    for (int o = 0; o < n; o += 4)
-        for (int k = 0; k < 4; k++) acc[o + k] += row[o + k];
+/* acc = max(acc, row) elementwise, with max instructions (four at a time,
+ * then one at a time) instead of a branch per element. */
+static inline void max_row(float *restrict acc, const float *restrict row, int n) {
+    int o = 0;
+    for (; o + 4 <= n; o += 4)
+        for (int k = 0; k < 4; k++) acc[o + k] = row[o + k] > acc[o + k] ? row[o + k] : acc[o + k];
+    for (; o < n; o++) acc[o] = row[o] > acc[o] ? row[o] : acc[o];
 }
 
 /* Places a part of n floats (0: the model has none) at *off: returns where. */
@@ -393,8 +394,9 @@ void route_model_prepare(route_model *m) {
     m->pack_guard = pack_part(&off, m->features & FEATS_MIL ? 1 : 0);
     m->pack_hid = pack_part(&off, nh);
     m->pack_lex = pack_part(&off, nl);
-    /* whole 16-byte units; a row of 32 floats is two whole cache lines */
-    int stride = (off + 3) & ~3;
+    /* whole 32-byte units (classifying adds a row 8 floats at a time); a
+     * row of 32 floats is two whole cache lines */
+    int stride = (off + 7) & ~7;
     free(m->pack);
     m->pack = xcalloc_aligned(sizeof(float) * ((size_t)rows * (size_t)stride + 1), 64);
     m->pack_stride = stride;
@@ -421,47 +423,49 @@ static void acc_init(word_acc *a, const route_model *m) {
     for (int c = 0; c < ROUTE_MAX_CLASSES; c++) a->lex_floor[c] = -INFINITY;
 }
 
-/* A word's scores in the soft lexicons: kept if among a class's top.
- * Most words of a request beat no class's floor and cost one compare
- * per class. */
-static void lex_word(word_acc *a, const float *score, int32_t row) {
-    const route_model *m = a->m;
-    int top = m->lex_top;
-    for (int c = 0; c < m->n_classes; c++) {
-        if (!(score[c] > a->lex_floor[c])) continue;
-        float *best = a->lex + c * ROUTE_LEX_TOP_MAX;
-        int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
-        route_lex_insert(best, rows, top, score[c], row);
-        if (rows[top - 1] >= 0) a->lex_floor[c] = best[top - 1];
-    }
+/* Enters a word into class c's top: the rare case (most words of a
+ * request beat no class's floor), kept out of line so that the common
+ * path of acc_word needs few registers. */
+static __attribute__((noinline)) void lex_enter(word_acc *a, int c, float score, int32_t row) {
+    int top = a->m->lex_top;
+    float *best = a->lex + c * ROUTE_LEX_TOP_MAX;
+    int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
+    route_lex_insert(best, rows, top, score, row);
+    if (rows[top - 1] >= 0) a->lex_floor[c] = best[top - 1];
 }
 
-static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
-                     uint64_t bigram) {
-    word_acc *a = ctx;
+/* A word's scores in the soft lexicons: kept if among a class's top.
+ * Most words cost one compare per class. */
+static void lex_word(word_acc *a, const float *score, int32_t row) {
+    for (int c = 0; c < a->m->n_classes; c++)
+        if (score[c] > a->lex_floor[c]) lex_enter(a, c, score[c], row);
+}
+
+/* A word of the vocabulary: its packed row. */
+static inline void acc_row(word_acc *a, int32_t row) {
+    const route_model *m = a->m;
+    const float *p = m->pack + (size_t)row * (size_t)m->pack_stride;
+    /* one add for every part that is summed (each element is still its
+     * own sum in word order); the others are read below */
+    add_row8(a->sum, p, 1.0f, m->pack_stride);
+    if (m->features & FEATS_CLUSTER) {
+        add_row(a->hash, p + m->pack_cluster, 1.0f, m->n_out);
+        a->nhash += m->n_tables;
+    }
+    if (m->features & FEATS_PROTO) max_row(a->pmax, p + m->pack_proto, m->n_proto);
+    float g = m->features & FEATS_MIL ? p[m->pack_guard] : 0.0f;
+    if ((m->features & FEATS_MIL) && (!a->gmax_row || g > a->gmax)) {
+        a->gmax = g;
+        a->gmax_row = row + 1;
+    }
+    if (m->features & FEATS_LEX) lex_word(a, p + m->pack_lex, row);
+}
+
+/* Hashed words and pairs (FEATS_UNIGRAM, FEATS_BIGRAM): out of line, so
+ * that models without them (the default) classify with fewer registers. */
+static __attribute__((noinline)) void acc_hashed(word_acc *a, uint64_t h, uint64_t bigram) {
     const route_model *m = a->m;
     int no = m->n_out;
-    (void)w;
-    (void)len;
-    if (e && e->row >= 0) {
-        const float *p = m->pack + (size_t)e->row * (size_t)m->pack_stride;
-        /* one add for every part that is summed; the others are read below */
-        add_row4(a->sum, p, m->pack_stride);
-        if (m->features & FEATS_CLUSTER) {
-            add_row(a->hash, p + m->pack_cluster, 1.0f, no);
-            a->nhash += m->n_tables;
-        }
-        const float *sim = p + m->pack_proto;
-        for (int c = 0; c < m->n_proto && (m->features & FEATS_PROTO); c++)
-            if (sim[c] > a->pmax[c]) a->pmax[c] = sim[c];
-        float g = m->features & FEATS_MIL ? p[m->pack_guard] : 0.0f;
-        if ((m->features & FEATS_MIL) && (!a->gmax_row || g > a->gmax)) {
-            a->gmax = g;
-            a->gmax_row = e->row + 1;
-        }
-        if (m->features & FEATS_LEX) lex_word(a, p + m->pack_lex, e->row);
-    }
-    if (!(m->features & (FEATS_UNIGRAM | FEATS_BIGRAM))) return;
     uint64_t mask = ((uint64_t)1 << m->hash_bits) - 1;
     if (m->features & FEATS_UNIGRAM) {
         add_row(a->hash, m->hash_w + (h & mask) * (size_t)no, 1.0f, no);
@@ -471,6 +475,15 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
         add_row(a->hash, m->hash_w + (bigram & mask) * (size_t)no, 1.0f, no);
         a->nhash++;
     }
+}
+
+static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
+                     uint64_t bigram) {
+    word_acc *a = ctx;
+    (void)w;
+    (void)len;
+    if (e && e->row >= 0) acc_row(a, e->row);
+    if (a->m->features & (FEATS_UNIGRAM | FEATS_BIGRAM)) acc_hashed(a, h, bigram);
 }
 
 /* 1 / (word weight sum + prior): prior_e for the mean word vector,
