@@ -532,7 +532,7 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     s->aims += (f & LEX_AIM) != 0;
     s->metas += (f & LEX_META) != 0;
     /* a multiple-choice option: "A." or "(B)", a question, not a request */
-    s->options += len == 1 && upper == 1 && p < end && (*p == '.' || *p == ')');
+    if (len == 1 && upper == 1) s->options += p < end && (*p == '.' || *p == ')');
     s->requests += (s->words == 1 && (f & LEX_ASK)) || (f & LEX_GUIDE) || (s->after_how && (f & LEX_AUX));
     s->after_how = (f & LEX_HOW) != 0;
     if (s->on_word) s->on_word(s->ctx, (const char *)w, len, e, h, bigram);
