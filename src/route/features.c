@@ -508,10 +508,9 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     s->upper += upper;
     s->letters += (uint32_t)len - digits - under;
     if (digits == len) s->numbers++;
-    /* snake_case, or camelCase (an upper-case letter after the first); in
-     * bitwise ands and ors: capitals are too common for branches */
-    s->idents += ((under != 0) & (under < len)) |
-                 ((upper != 0) & (upper < len - digits) & !(((unsigned)w[0] - 'A' < 26) & (upper == 1)));
+    /* snake_case, or camelCase (an upper-case letter after the first) */
+    if ((under && under < len) || (upper && upper < len - digits && !(w[0] >= 'A' && w[0] <= 'Z' && upper == 1)))
+        s->idents++;
     const vocab_entry *e = s->vocab ? vocab_get(s->vocab, h) : NULL;
     uint32_t f = e ? e->flags : 0, pf = 0;   /* the word's flags, its pair's */
     uint64_t bigram = *prev ? (*prev * 0x9e3779b97f4a7c15ull) ^ h : 0;
