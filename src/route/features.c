@@ -454,22 +454,32 @@ void feat_begin(feat_state *s, const route_vocab *v, feat_word_fn fn, void *ctx)
     s->sentence = 1;
 }
 
-/* Word bytes: ASCII letters, digits, '_' and every byte of a multi-byte
- * UTF-8 sequence (so non-English words stay whole). */
-static const unsigned char ascii_word[128] = {
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1, ['_'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
+/* What each byte is to the scanner: not in a word (0), or a word byte:
+ * an ASCII letter, digit or '_', or any byte of a multi-byte UTF-8
+ * sequence (so non-English words stay whole). BYTE_PLAIN (lower-case
+ * letters, UTF-8) is the common case, which costs one compare. */
+enum { BYTE_PLAIN = 1, BYTE_UPPER, BYTE_DIGIT, BYTE_UNDER };
+#define BYTES_PLAIN8 BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN
+#define BYTES_PLAIN64 BYTES_PLAIN8, BYTES_PLAIN8, BYTES_PLAIN8, BYTES_PLAIN8, BYTES_PLAIN8, BYTES_PLAIN8, \
+    BYTES_PLAIN8, BYTES_PLAIN8
+static const unsigned char byte_kind[256] = {
+    ['0'] = BYTE_DIGIT, ['1'] = BYTE_DIGIT, ['2'] = BYTE_DIGIT, ['3'] = BYTE_DIGIT, ['4'] = BYTE_DIGIT,
+    ['5'] = BYTE_DIGIT, ['6'] = BYTE_DIGIT, ['7'] = BYTE_DIGIT, ['8'] = BYTE_DIGIT, ['9'] = BYTE_DIGIT,
+    ['_'] = BYTE_UNDER,
+    ['A'] = BYTE_UPPER, ['B'] = BYTE_UPPER, ['C'] = BYTE_UPPER, ['D'] = BYTE_UPPER, ['E'] = BYTE_UPPER,
+    ['F'] = BYTE_UPPER, ['G'] = BYTE_UPPER, ['H'] = BYTE_UPPER, ['I'] = BYTE_UPPER, ['J'] = BYTE_UPPER,
+    ['K'] = BYTE_UPPER, ['L'] = BYTE_UPPER, ['M'] = BYTE_UPPER, ['N'] = BYTE_UPPER, ['O'] = BYTE_UPPER,
+    ['P'] = BYTE_UPPER, ['Q'] = BYTE_UPPER, ['R'] = BYTE_UPPER, ['S'] = BYTE_UPPER, ['T'] = BYTE_UPPER,
+    ['U'] = BYTE_UPPER, ['V'] = BYTE_UPPER, ['W'] = BYTE_UPPER, ['X'] = BYTE_UPPER, ['Y'] = BYTE_UPPER,
+    ['Z'] = BYTE_UPPER,
+    ['a'] = BYTE_PLAIN, ['b'] = BYTE_PLAIN, ['c'] = BYTE_PLAIN, ['d'] = BYTE_PLAIN, ['e'] = BYTE_PLAIN,
+    ['f'] = BYTE_PLAIN, ['g'] = BYTE_PLAIN, ['h'] = BYTE_PLAIN, ['i'] = BYTE_PLAIN, ['j'] = BYTE_PLAIN,
+    ['k'] = BYTE_PLAIN, ['l'] = BYTE_PLAIN, ['m'] = BYTE_PLAIN, ['n'] = BYTE_PLAIN, ['o'] = BYTE_PLAIN,
+    ['p'] = BYTE_PLAIN, ['q'] = BYTE_PLAIN, ['r'] = BYTE_PLAIN, ['s'] = BYTE_PLAIN, ['t'] = BYTE_PLAIN,
+    ['u'] = BYTE_PLAIN, ['v'] = BYTE_PLAIN, ['w'] = BYTE_PLAIN, ['x'] = BYTE_PLAIN, ['y'] = BYTE_PLAIN,
+    ['z'] = BYTE_PLAIN,
+    [0x80] = BYTES_PLAIN64, BYTES_PLAIN64,   /* 0x80..0xff */
 };
-
-static inline int word_byte(unsigned c) { return c >= 0x80 || ascii_word[c]; }
 
 /* Scans one word at p; updates the word-level counts. Returns its end. */
 static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
@@ -477,15 +487,16 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     const unsigned char *w = p;
     uint64_t h = FNV_OFFSET;
     unsigned digits = 0, upper = 0, under = 0;
-    for (; p < end && word_byte(*p); p++) {
-        unsigned c = *p;
-        if (c >= 'A' && c <= 'Z') {
-            c += 32;
-            upper++;
-        } else if (c >= '0' && c <= '9') {
-            digits++;
-        } else if (c == '_') {
-            under++;
+    for (; p < end; p++) {
+        unsigned c = *p, k = byte_kind[c];
+        if (k != BYTE_PLAIN) {
+            if (!k) break;
+            if (k == BYTE_UPPER) {
+                c += 32;
+                upper++;
+            }
+            digits += k == BYTE_DIGIT;
+            under += k == BYTE_UNDER;
         }
         h = (h ^ c) * FNV_PRIME;
     }
@@ -521,7 +532,7 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     s->aims += (f & LEX_AIM) != 0;
     s->metas += (f & LEX_META) != 0;
     /* a multiple-choice option: "A." or "(B)", a question, not a request */
-    s->options += len == 1 && upper == 1 && p < end && (*p == '.' || *p == ')');
+    if (len == 1 && upper == 1) s->options += p < end && (*p == '.' || *p == ')');
     s->requests += (s->words == 1 && (f & LEX_ASK)) || (f & LEX_GUIDE) || (s->after_how && (f & LEX_AUX));
     s->after_how = (f & LEX_HOW) != 0;
     if (s->on_word) s->on_word(s->ctx, (const char *)w, len, e, h, bigram);
@@ -537,9 +548,13 @@ void feat_feed(feat_state *s, const char *text, size_t len) {
     if (len) s->lines++;
     while (p < end) {
         unsigned c = *p;
-        if (word_byte(c)) {
+        if (byte_kind[c]) {
             p = scan_word(s, p, end, &prev);
             line_start = 0;
+            continue;
+        }
+        if (c == ' ' && !line_start) {   /* the common separator: nothing to count */
+            p++;
             continue;
         }
         if (line_start && (c == '\t' || (c == ' ' && p + 1 < end && p[1] == ' '))) s->indented++;
