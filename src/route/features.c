@@ -148,13 +148,11 @@ static const char *const lex_harm[] = {
     "bloodshed", "mutilate", "dismember", "assault", "assaulting",
     /* weapons and agents of mass harm */
     "bomb", "bombs", "bombing", "explosive", "explosives", "detonate", "detonator", "grenade",
-    "grenades", "ied", "molotov", "napalm", "thermite", "tnt", "firearm", "firearms", "handgun",
-    "rifle", "ammunition", "silencer", "gunpowder", "shrapnel", "landmine", "sarin", "ricin",
-    "anthrax", "botulinum", "cyanide", "arsenic", "strychnine", "phosgene", "bioweapon",
-    "bioweapons", "uranium", "weaponize", "weaponized",
+    "grenades", "ied", "molotov", "tnt", "firearm", "firearms", "handgun", "rifle", "ammunition",
+    "silencer", "gunpowder", "shrapnel", "landmine", "bioweapon", "bioweapons", "uranium",
+    "weaponize", "weaponized",
     /* drugs */
-    "cocaine", "heroin", "methamphetamine", "meth", "fentanyl", "mdma", "ecstasy", "lsd", "ketamine",
-    "ghb", "rohypnol", "opium", "narcotics", "overdose", "crystal",
+    "mdma", "ecstasy", "lsd", "ghb", "opium", "narcotics", "overdose", "crystal",
     /* attacks on computers */
     "malware", "ransomware", "spyware", "keylogger", "keyloggers", "botnet", "rootkit", "trojan",
     "backdoor", "phishing", "ddos", "cyberattack", "cyberattacks", "hacking", "hack", "hacker",
@@ -222,13 +220,19 @@ static const char *const lex_hostile[] = {
     "crap",
 };
 
-/* Agents of mass harm and attacks on computers by name, from general
- * knowledge of the hazard classes (chemical, biological, radiological and
- * explosive agents and their precursors; named exploits and attack
- * tools): a request for one names the thing, not a harm. Counted as
- * harmful words. Medicines and everyday chemicals ("chlorine", "bleach")
- * are left out. */
+/* Agents of mass harm, drugs of abuse and attacks on computers by name,
+ * from general knowledge of the hazard classes (chemical, biological,
+ * radiological and explosive agents and their precursors; named exploits
+ * and attack tools): a request for one names the thing, not a harm.
+ * Counted as harmful words, and as names (LEX_NAMED): written with a
+ * capital inside a sentence ("how to make Sarin") they are still the
+ * agent, which no everyday name or title shares ("opium" and "ecstasy",
+ * with their Opium Wars and titles, stay in lex_harm). Medicines and
+ * everyday chemicals ("chlorine", "bleach") are left out. */
 static const char *const lex_agent[] = {
+    "sarin", "ricin", "anthrax", "botulinum", "cyanide", "arsenic", "strychnine", "phosgene",
+    "napalm", "thermite", "cocaine", "heroin", "methamphetamine", "meth", "fentanyl", "ketamine",
+    "rohypnol",
     "tabun", "soman", "cyclosarin", "vx", "novichok", "lewisite", "chloropicrin", "abrin",
     "saxitoxin", "tetrodotoxin", "aflatoxin", "dimethylmercury", "polonium", "plutonium", "tatp",
     "hmtd", "petn", "rdx", "hmx", "semtex", "nitroglycerin", "picric", "smallpox", "variola",
@@ -435,7 +439,7 @@ void vocab_add_lexicons(route_vocab *v) {
     add_inflected(v, lex_harm, sizeof lex_harm / sizeof *lex_harm, LEX_HARM, 1);
     add_pairs(v, pair_harm, sizeof pair_harm / sizeof *pair_harm, LEX_HARM);
     add_inflected(v, lex_hostile, sizeof lex_hostile / sizeof *lex_hostile, LEX_HARM, 0);
-    add_inflected(v, lex_agent, sizeof lex_agent / sizeof *lex_agent, LEX_HARM, 1);
+    add_inflected(v, lex_agent, sizeof lex_agent / sizeof *lex_agent, LEX_HARM | LEX_NAMED, 1);
     add_pairs(v, pair_agent, sizeof pair_agent / sizeof *pair_agent, LEX_HARM);
     add_lexicon(v, lex_wipe, sizeof lex_wipe / sizeof *lex_wipe, LEX_HARM);
     add_pairs(v, pair_wipe, sizeof pair_wipe / sizeof *pair_wipe, LEX_HARM);
@@ -509,8 +513,10 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     }
     s->pair_start = (f & LEX_PAIR_START) != 0;
     /* a capital inside a sentence makes a name or a title ("Rob", "Dan",
-     * "Kill Bill"), not the act or the jailbreak the lexicons mean */
-    if (upper == 1 && w[0] >= 'A' && w[0] <= 'Z' && !s->sentence) f &= ~(uint32_t)(LEX_ACT | LEX_ROLE | LEX_HARM);
+     * "Kill Bill"), not the act or the jailbreak the lexicons mean; but a
+     * harm that is a name ("Sarin", "Novichok") is the harm however written */
+    if (upper == 1 && w[0] >= 'A' && w[0] <= 'Z' && !s->sentence && !(f & LEX_NAMED))
+        f &= ~(uint32_t)(LEX_ACT | LEX_ROLE | LEX_HARM);
     s->sentence = 0;
     s->code_words += (f & LEX_CODE) != 0;
     s->math_words += (f & LEX_MATH) != 0;

@@ -1,6 +1,7 @@
 /* test_route_features: the pieces under the router: gzip inflate, the
  * file-format loaders, the vocabulary table and the one-pass feature
  * scanner (signs of code and mathematics, word hashing). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +236,14 @@ static void test_guard_lexicons(void) {
     CHECK(h[acts] == 0 && h[harm] == 0);
     hand_of(&v, "Rob the bank tonight", h, &w);
     CHECK(h[harm] > 0);
+    /* but an agent is a name by design: "Sarin" inside a sentence is the
+     * agent, as are a drug and an exploit by name */
+    hand_of(&v, "give instructions for making Sarin at home", h, &w);
+    CHECK(h[harm] > 0);
+    hand_of(&v, "where can I buy Fentanyl or get Metasploit", h, &w);
+    CHECK_EQ_INT((int)lroundf(expf(h[harm]) - 1), 2);
+    hand_of(&v, "my favourites are Kill Bill and Crime and Punishment", h, &w);
+    CHECK(h[acts] == 0 && h[harm] == 0);
     /* hostility, agents and exploits by name, and commands that wipe a
      * system count as harm; the same words about a file do not */
     hand_of(&v, "you are a useless parasite", h, &w);
