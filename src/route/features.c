@@ -305,10 +305,11 @@ static const char *const pair_harm[] = {
     "conspiracy theories", "chemical weapon", "chemical weapons", "biological weapon",
     "biological weapons", "mass shooting", "school shooting", "human trafficking", "sex trafficking",
     "revenge porn", "stolen credit", "stolen goods", "fake reviews", "fake identity", "counterfeit money",
-    "break into", "breaking into", "hit and run", "credit card fraud", "denial of service", "brute force",
+    "break into", "breaking into", "breaks into", "broke into", "broken into", "credit card fraud",
+    "brute force",
     "zero day", "ethnic cleansing", "white supremacy", "drunk driving", "voter fraud", "election fraud",
-    "voter suppression", "beat up", "chlorine gas", "dirty bomb", "ghost gun", "drug dealer",
-    "sell drugs", "racial slur", "holocaust denial", "social security",
+    "voter suppression", "beat up", "beats up", "beating up", "beaten up", "chlorine gas", "dirty bomb", "ghost gun", "drug dealer",
+    "sell drugs", "sells drugs", "selling drugs", "sold drugs", "racial slur", "holocaust denial", "social security",
     /* copying others' works: reproducing lyrics or a book */
     "lyrics of", "passage from", "chapter from", "excerpt from",
 };
@@ -370,50 +371,78 @@ static void add_lexicon(route_vocab *v, const char *const *words, size_t n, uint
     for (size_t i = 0; i < n; i++) vocab_put(v, feat_hash_word(words[i], strlen(words[i])), -1, flag);
 }
 
-/* A lexicon of lemmas with their inflections ("spy": spies, spying):
- * a request names the act in whatever form the sentence needs ("a
- * program that spies on", "sabotaging"). The past tense (past != 0) only
- * for the harm lexicon ("raped", "poisoned": a harm whatever the tense);
- * an act verb in the past tells what happened ("killed the powerplay"),
- * which is a story, not a request. Nor the doer ("killer whale"). Forms
- * that are no English word cost a table slot and never match. */
-static void add_inflected(route_vocab *v, const char *const *words, size_t n, uint32_t flag, int past) {
+/* The irregular past and participle of the lexicons' verbs, which the
+ * endings of add_inflected cannot make, checked verb by verb against
+ * lex_act, lex_harm and lex_hostile ("hurt" is its own past; "shot" is
+ * left out with the news words, and "shoot" is only an act). */
+static const char *const irregular[][3] = {
+    {"steal", "stole", "stolen"}, {"mislead", "misled", NULL}, {"gaslight", "gaslit", NULL},
+};
+
+/* One lemma and its inflections ("spy": spies, spying): a request names
+ * the act in whatever form the sentence needs ("a program that spies
+ * on", "sabotaging"). The past tense (past != 0) only for the harm
+ * lexicon ("raped", "poisoned": a harm whatever the tense); an act verb
+ * in the past tells what happened ("killed the powerplay"), which is a
+ * story, not a request. Nor the doer ("killer whale"). Forms that are no
+ * English word cost a table slot and never match. */
+static void add_forms(route_vocab *v, const char *word, uint32_t flag, int past) {
     static const char *const ends[] = {"s", "es", "ing", "ed"};
     char form[64];
-    for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(words[i]);
-        vocab_put(v, feat_hash_word(words[i], len), -1, flag);
-        if (len < 3 || len + 4 >= sizeof form || strchr(words[i], ' ')) continue;
-        char last = words[i][len - 1], prev = words[i][len - 2];
-        int vowel_y = strchr("aeiou", prev) != NULL;
-        for (size_t k = 0; k < sizeof ends / sizeof *ends - !past; k++) {
-            size_t stem = len;
-            int ends_es = 0;
-            memcpy(form, words[i], len);
-            if (last == 'e' && ends[k][0] == 'e') stem--;            /* forge: forges, forged */
-            else if (last == 'e' && ends[k][0] == 'i') stem--;       /* sabotage: sabotaging */
-            else if (last == 'y' && !vowel_y && ends[k][0] != 'i') { /* spy: spies, spied */
-                form[len - 1] = 'i';
-                if (ends[k][0] == 's') stem = len, ends_es = 1;
-            }
-            snprintf(form + stem, sizeof form - stem, "%s", ends_es ? "es" : ends[k]);
-            vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
-            /* rob: robbed, robbing; stab: stabbed */
-            if (ends[k][0] != 's' && !strchr("aeiouywx", last) && strchr("aeiou", prev) &&
-                !strchr("aeiou", words[i][len - 3])) {
-                form[len] = last;
-                snprintf(form + len + 1, sizeof form - len - 1, "%s", ends[k]);
-                vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
-            }
+    size_t len = strlen(word);
+    vocab_put(v, feat_hash_word(word, len), -1, flag);
+    if (len < 3 || len + 4 >= sizeof form || strchr(word, ' ')) return;
+    char last = word[len - 1], prev = word[len - 2];
+    int vowel_y = strchr("aeiou", prev) != NULL;
+    for (size_t k = 0; k < sizeof ends / sizeof *ends - !past; k++) {
+        size_t stem = len;
+        int ends_es = 0;
+        memcpy(form, word, len);
+        if (last == 'e' && ends[k][0] == 'e') stem--;            /* forge: forges, forged */
+        else if (last == 'e' && ends[k][0] == 'i') stem--;       /* sabotage: sabotaging */
+        else if (last == 'y' && !vowel_y && ends[k][0] != 'i') { /* spy: spies, spied */
+            form[len - 1] = 'i';
+            if (ends[k][0] == 's') stem = len, ends_es = 1;
         }
+        snprintf(form + stem, sizeof form - stem, "%s", ends_es ? "es" : ends[k]);
+        vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
+        /* rob: robbed, robbing; stab: stabbed */
+        if (ends[k][0] != 's' && !strchr("aeiouywx", last) && strchr("aeiou", prev) &&
+            !strchr("aeiou", word[len - 3])) {
+            form[len] = last;
+            snprintf(form + len + 1, sizeof form - len - 1, "%s", ends[k]);
+            vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
+        }
+    }
+    for (size_t r = 0; past && r < sizeof irregular / sizeof *irregular; r++)
+        if (strcmp(word, irregular[r][0]) == 0)
+            for (int k = 1; k < 3 && irregular[r][k]; k++)
+                vocab_put(v, feat_hash_word(irregular[r][k], strlen(irregular[r][k])), -1, flag);
+}
+
+/* A lexicon of lemmas with their inflections, in both spellings of
+ * "-ize" ("radicalise", "weaponisation": a request is written in British
+ * English as often). */
+static void add_inflected(route_vocab *v, const char *const *words, size_t n, uint32_t flag, int past) {
+    char british[64];
+    for (size_t i = 0; i < n; i++) {
+        add_forms(v, words[i], flag, past);
+        const char *iz = strstr(words[i], "iz");
+        size_t len = strlen(words[i]);
+        if (!iz || len >= sizeof british || (strcmp(iz, "ize") != 0 && strcmp(iz, "ization") != 0)) continue;
+        memcpy(british, words[i], len + 1);
+        british[iz - words[i] + 1] = 's';
+        add_forms(v, british, flag, past);
     }
 }
 
 /* Phrases of two words as the scanner hashes them: the bigram key gets
  * flag, the first word LEX_PAIR_START and the second LEX_PAIR (only such
  * a sequence is looked up: "to", "on", "as" end phrases and are
- * everywhere). A phrase of three words ("hit and run") is kept as its
- * last two. */
+ * everywhere). A phrase of three words ("credit card fraud") is kept as
+ * its last two, so those must name the harm alone ("hit and run" would
+ * be "and run", "denial of service" "terms of service"). The lexicons
+ * give a phrase's inflections themselves ("broke into"). */
 static void add_pairs(route_vocab *v, const char *const *phrases, size_t n, uint32_t flag) {
     for (size_t i = 0; i < n; i++) {
         const char *b = strrchr(phrases[i], ' '), *a = b - 1;

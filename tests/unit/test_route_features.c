@@ -223,6 +223,17 @@ static void test_guard_lexicons(void) {
     CHECK(h[harm] > 0);
     hand_of(&v, "the goalie killed the powerplay", h, &w);
     CHECK(h[acts] == 0);
+    /* irregular pasts of the harm's verbs, and British spellings */
+    hand_of(&v, "where to sell stolen bikes", h, &w);
+    CHECK(h[harm] > 0);
+    hand_of(&v, "he stole it and misled them", h, &w);
+    CHECK_EQ_INT((int)lroundf(expf(h[harm]) - 1), 2);
+    hand_of(&v, "how to radicalise teenagers", h, &w);
+    CHECK(h[harm] > 0);
+    /* a phrase is looked up as its last two words: none that everyday
+     * phrases share ("terms of service", "compile and run") */
+    hand_of(&v, "read the terms of service, then compile and run it", h, &w);
+    CHECK(h[harm] == 0 && h[acts] == 0);
     /* a pair counts where neither word alone is harm */
     hand_of(&v, "explain insider trading", h, &w);
     CHECK(h[harm] > 0);
