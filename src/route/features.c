@@ -307,7 +307,9 @@ static const char *const pair_harm[] = {
     "revenge porn", "stolen credit", "stolen goods", "fake reviews", "fake identity", "counterfeit money",
     "break into", "breaking into", "breaks into", "broke into", "broken into", "credit card fraud",
     "brute force",
-    "zero day", "ethnic cleansing", "white supremacy", "drunk driving", "voter fraud", "election fraud",
+    "zero day", "death threat", "death threats", "computer worm", "computer worms", "computer virus",
+    "computer viruses", "cyber attack", "cyber attacks", "service attack", "service attacks",
+    "dos attack", "dos attacks", "syn flood", "udp flood", "ping flood", "http flood", "ethnic cleansing", "white supremacy", "drunk driving", "voter fraud", "election fraud",
     "voter suppression", "beat up", "beats up", "beating up", "beaten up", "chlorine gas", "dirty bomb", "ghost gun", "drug dealer",
     "sell drugs", "sells drugs", "selling drugs", "sold drugs", "racial slur", "holocaust denial", "social security",
     /* copying others' works: reproducing lyrics or a book */
