@@ -166,8 +166,8 @@ static const char *const lex_harm[] = {
     "trafficker", "pickpocket", "looting", "ransom", "hotwire", "piracy", "pirated", "plagiarize",
     "illegal", "illegally", "unlawfully", "contraband",
     /* hate and harassment, and their words */
-    "racist", "racism", "slur", "slurs", "bigot", "bigotry", "supremacist", "supremacy", "nazi",
-    "nazis", "kkk", "antisemitic", "antisemitism", "homophobic", "transphobic", "xenophobic",
+    "racist", "racism", "slur", "slurs", "bigot", "bigotry", "supremacist", "supremacy",
+    "antisemitic", "antisemitism", "homophobic", "transphobic", "xenophobic",
     "misogynistic", "sexist", "dehumanize", "dehumanizing", "harass", "harassment", "harassing",
     "bully", "bullying", "cyberbully", "cyberbullying", "stalk", "stalking", "threaten",
     "threatening", "intimidate", "humiliate", "vermin", "subhuman", "idiot", "moron", "stupid",
@@ -239,6 +239,13 @@ static const char *const lex_agent[] = {
     "ebola", "tularemia", "carfentanil", "nitazene", "precursor", "pathogen", "toxin",
     "shellcode", "metasploit", "mimikatz", "xss", "csrf", "log4shell", "eternalblue", "heartbleed",
     "cryptojacking", "credential",
+};
+/* Extremist groups by name, from general knowledge of the groups that
+ * lists of terrorist and hate organisations name: names, counted however
+ * capitalised, like the agents. */
+static const char *const lex_group[] = {
+    "nazi", "nazis", "neonazi", "neonazis", "kkk", "klan", "klansman", "isis", "isil", "daesh",
+    "qaeda", "taliban", "shabaab", "hezbollah", "atomwaffen",
 };
 static const char *const pair_agent[] = {
     "ammonium nitrate", "privilege escalation", "reverse shell", "buffer overflow",
@@ -472,6 +479,7 @@ void vocab_add_lexicons(route_vocab *v) {
     add_inflected(v, lex_hostile, sizeof lex_hostile / sizeof *lex_hostile, LEX_HARM, 0);
     add_inflected(v, lex_agent, sizeof lex_agent / sizeof *lex_agent, LEX_HARM | LEX_NAMED, 1);
     add_pairs(v, pair_agent, sizeof pair_agent / sizeof *pair_agent, LEX_HARM);
+    add_lexicon(v, lex_group, sizeof lex_group / sizeof *lex_group, LEX_HARM | LEX_NAMED);
     add_lexicon(v, lex_wipe, sizeof lex_wipe / sizeof *lex_wipe, LEX_HARM);
     add_pairs(v, pair_wipe, sizeof pair_wipe / sizeof *pair_wipe, LEX_HARM);
     add_pairs(v, pair_cover, sizeof pair_cover / sizeof *pair_cover, LEX_ACT);
