@@ -265,6 +265,10 @@ static void test_guard_lexicons(void) {
     CHECK(h[harm] > 0);
     hand_of(&v, "run sudo rm -rf / now", h, &w);
     CHECK(h[harm] > 0);
+    hand_of(&v, "send him a death threat", h, &w);
+    CHECK(h[harm] > 0);
+    hand_of(&v, "the threat of rain and the worm in the apple", h, &w);
+    CHECK(h[harm] == 0);
     hand_of(&v, "rm old.txt and format the table", h, &w);
     CHECK(h[harm] == 0);
     /* judging a given text, density, aim */
