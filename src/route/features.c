@@ -398,9 +398,11 @@ static void add_lexicon(route_vocab *v, const char *const *words, size_t n, uint
 /* The irregular past and participle of the lexicons' verbs, which the
  * endings of add_inflected cannot make, checked verb by verb against
  * lex_act, lex_harm and lex_hostile ("hurt" is its own past; "shot" is
- * left out with the news words, and "shoot" is only an act). */
-static const char *const irregular[][3] = {
-    {"steal", "stole", "stolen"}, {"mislead", "misled", NULL}, {"gaslight", "gaslit", NULL},
+ * left out with the news words, and "shoot" is only an act). Not "stole":
+ * the simple past of word problems and stories ("a seagull stole the
+ * fries"), where the participle names stolen goods. */
+static const char *const irregular[][2] = {
+    {"steal", "stolen"}, {"mislead", "misled"}, {"gaslight", "gaslit"},
 };
 
 /* One lemma and its inflections ("spy": spies, spying): a request names
@@ -440,8 +442,7 @@ static void add_forms(route_vocab *v, const char *word, uint32_t flag, int past)
     }
     for (size_t r = 0; past && r < sizeof irregular / sizeof *irregular; r++)
         if (strcmp(word, irregular[r][0]) == 0)
-            for (int k = 1; k < 3 && irregular[r][k]; k++)
-                vocab_put(v, feat_hash_word(irregular[r][k], strlen(irregular[r][k])), -1, flag);
+            vocab_put(v, feat_hash_word(irregular[r][1], strlen(irregular[r][1])), -1, flag);
 }
 
 /* A lexicon of lemmas with their inflections, in both spellings of

@@ -226,8 +226,10 @@ static void test_guard_lexicons(void) {
     /* irregular pasts of the harm's verbs, and British spellings */
     hand_of(&v, "where to sell stolen bikes", h, &w);
     CHECK(h[harm] > 0);
-    hand_of(&v, "he stole it and misled them", h, &w);
+    hand_of(&v, "she was misled and her bike was stolen", h, &w);
     CHECK_EQ_INT((int)lroundf(expf(h[harm]) - 1), 2);
+    hand_of(&v, "a seagull stole the fries", h, &w);
+    CHECK(h[harm] == 0);
     hand_of(&v, "how to radicalise teenagers", h, &w);
     CHECK(h[harm] > 0);
     /* a phrase is looked up as its last two words: none that everyday
