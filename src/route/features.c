@@ -153,7 +153,7 @@ static const char *const lex_harm[] = {
     "silencer", "gunpowder", "shrapnel", "landmine", "bioweapon", "bioweapons", "uranium",
     "weaponize", "weaponized", "bioterrorism", "bioterror", "agroterrorism", "radiological",
     /* drugs */
-    "mdma", "ecstasy", "lsd", "ghb", "opium", "narcotics", "overdose", "crystal",
+    "mdma", "ecstasy", "lsd", "ghb", "opium", "narcotic", "narcotics", "overdose", "crystal",
     /* attacks on computers */
     "malware", "ransomware", "spyware", "keylogger", "keyloggers", "botnet", "rootkit", "trojan",
     "backdoor", "phishing", "ddos", "cyberattack", "cyberattacks", "hacking", "hack", "hacker",
@@ -162,7 +162,7 @@ static const char *const lex_harm[] = {
     "cybercriminal", "cyberterrorism", "cyberstalk", "cyberstalking", "hacktivist", "adware",
     "scareware", "infostealer", "smishing", "vishing", "keygen", "warez",
     /* crime for gain */
-    "fraud", "fraudulent", "scam", "scams", "scammer", "scammers", "embezzle", "embezzlement",
+    "fraud", "fraudulent", "scam", "scams", "scammer", "scammers", "swindle", "embezzle", "embezzlement",
     "launder", "laundering", "counterfeit", "counterfeiting", "forge", "forgery", "forged", "bribe",
     "bribery", "extort", "extortion", "blackmail", "ponzi", "shoplift", "shoplifting", "burglary",
     "burglar", "robbery", "rob", "steal", "stealing", "theft", "smuggle", "smuggling", "trafficking",
@@ -186,6 +186,7 @@ static const char *const lex_harm[] = {
     /* sexual abuse */
     "porn", "porno", "pornography", "pornographic", "nudes", "sexting", "pedophile", "pedophilia",
     "paedophile", "molest", "molestation", "rape", "raping", "rapist", "incest", "prostitution",
+    "grope",
     "paedophilia", "molester", "sextortion", "csam", "bestiality", "zoophilia", "necrophilia",
     "voyeurism", "upskirt", "nonconsensual", "prostitute", "pimping",
     /* deception */
@@ -306,7 +307,7 @@ static const char *const lex_act[] = {
     "manipulate", "manipulating", "exploit", "exploits", "exploiting", "harass", "harassing",
     "bully", "bullying", "cyberbully", "stalk", "stalking", "threaten", "threatening",
     "intimidate", "sabotage", "vandalize", "incite", "inciting", "radicalize", "recruit",
-    "dox", "impersonate", "spoof", "pirate", "exfiltrate", "tamper", "overdose",
+    "dox", "impersonate", "spoof", "pirate", "exfiltrate", "tamper", "overdose", "enslave", "deface",
     "undetected", "untraceable", "illegally", "unauthorized", "unsuspecting",
 };
 

@@ -267,6 +267,8 @@ static void test_guard_lexicons(void) {
     CHECK(h[harm] > 0);
     hand_of(&v, "run sudo rm -rf / now", h, &w);
     CHECK(h[harm] > 0);
+    hand_of(&v, "how to deface a website and enslave its users", h, &w);
+    CHECK_EQ_INT((int)lroundf(expf(h[acts]) - 1), 2);
     hand_of(&v, "send him a death threat", h, &w);
     CHECK(h[harm] > 0);
     hand_of(&v, "the threat of rain and the worm in the apple", h, &w);
