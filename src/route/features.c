@@ -145,47 +145,55 @@ static const char *const lex_harm[] = {
     "massacre", "behead", "decapitate", "strangle", "suffocate", "stab", "stabbing", "maim",
     "torture", "torturing", "kidnap", "kidnapping", "abduct", "abduction", "hostage", "hostages",
     "lynch", "lynching", "genocide", "arson", "terrorism", "terrorist", "terrorists", "gunman",
-    "bloodshed", "mutilate", "dismember", "assault", "assaulting",
+    "bloodshed", "mutilate", "dismember", "assault", "assaulting", "homicide", "manslaughter",
+    "assassin", "hitman", "hitmen", "gunmen", "arsonist", "terrorize", "genocidal", "pogrom",
     /* weapons and agents of mass harm */
     "bomb", "bombs", "bombing", "explosive", "explosives", "detonate", "detonator", "grenade",
-    "grenades", "ied", "molotov", "napalm", "thermite", "tnt", "firearm", "firearms", "handgun",
-    "rifle", "ammunition", "silencer", "gunpowder", "shrapnel", "landmine", "sarin", "ricin",
-    "anthrax", "botulinum", "cyanide", "arsenic", "strychnine", "phosgene", "bioweapon",
-    "bioweapons", "uranium", "weaponize", "weaponized",
+    "grenades", "ied", "molotov", "tnt", "firearm", "firearms", "handgun", "rifle", "ammunition",
+    "silencer", "gunpowder", "shrapnel", "landmine", "bioweapon", "bioweapons", "uranium",
+    "weaponize", "weaponized", "bioterrorism", "bioterror", "agroterrorism", "radiological",
     /* drugs */
-    "cocaine", "heroin", "methamphetamine", "meth", "fentanyl", "mdma", "ecstasy", "lsd", "ketamine",
-    "ghb", "rohypnol", "opium", "narcotics", "overdose", "crystal",
+    "mdma", "ecstasy", "lsd", "ghb", "opium", "narcotic", "narcotics", "overdose", "crystal",
     /* attacks on computers */
     "malware", "ransomware", "spyware", "keylogger", "keyloggers", "botnet", "rootkit", "trojan",
     "backdoor", "phishing", "ddos", "cyberattack", "cyberattacks", "hacking", "hack", "hacker",
     "hackers", "hijack", "hijacking", "bruteforce", "skimmer", "skimming", "carding", "doxx",
-    "doxxing", "dox", "stalkerware", "spoofing", "exploit", "exploits", "payload",
+    "doxxing", "dox", "stalkerware", "spoofing", "exploit", "exploits", "payload", "cybercrime",
+    "cybercriminal", "cyberterrorism", "cyberstalk", "cyberstalking", "hacktivist", "adware",
+    "scareware", "infostealer", "smishing", "vishing", "keygen", "warez",
     /* crime for gain */
     "fraud", "fraudulent", "scam", "scams", "scammer", "scammers", "embezzle", "embezzlement",
     "launder", "laundering", "counterfeit", "counterfeiting", "forge", "forgery", "forged", "bribe",
     "bribery", "extort", "extortion", "blackmail", "ponzi", "shoplift", "shoplifting", "burglary",
     "burglar", "robbery", "rob", "steal", "stealing", "theft", "smuggle", "smuggling", "trafficking",
     "trafficker", "pickpocket", "looting", "ransom", "hotwire", "piracy", "pirated", "plagiarize",
-    "illegal", "illegally", "unlawfully", "contraband",
+    "illegal", "illegally", "unlawfully", "contraband", "thief", "thieves", "carjack", "carjacking",
+    "mugging", "lockpicking", "racketeering", "perjury", "fraudster", "counterfeiter", "cartel",
+    "trespassing", "swindle",
     /* hate and harassment, and their words */
-    "racist", "racism", "slur", "slurs", "bigot", "bigotry", "supremacist", "supremacy", "nazi",
-    "nazis", "kkk", "antisemitic", "antisemitism", "homophobic", "transphobic", "xenophobic",
+    "racist", "racism", "slur", "slurs", "bigot", "bigotry", "supremacist", "supremacy",
+    "antisemitic", "antisemitism", "homophobic", "transphobic", "xenophobic",
     "misogynistic", "sexist", "dehumanize", "dehumanizing", "harass", "harassment", "harassing",
     "bully", "bullying", "cyberbully", "cyberbullying", "stalk", "stalking", "threaten",
     "threatening", "intimidate", "humiliate", "vermin", "subhuman", "idiot", "moron", "stupid",
     "loser", "pathetic", "worthless", "scum", "bitch", "bastard", "whore", "slut", "fuck",
-    "fucking", "shit", "cunt", "asshole", "retard", "retarded", "faggot",
+    "fucking", "shit", "cunt", "asshole", "retard", "retarded", "faggot", "islamophobia",
+    "islamophobic", "homophobia", "transphobia", "xenophobia", "misogyny", "misogynist",
+    "antisemite", "bigoted", "intimidation", "stalker", "harasser", "coerce", "coercion",
     /* self-harm */
     "suicide", "suicidal", "selfharm", "anorexia", "anorexic", "bulimia", "bulimic", "purging",
-    "wrists",
+    "wrists", "thinspiration", "thinspo",
     /* sexual abuse */
     "porn", "porno", "pornography", "pornographic", "nudes", "sexting", "pedophile", "pedophilia",
     "paedophile", "molest", "molestation", "rape", "raping", "rapist", "incest", "prostitution",
+    "paedophilia", "molester", "sextortion", "csam", "bestiality", "zoophilia", "necrophilia",
+    "voyeurism", "upskirt", "nonconsensual", "prostitute", "pimping", "grope",
     /* deception */
     "misinformation", "disinformation", "propaganda", "hoax", "conspiracy", "fabricate",
     "fabricated", "falsify", "falsified", "defame", "defamatory", "defamation", "slander", "libel",
     "smear", "impersonate", "deceive", "deceptive", "manipulate", "gaslight", "brainwash", "rumor",
-    "rumors", "rumours", "mislead", "misleading", "fake",
+    "rumors", "rumours", "mislead", "misleading", "fake", "deepfake", "impersonation",
+    "astroturfing", "sockpuppet", "falsehood", "falsehoods",
     /* spying, extremism, getting away with it */
     "spy", "spying", "eavesdrop", "eavesdropping", "wiretap", "radicalize", "radicalization",
     "extremist", "extremism", "militia", "jihad", "jihadist", "martyrdom", "undetected",
@@ -222,19 +230,32 @@ static const char *const lex_hostile[] = {
     "crap",
 };
 
-/* Agents of mass harm and attacks on computers by name, from general
- * knowledge of the hazard classes (chemical, biological, radiological and
- * explosive agents and their precursors; named exploits and attack
- * tools): a request for one names the thing, not a harm. Counted as
- * harmful words. Medicines and everyday chemicals ("chlorine", "bleach")
- * are left out. */
+/* Agents of mass harm, drugs of abuse and attacks on computers by name,
+ * from general knowledge of the hazard classes (chemical, biological,
+ * radiological and explosive agents and their precursors; named exploits
+ * and attack tools): a request for one names the thing, not a harm.
+ * Counted as harmful words, and as names (LEX_NAMED): written with a
+ * capital inside a sentence ("how to make Sarin") they are still the
+ * agent, which no everyday name or title shares ("opium" and "ecstasy",
+ * with their Opium Wars and titles, stay in lex_harm). Medicines and
+ * everyday chemicals ("chlorine", "bleach") are left out. */
 static const char *const lex_agent[] = {
+    "sarin", "ricin", "anthrax", "botulinum", "cyanide", "arsenic", "strychnine", "phosgene",
+    "napalm", "thermite", "cocaine", "heroin", "methamphetamine", "meth", "fentanyl", "ketamine",
+    "rohypnol",
     "tabun", "soman", "cyclosarin", "vx", "novichok", "lewisite", "chloropicrin", "abrin",
     "saxitoxin", "tetrodotoxin", "aflatoxin", "dimethylmercury", "polonium", "plutonium", "tatp",
     "hmtd", "petn", "rdx", "hmx", "semtex", "nitroglycerin", "picric", "smallpox", "variola",
     "ebola", "tularemia", "carfentanil", "nitazene", "precursor", "pathogen", "toxin",
     "shellcode", "metasploit", "mimikatz", "xss", "csrf", "log4shell", "eternalblue", "heartbleed",
     "cryptojacking", "credential",
+};
+/* Extremist groups by name, from general knowledge of the groups that
+ * lists of terrorist and hate organisations name: names, counted however
+ * capitalised, like the agents. */
+static const char *const lex_group[] = {
+    "nazi", "nazis", "neonazi", "neonazis", "kkk", "klan", "klansman", "isis", "isil", "daesh",
+    "qaeda", "taliban", "shabaab", "hezbollah", "atomwaffen",
 };
 static const char *const pair_agent[] = {
     "ammonium nitrate", "privilege escalation", "reverse shell", "buffer overflow",
@@ -285,7 +306,7 @@ static const char *const lex_act[] = {
     "manipulate", "manipulating", "exploit", "exploits", "exploiting", "harass", "harassing",
     "bully", "bullying", "cyberbully", "stalk", "stalking", "threaten", "threatening",
     "intimidate", "sabotage", "vandalize", "incite", "inciting", "radicalize", "recruit",
-    "dox", "impersonate", "spoof", "pirate", "exfiltrate", "tamper", "overdose",
+    "dox", "impersonate", "spoof", "pirate", "exfiltrate", "tamper", "overdose", "enslave", "deface",
     "undetected", "untraceable", "illegally", "unauthorized", "unsuspecting",
 };
 
@@ -297,14 +318,26 @@ static const char *const pair_harm[] = {
     "insider trading", "identity theft", "tax evasion", "hate speech", "fake news", "dark web",
     "sql injection", "mustard gas", "nerve agent", "nerve gas", "pipe bomb", "date rape",
     "child pornography", "child abuse", "self harm", "kill yourself", "hang yourself", "cut yourself",
+    "kill myself", "hurt myself", "cut myself", "hang myself", "starve myself", "hurt yourself",
+    "starve yourself", "pro ana",
     "ponzi scheme", "pyramid scheme", "social engineering", "false information", "conspiracy theory",
     "conspiracy theories", "chemical weapon", "chemical weapons", "biological weapon",
     "biological weapons", "mass shooting", "school shooting", "human trafficking", "sex trafficking",
     "revenge porn", "stolen credit", "stolen goods", "fake reviews", "fake identity", "counterfeit money",
-    "break into", "breaking into", "hit and run", "credit card fraud", "denial of service", "brute force",
-    "zero day", "ethnic cleansing", "white supremacy", "drunk driving", "voter fraud", "election fraud",
-    "voter suppression", "beat up", "chlorine gas", "dirty bomb", "ghost gun", "drug dealer",
-    "sell drugs", "racial slur", "holocaust denial", "social security",
+    "break into", "breaking into", "breaks into", "broke into", "broken into", "credit card fraud",
+    "brute force", "zero day", "ethnic cleansing", "white supremacy", "drunk driving", "voter fraud",
+    "election fraud", "voter suppression", "beat up", "beats up", "beating up", "beaten up",
+    "chlorine gas", "dirty bomb", "ghost gun", "drug dealer", "sell drugs", "sells drugs",
+    "selling drugs", "sold drugs", "racial slur", "master race",
+    "white power", "white nationalism", "white nationalist", "great replacement", "non consensual",
+    "hidden camera", "hidden cameras", "spy camera", "money mule", "black market", "loan shark",
+    "con artist", "nerve agents", "chemical agent", "biological agent", "poison gas", "printed gun",
+    "command injection", "code injection", "spear phishing", "holocaust denial", "social security",
+    /* the everyday nouns of harm ("threat", "worm", "attack") are news
+     * words alone, but not in these phrases */
+    "death threat", "death threats", "computer worm", "computer worms", "computer virus",
+    "computer viruses", "cyber attack", "cyber attacks", "service attack", "service attacks",
+    "dos attack", "dos attacks", "syn flood", "udp flood", "ping flood", "http flood",
     /* copying others' works: reproducing lyrics or a book */
     "lyrics of", "passage from", "chapter from", "excerpt from",
 };
@@ -366,50 +399,79 @@ static void add_lexicon(route_vocab *v, const char *const *words, size_t n, uint
     for (size_t i = 0; i < n; i++) vocab_put(v, feat_hash_word(words[i], strlen(words[i])), -1, flag);
 }
 
-/* A lexicon of lemmas with their inflections ("spy": spies, spying):
- * a request names the act in whatever form the sentence needs ("a
- * program that spies on", "sabotaging"). The past tense (past != 0) only
- * for the harm lexicon ("raped", "poisoned": a harm whatever the tense);
- * an act verb in the past tells what happened ("killed the powerplay"),
- * which is a story, not a request. Nor the doer ("killer whale"). Forms
- * that are no English word cost a table slot and never match. */
-static void add_inflected(route_vocab *v, const char *const *words, size_t n, uint32_t flag, int past) {
+/* The irregular past and participle of the lexicons' verbs, which the
+ * endings of add_inflected cannot make, checked verb by verb against
+ * lex_act, lex_harm and lex_hostile ("hurt" is its own past; "shot" is
+ * left out with the news words, and "shoot" is only an act). Not "stole":
+ * the simple past of word problems and stories ("a seagull stole the
+ * fries"), where the participle names stolen goods. */
+static const char *const irregular[][2] = {
+    {"steal", "stolen"}, {"mislead", "misled"}, {"gaslight", "gaslit"},
+};
+
+/* One lemma and its inflections ("spy": spies, spying): a request names
+ * the act in whatever form the sentence needs ("a program that spies
+ * on", "sabotaging"). The past tense (past != 0) only for the harm
+ * lexicon ("raped", "poisoned": a harm whatever the tense); an act verb
+ * in the past tells what happened ("killed the powerplay"), which is a
+ * story, not a request. Nor the doer ("killer whale"). Forms that are no
+ * English word cost a table slot and never match. */
+static void add_forms(route_vocab *v, const char *word, uint32_t flag, int past) {
     static const char *const ends[] = {"s", "es", "ing", "ed"};
     char form[64];
-    for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(words[i]);
-        vocab_put(v, feat_hash_word(words[i], len), -1, flag);
-        if (len < 3 || len + 4 >= sizeof form || strchr(words[i], ' ')) continue;
-        char last = words[i][len - 1], prev = words[i][len - 2];
-        int vowel_y = strchr("aeiou", prev) != NULL;
-        for (size_t k = 0; k < sizeof ends / sizeof *ends - !past; k++) {
-            size_t stem = len;
-            int ends_es = 0;
-            memcpy(form, words[i], len);
-            if (last == 'e' && ends[k][0] == 'e') stem--;            /* forge: forges, forged */
-            else if (last == 'e' && ends[k][0] == 'i') stem--;       /* sabotage: sabotaging */
-            else if (last == 'y' && !vowel_y && ends[k][0] != 'i') { /* spy: spies, spied */
-                form[len - 1] = 'i';
-                if (ends[k][0] == 's') stem = len, ends_es = 1;
-            }
-            snprintf(form + stem, sizeof form - stem, "%s", ends_es ? "es" : ends[k]);
-            vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
-            /* rob: robbed, robbing; stab: stabbed */
-            if (ends[k][0] != 's' && !strchr("aeiouywx", last) && strchr("aeiou", prev) &&
-                !strchr("aeiou", words[i][len - 3])) {
-                form[len] = last;
-                snprintf(form + len + 1, sizeof form - len - 1, "%s", ends[k]);
-                vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
-            }
+    size_t len = strlen(word);
+    vocab_put(v, feat_hash_word(word, len), -1, flag);
+    if (len < 3 || len + 4 >= sizeof form || strchr(word, ' ')) return;
+    char last = word[len - 1], prev = word[len - 2];
+    int vowel_y = strchr("aeiou", prev) != NULL;
+    for (size_t k = 0; k < sizeof ends / sizeof *ends - !past; k++) {
+        size_t stem = len;
+        int ends_es = 0;
+        memcpy(form, word, len);
+        if (last == 'e' && ends[k][0] == 'e') stem--;            /* forge: forges, forged */
+        else if (last == 'e' && ends[k][0] == 'i') stem--;       /* sabotage: sabotaging */
+        else if (last == 'y' && !vowel_y && ends[k][0] != 'i') { /* spy: spies, spied */
+            form[len - 1] = 'i';
+            if (ends[k][0] == 's') stem = len, ends_es = 1;
         }
+        snprintf(form + stem, sizeof form - stem, "%s", ends_es ? "es" : ends[k]);
+        vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
+        /* rob: robbed, robbing; stab: stabbed */
+        if (ends[k][0] != 's' && !strchr("aeiouywx", last) && strchr("aeiou", prev) &&
+            !strchr("aeiou", word[len - 3])) {
+            form[len] = last;
+            snprintf(form + len + 1, sizeof form - len - 1, "%s", ends[k]);
+            vocab_put(v, feat_hash_word(form, strlen(form)), -1, flag);
+        }
+    }
+    for (size_t r = 0; past && r < sizeof irregular / sizeof *irregular; r++)
+        if (strcmp(word, irregular[r][0]) == 0)
+            vocab_put(v, feat_hash_word(irregular[r][1], strlen(irregular[r][1])), -1, flag);
+}
+
+/* A lexicon of lemmas with their inflections, in both spellings of
+ * "-ize" ("radicalise", "radicalisation": a request is written in British
+ * English as often). */
+static void add_inflected(route_vocab *v, const char *const *words, size_t n, uint32_t flag, int past) {
+    char british[64];
+    for (size_t i = 0; i < n; i++) {
+        add_forms(v, words[i], flag, past);
+        const char *iz = strstr(words[i], "iz");
+        size_t len = strlen(words[i]);
+        if (!iz || len >= sizeof british || (strcmp(iz, "ize") && strcmp(iz, "ization"))) continue;
+        memcpy(british, words[i], len + 1);
+        british[iz - words[i] + 1] = 's';
+        add_forms(v, british, flag, past);
     }
 }
 
 /* Phrases of two words as the scanner hashes them: the bigram key gets
  * flag, the first word LEX_PAIR_START and the second LEX_PAIR (only such
  * a sequence is looked up: "to", "on", "as" end phrases and are
- * everywhere). A phrase of three words ("hit and run") is kept as its
- * last two. */
+ * everywhere). A phrase of three words ("credit card fraud") is kept as
+ * its last two, so those must name the harm alone ("hit and run" would
+ * be "and run", "denial of service" "terms of service"). The lexicons
+ * give a phrase's inflections themselves ("broke into"). */
 static void add_pairs(route_vocab *v, const char *const *phrases, size_t n, uint32_t flag) {
     for (size_t i = 0; i < n; i++) {
         const char *b = strrchr(phrases[i], ' '), *a = b - 1;
@@ -435,8 +497,9 @@ void vocab_add_lexicons(route_vocab *v) {
     add_inflected(v, lex_harm, sizeof lex_harm / sizeof *lex_harm, LEX_HARM, 1);
     add_pairs(v, pair_harm, sizeof pair_harm / sizeof *pair_harm, LEX_HARM);
     add_inflected(v, lex_hostile, sizeof lex_hostile / sizeof *lex_hostile, LEX_HARM, 0);
-    add_inflected(v, lex_agent, sizeof lex_agent / sizeof *lex_agent, LEX_HARM, 1);
+    add_inflected(v, lex_agent, sizeof lex_agent / sizeof *lex_agent, LEX_HARM | LEX_NAMED, 1);
     add_pairs(v, pair_agent, sizeof pair_agent / sizeof *pair_agent, LEX_HARM);
+    add_lexicon(v, lex_group, sizeof lex_group / sizeof *lex_group, LEX_HARM | LEX_NAMED);
     add_lexicon(v, lex_wipe, sizeof lex_wipe / sizeof *lex_wipe, LEX_HARM);
     add_pairs(v, pair_wipe, sizeof pair_wipe / sizeof *pair_wipe, LEX_HARM);
     add_pairs(v, pair_cover, sizeof pair_cover / sizeof *pair_cover, LEX_ACT);
@@ -454,22 +517,32 @@ void feat_begin(feat_state *s, const route_vocab *v, feat_word_fn fn, void *ctx)
     s->sentence = 1;
 }
 
-/* Word bytes: ASCII letters, digits, '_' and every byte of a multi-byte
- * UTF-8 sequence (so non-English words stay whole). */
-static const unsigned char ascii_word[128] = {
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1, ['_'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
+/* What each byte is to the scanner: not in a word (0), or a word byte:
+ * an ASCII letter, digit or '_', or any byte of a multi-byte UTF-8
+ * sequence (so non-English words stay whole). BYTE_PLAIN (lower-case
+ * letters, UTF-8) is the common case, which costs one compare. */
+enum { BYTE_PLAIN = 1, BYTE_UPPER, BYTE_DIGIT, BYTE_UNDER };
+#define BYTES_PLAIN8 BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN, BYTE_PLAIN
+#define BYTES_PLAIN64 BYTES_PLAIN8, BYTES_PLAIN8, BYTES_PLAIN8, BYTES_PLAIN8, BYTES_PLAIN8, BYTES_PLAIN8, \
+    BYTES_PLAIN8, BYTES_PLAIN8
+static const unsigned char byte_kind[256] = {
+    ['0'] = BYTE_DIGIT, ['1'] = BYTE_DIGIT, ['2'] = BYTE_DIGIT, ['3'] = BYTE_DIGIT, ['4'] = BYTE_DIGIT,
+    ['5'] = BYTE_DIGIT, ['6'] = BYTE_DIGIT, ['7'] = BYTE_DIGIT, ['8'] = BYTE_DIGIT, ['9'] = BYTE_DIGIT,
+    ['_'] = BYTE_UNDER,
+    ['A'] = BYTE_UPPER, ['B'] = BYTE_UPPER, ['C'] = BYTE_UPPER, ['D'] = BYTE_UPPER, ['E'] = BYTE_UPPER,
+    ['F'] = BYTE_UPPER, ['G'] = BYTE_UPPER, ['H'] = BYTE_UPPER, ['I'] = BYTE_UPPER, ['J'] = BYTE_UPPER,
+    ['K'] = BYTE_UPPER, ['L'] = BYTE_UPPER, ['M'] = BYTE_UPPER, ['N'] = BYTE_UPPER, ['O'] = BYTE_UPPER,
+    ['P'] = BYTE_UPPER, ['Q'] = BYTE_UPPER, ['R'] = BYTE_UPPER, ['S'] = BYTE_UPPER, ['T'] = BYTE_UPPER,
+    ['U'] = BYTE_UPPER, ['V'] = BYTE_UPPER, ['W'] = BYTE_UPPER, ['X'] = BYTE_UPPER, ['Y'] = BYTE_UPPER,
+    ['Z'] = BYTE_UPPER,
+    ['a'] = BYTE_PLAIN, ['b'] = BYTE_PLAIN, ['c'] = BYTE_PLAIN, ['d'] = BYTE_PLAIN, ['e'] = BYTE_PLAIN,
+    ['f'] = BYTE_PLAIN, ['g'] = BYTE_PLAIN, ['h'] = BYTE_PLAIN, ['i'] = BYTE_PLAIN, ['j'] = BYTE_PLAIN,
+    ['k'] = BYTE_PLAIN, ['l'] = BYTE_PLAIN, ['m'] = BYTE_PLAIN, ['n'] = BYTE_PLAIN, ['o'] = BYTE_PLAIN,
+    ['p'] = BYTE_PLAIN, ['q'] = BYTE_PLAIN, ['r'] = BYTE_PLAIN, ['s'] = BYTE_PLAIN, ['t'] = BYTE_PLAIN,
+    ['u'] = BYTE_PLAIN, ['v'] = BYTE_PLAIN, ['w'] = BYTE_PLAIN, ['x'] = BYTE_PLAIN, ['y'] = BYTE_PLAIN,
+    ['z'] = BYTE_PLAIN,
+    [0x80] = BYTES_PLAIN64, BYTES_PLAIN64,   /* 0x80..0xff */
 };
-
-static inline int word_byte(unsigned c) { return c >= 0x80 || ascii_word[c]; }
 
 /* Scans one word at p; updates the word-level counts. Returns its end. */
 static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
@@ -477,15 +550,16 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     const unsigned char *w = p;
     uint64_t h = FNV_OFFSET;
     unsigned digits = 0, upper = 0, under = 0;
-    for (; p < end && word_byte(*p); p++) {
-        unsigned c = *p;
-        if (c >= 'A' && c <= 'Z') {
-            c += 32;
-            upper++;
-        } else if (c >= '0' && c <= '9') {
-            digits++;
-        } else if (c == '_') {
-            under++;
+    for (; p < end; p++) {
+        unsigned c = *p, k = byte_kind[c];
+        if (k != BYTE_PLAIN) {
+            if (!k) break;
+            if (k == BYTE_UPPER) {
+                c += 32;
+                upper++;
+            }
+            digits += k == BYTE_DIGIT;
+            under += k == BYTE_UNDER;
         }
         h = (h ^ c) * FNV_PRIME;
     }
@@ -510,8 +584,10 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     s->pair_start = (f & LEX_PAIR_START) != 0;
     s->mem += lex_mem(f) + lex_mem(pf);
     /* a capital inside a sentence makes a name or a title ("Rob", "Dan",
-     * "Kill Bill"), not the act or the jailbreak the lexicons mean */
-    if (upper == 1 && w[0] >= 'A' && w[0] <= 'Z' && !s->sentence) f &= ~(uint32_t)(LEX_ACT | LEX_ROLE | LEX_HARM);
+     * "Kill Bill"), not the act or the jailbreak the lexicons mean; but a
+     * harm that is a name ("Sarin", "Novichok") is the harm however written */
+    if (upper == 1 && w[0] >= 'A' && w[0] <= 'Z' && !s->sentence && !(f & LEX_NAMED))
+        f &= ~(uint32_t)(LEX_ACT | LEX_ROLE | LEX_HARM);
     s->sentence = 0;
     s->code_words += (f & LEX_CODE) != 0;
     s->math_words += (f & LEX_MATH) != 0;
@@ -522,7 +598,7 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     s->aims += (f & LEX_AIM) != 0;
     s->metas += (f & LEX_META) != 0;
     /* a multiple-choice option: "A." or "(B)", a question, not a request */
-    s->options += len == 1 && upper == 1 && p < end && (*p == '.' || *p == ')');
+    if (len == 1 && upper == 1) s->options += p < end && (*p == '.' || *p == ')');
     s->requests += (s->words == 1 && (f & LEX_ASK)) || (f & LEX_GUIDE) || (s->after_how && (f & LEX_AUX));
     s->after_how = (f & LEX_HOW) != 0;
     if (s->on_word) s->on_word(s->ctx, (const char *)w, len, e, h, bigram);
@@ -538,9 +614,13 @@ void feat_feed(feat_state *s, const char *text, size_t len) {
     if (len) s->lines++;
     while (p < end) {
         unsigned c = *p;
-        if (word_byte(c)) {
+        if (byte_kind[c]) {
             p = scan_word(s, p, end, &prev);
             line_start = 0;
+            continue;
+        }
+        if (c == ' ' && !line_start) {   /* the common separator: nothing to count */
+            p++;
             continue;
         }
         if (line_start && (c == '\t' || (c == ' ' && p + 1 < end && p[1] == ' '))) s->indented++;

@@ -38,6 +38,7 @@ enum {
     LEX_AIM = 2048,    /* whom a harm is aimed at, or its spreading ("people", "promotes") (guard) */
     LEX_META = 4096,   /* talk about the assistant's own answers ("respond", "mode"...) (guard) */
     LEX_PAIR_START = 8192,   /* ...when the word before starts one */
+    LEX_NAMED = 16384, /* a harm that is a name ("Sarin"): counted however capitalised */
 };
 
 /* The guard's memory (model.h FEATS_MEM): the high 16 bits of an entry's

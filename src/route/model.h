@@ -58,6 +58,13 @@ enum {
 #define ROUTE_NX_MAX (FEAT_HAND_N + 2 * (ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS))
 extern const char *const route_guard_protos[ROUTE_GUARD_PROTOS];
 
+/* The longest packed row (see pack below): route_model_prepare's parts at
+ * their largest, in whole 32-byte units. A part added there is added here
+ * (classifying sums whole rows into an array of this length). */
+#define ROUTE_PACK_MAX                                                                              \
+    ((1 + 2 * (ROUTE_MAX_CLASSES + 1) + (ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS) + 1 + ROUTE_MAX_HIDDEN + \
+      ROUTE_MAX_CLASSES + 7) & ~7)
+
 struct route_model {
     int n_classes;
     char **class_names;

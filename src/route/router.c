@@ -346,15 +346,16 @@ route_model *route_model_load(const char *path, char **err) {
 /* Sums of one request's words; lives on the caller's stack. */
 typedef struct word_acc {
     const route_model *m;
-    float emb[ROUTE_MAX_CLASSES + 1];
+    /* the sum of the packed rows of the request's words: at 0 the weight
+     * sum, at 1 the mean vector's logits, at pack_proto the prototype
+     * similarities, at pack_hid the hidden layer's (FEATS_HIDDEN) */
+    float sum[ROUTE_PACK_MAX];
     float hash[ROUTE_MAX_CLASSES + 1];
-    float wsum;
     uint32_t nhash;
-    float pmean[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS], pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS];
+    float pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS];
     float mem, mem_unit;     /* FEATS_MEM: the memory's raise of the guard's logit (scan) */
     float gmax;              /* FEATS_MIL: highest word harm score (0: no word) */
     int32_t gmax_row;        /* its row + 1; 0: no word yet */
-    float hid[ROUTE_MAX_HIDDEN];   /* FEATS_HIDDEN: weighted sum of hid_proj rows */
     float lex[ROUTE_LEX_SLOTS];     /* FEATS_LEX: per class the top */
     int32_t lex_row[ROUTE_LEX_SLOTS]; /* scores and their rows (-1: none) */
     float lex_floor[ROUTE_MAX_CLASSES];   /* the score a word must beat to enter (-inf: room) */
@@ -369,6 +370,15 @@ static inline void add_row(float *restrict acc, const float *restrict row, float
 static inline void add_row8(float *restrict acc, const float *restrict row, float a, int n) {
     for (int o = 0; o < n; o += 8)
         for (int k = 0; k < 8; k++) acc[o + k] += a * row[o + k];
+}
+
+/* acc = max(acc, row) elementwise, with max instructions (four at a time,
+ * then one at a time) instead of a branch per element. */
+static inline void max_row(float *restrict acc, const float *restrict row, int n) {
+    int o = 0;
+    for (; o + 4 <= n; o += 4)
+        for (int k = 0; k < 4; k++) acc[o + k] = row[o + k] > acc[o + k] ? row[o + k] : acc[o + k];
+    for (; o < n; o++) acc[o] = row[o] > acc[o] ? row[o] : acc[o];
 }
 
 /* Places a part of n floats (0: the model has none) at *off: returns where. */
@@ -388,8 +398,9 @@ void route_model_prepare(route_model *m) {
     m->pack_guard = pack_part(&off, m->features & FEATS_MIL ? 1 : 0);
     m->pack_hid = pack_part(&off, nh);
     m->pack_lex = pack_part(&off, nl);
-    /* whole 16-byte units; a row of 32 floats is two whole cache lines */
-    int stride = (off + 3) & ~3;
+    /* whole 32-byte units (classifying adds a row 8 floats at a time); a
+     * row of 32 floats is two whole cache lines */
+    int stride = (off + 7) & ~7;
     free(m->pack);
     m->pack = xcalloc_aligned(sizeof(float) * ((size_t)rows * (size_t)stride + 1), 64);
     m->pack_stride = stride;
@@ -416,52 +427,49 @@ static void acc_init(word_acc *a, const route_model *m) {
     for (int c = 0; c < ROUTE_MAX_CLASSES; c++) a->lex_floor[c] = -INFINITY;
 }
 
-/* A word's scores in the soft lexicons: kept if among a class's top.
- * Most words of a request beat no class's floor and cost one compare
- * per class. */
-static void lex_word(word_acc *a, const float *score, int32_t row) {
-    const route_model *m = a->m;
-    int top = m->lex_top;
-    for (int c = 0; c < m->n_classes; c++) {
-        if (!(score[c] > a->lex_floor[c])) continue;
-        float *best = a->lex + c * ROUTE_LEX_TOP_MAX;
-        int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
-        route_lex_insert(best, rows, top, score[c], row);
-        if (rows[top - 1] >= 0) a->lex_floor[c] = best[top - 1];
-    }
+/* Enters a word into class c's top: the rare case (most words of a
+ * request beat no class's floor), kept out of line so that the common
+ * path of acc_word needs few registers. */
+static __attribute__((noinline)) void lex_enter(word_acc *a, int c, float score, int32_t row) {
+    int top = a->m->lex_top;
+    float *best = a->lex + c * ROUTE_LEX_TOP_MAX;
+    int32_t *rows = a->lex_row + c * ROUTE_LEX_TOP_MAX;
+    route_lex_insert(best, rows, top, score, row);
+    if (rows[top - 1] >= 0) a->lex_floor[c] = best[top - 1];
 }
 
-static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
-                     uint64_t bigram) {
-    word_acc *a = ctx;
+/* A word's scores in the soft lexicons: kept if among a class's top.
+ * Most words cost one compare per class. */
+static void lex_word(word_acc *a, const float *score, int32_t row) {
+    for (int c = 0; c < a->m->n_classes; c++)
+        if (score[c] > a->lex_floor[c]) lex_enter(a, c, score[c], row);
+}
+
+/* A word of the vocabulary: its packed row. */
+static inline void acc_row(word_acc *a, int32_t row) {
+    const route_model *m = a->m;
+    const float *p = m->pack + (size_t)row * (size_t)m->pack_stride;
+    /* one add for every part that is summed (each element is still its
+     * own sum in word order); the others are read below */
+    add_row8(a->sum, p, 1.0f, m->pack_stride);
+    if (m->features & FEATS_CLUSTER) {
+        add_row(a->hash, p + m->pack_cluster, 1.0f, m->n_out);
+        a->nhash += m->n_tables;
+    }
+    if (m->features & FEATS_PROTO) max_row(a->pmax, p + m->pack_proto, m->n_proto);
+    float g = m->features & FEATS_MIL ? p[m->pack_guard] : 0.0f;
+    if ((m->features & FEATS_MIL) && (!a->gmax_row || g > a->gmax)) {
+        a->gmax = g;
+        a->gmax_row = row + 1;
+    }
+    if (m->features & FEATS_LEX) lex_word(a, p + m->pack_lex, row);
+}
+
+/* Hashed words and pairs (FEATS_UNIGRAM, FEATS_BIGRAM): out of line, so
+ * that models without them (the default) classify with fewer registers. */
+static __attribute__((noinline)) void acc_hashed(word_acc *a, uint64_t h, uint64_t bigram) {
     const route_model *m = a->m;
     int no = m->n_out;
-    (void)w;
-    (void)len;
-    if (e && e->row >= 0) {
-        const float *p = m->pack + (size_t)e->row * (size_t)m->pack_stride;
-        a->wsum += p[0];
-        add_row(a->emb, p + 1, 1.0f, no);
-        if (m->features & FEATS_CLUSTER) {
-            add_row(a->hash, p + m->pack_cluster, 1.0f, no);
-            a->nhash += m->n_tables;
-        }
-        if (m->features & FEATS_PROTO) {
-            const float *sim = p + m->pack_proto;
-            for (int c = 0; c < m->n_proto; c++) {
-                a->pmean[c] += sim[c];
-                if (sim[c] > a->pmax[c]) a->pmax[c] = sim[c];
-            }
-        }
-        float g = m->features & FEATS_MIL ? p[m->pack_guard] : 0.0f;
-        if ((m->features & FEATS_MIL) && (!a->gmax_row || g > a->gmax)) {
-            a->gmax = g;
-            a->gmax_row = e->row + 1;
-        }
-        if (m->features & FEATS_HIDDEN) add_row8(a->hid, p + m->pack_hid, 1.0f, m->n_hidden);
-        if (m->features & FEATS_LEX) lex_word(a, p + m->pack_lex, e->row);
-    }
-    if (!(m->features & (FEATS_UNIGRAM | FEATS_BIGRAM))) return;
     uint64_t mask = ((uint64_t)1 << m->hash_bits) - 1;
     if (m->features & FEATS_UNIGRAM) {
         add_row(a->hash, m->hash_w + (h & mask) * (size_t)no, 1.0f, no);
@@ -473,10 +481,19 @@ static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
     }
 }
 
+static void acc_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
+                     uint64_t bigram) {
+    word_acc *a = ctx;
+    (void)w;
+    (void)len;
+    if (e && e->row >= 0) acc_row(a, e->row);
+    if (a->m->features & (FEATS_UNIGRAM | FEATS_BIGRAM)) acc_hashed(a, h, bigram);
+}
+
 /* 1 / (word weight sum + prior): prior_e for the mean word vector,
  * prior_w for the lexicon densities. */
 static float mean_scale(float prior, const word_acc *a) {
-    return a->wsum > 0 ? 1.0f / (a->wsum + prior) : 0.0f;
+    return a->sum[0] > 0 ? 1.0f / (a->sum[0] + prior) : 0.0f;
 }
 
 /* The part of each text that is read: at most a quarter of the budget for
@@ -509,7 +526,7 @@ static void scan(const route_model *m, const char *sys, size_t slen, const char 
 static void named_features(const route_model *m, const word_acc *a, float *x) {
     float inv = mean_scale(m->prior_w, a);
     for (int c = 0; c < m->n_proto; c++) {
-        x[FEAT_HAND_N + 2 * c] = a->pmean[c] * inv;
+        x[FEAT_HAND_N + 2 * c] = a->sum[m->pack_proto + c] * inv;
         x[FEAT_HAND_N + 2 * c + 1] = a->pmax[c];
     }
     for (int j = 0; j < m->nx; j++)
@@ -526,7 +543,7 @@ static float hash_scale(const route_model *m, uint32_t n) {
 static void hidden_logits(const route_model *m, const word_acc *a, const float *hand, float inv, float *z) {
     int nh = m->n_hidden, no = m->n_out;
     float h[ROUTE_MAX_HIDDEN];
-    for (int k = 0; k < nh; k++) h[k] = m->hid_b[k] + a->hid[k] * inv;
+    for (int k = 0; k < nh; k++) h[k] = m->hid_b[k] + a->sum[m->pack_hid + k] * inv;
     for (int j = 0; j < m->nx; j++) add_row8(h, m->hid_w + j * nh, hand[j], nh);
     for (int k = 0; k < nh; k++) add_row(z, m->hid_v + k * no, tanhf(h[k]), no);
 }
@@ -534,7 +551,7 @@ static void hidden_logits(const route_model *m, const word_acc *a, const float *
 static void logits_of(const route_model *m, const word_acc *a, const float *hand, float *z) {
     int no = m->n_out;
     float inv = mean_scale(m->prior_e, a), hs = hash_scale(m, a->nhash);
-    for (int o = 0; o < no; o++) z[o] = m->bias[o] + a->emb[o] * inv + a->hash[o] * hs;
+    for (int o = 0; o < no; o++) z[o] = m->bias[o] + a->sum[1 + o] * inv + a->hash[o] * hs;
     for (int j = 0; j < m->nx; j++) add_row(z, m->hand_w + j * no, hand[j], no);
     if (m->features & FEATS_MIL) z[m->n_classes] += a->gmax;
     z[m->n_classes] += a->mem;

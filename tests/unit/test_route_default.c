@@ -21,7 +21,7 @@
  * shared sources (the extra files left out) and the guard's recall on the
  * harmful sources, out of source. */
 #define RECORDED_LOSO_MEAN 0.860f
-#define RECORDED_GUARD_RECALL 0.857f   /* mean over the harmful sources of ../shared/data */
+#define RECORDED_GUARD_RECALL 0.865f   /* mean over the harmful sources of ../shared/data */
 #define TOLERANCE 0.01f
 
 static const char *const extras[] = {"benign-chat", "jailbreak-ours", "reasoning-ours", "math-ours", "code-ours",
