@@ -1690,10 +1690,10 @@ static float pick_threshold(const route_trainer *t, const float *score, const in
 static void report_guard_folds(const route_trainer *t, const route_eval *r, buf *out) {
     buf_printf(out, "guard, harmful rows held out by %d random folds of their texts (every benign row\n"
                     "in training), at the threshold above:\n", r->guard_folds);
-    buf_printf(out, "%-22s %6s %12s %12s\n", "source", "n", "row held out", "source held out");
+    buf_printf(out, "%-22s %6s %13s %16s\n", "source", "n", "row held out", "source held out");
     for (int s = 0; s < r->n_sources; s++)
         if (r->guard_harmful[s])
-            buf_printf(out, "%-22s %6d %11.1f%% %11.1f%%\n", t->d->sources[s], r->guard_n[s],
+            buf_printf(out, "%-22s %6d %12.1f%% %15.1f%%\n", t->d->sources[s], r->guard_n[s],
                        100.0 * r->guard_row_recall[s], 100.0 * r->guard_rate[s]);
 }
 
