@@ -26,7 +26,8 @@ static const char usage[] =
     "  --extra FILE        also a file of {\"text\",\"label\"} lines, as one more source\n"
     "                      (repeatable; the default model adds models/data/*.jsonl)\n"
     "  --embeddings FILE   GloVe text file (.gz ok); default DIR/embeddings/glove-100d-30k.txt.gz\n"
-    "  --features LIST     embed,hand,proto,cluster,unigram,bigram,style,mil,hidden or all\n"
+    "  --features LIST     embed,hand,proto,cluster,unigram,bigram,style,mil,hidden,lex,\n"
+    "                      mem or all\n"
     "                      (default embed,hand,proto,hidden,lex)\n"
     "  --cluster-tables N  --cluster-bits N   word clusters (default 8 tables of 2^6)\n"
     "  --router-skip LIST  --guard-skip LIST   features one head does not read, or\n"
@@ -53,6 +54,10 @@ static const char usage[] =
     "  --epochs N  --guard-epochs N  --lr X  --l2 X  --l2-hash X  --l2-guard X\n"
     "  --mil-rank N  --l2-mil X   the guard's word scorer ('mil'): leaves out the N\n"
     "                      most frequent words (300); its L2 (1e-3)\n"
+    "  --l2-mem X  --mem-lr X  --mem-min N  --mem-rank N   the guard's memory ('mem'):\n"
+    "                      its L2 (1e-3) and learning rate (100 times --lr); it learns\n"
+    "                      only words and pairs seen in N harmful rows (3), not the\n"
+    "                      N most frequent words (300)\n"
     "  --sif A  --shrink W  --shrink-embed W   pseudo-words in the lexicon densities'\n"
     "                      and in the mean word vector's averages (defaults 4 and 32)\n"
     "  --balance 0|1|2|3  --guard-balance 0|1|2|3   example weights: none, by class,\n"
@@ -61,6 +66,9 @@ static const char usage[] =
     "                      positives on every benign source, out of source)\n"
     "  --max-bytes N       bytes of each text read (default 2048)\n"
     "  --folds N           eval: N random folds of rows instead of leave-one-source-out\n"
+    "  --guard-folds N     eval: also the guard's recall with each harmful row scored\n"
+    "                      by a model trained without its fold of the harmful rows\n"
+    "                      (N random folds; every benign row in training)\n"
     "  --dump FILE         eval: each example's out-of-source prediction (source, label,\n"
     "                      predicted, guard score, text; tab-separated)\n"
     "  --no-calibrate      train: skip the leave-one-source-out pass (temperature 1)\n"
@@ -109,6 +117,11 @@ static int parse_args(int argc, char **argv, router_args *a) {
         }
         else if (strcmp(f, "--seed") == 0) a->o.seed = strtoull(v, NULL, 10);
         else if (strcmp(f, "--folds") == 0) a->folds = atoi(v);
+        else if (strcmp(f, "--guard-folds") == 0) a->o.guard_folds = atoi(v);
+        else if (strcmp(f, "--l2-mem") == 0) a->o.l2_mem = strtof(v, NULL);
+        else if (strcmp(f, "--mem-lr") == 0) a->o.mem_lr = strtof(v, NULL);
+        else if (strcmp(f, "--mem-min") == 0) a->o.mem_min = atoi(v);
+        else if (strcmp(f, "--mem-rank") == 0) a->o.mem_rank = atoi(v);
         else if (strcmp(f, "--embeddings") == 0) a->o.embeddings = v;
         else if (strcmp(f, "--features") == 0) {
             if (route_parse_features(v, &a->o.features)) return bad("unknown feature list", v);
@@ -157,7 +170,9 @@ static int parse_args(int argc, char **argv, router_args *a) {
         !(a->o.smooth >= 0 && a->o.smooth < 1) ||
         !(a->o.proto_nn >= 0 && a->o.proto_nn < 1) || !(a->o.guard_nn > 0 && a->o.guard_nn < 1) || !(a->o.harm_nn > 0 && a->o.harm_nn <= 1) || a->o.unstyle < 0 || a->o.unstyle > 1 || a->o.epochs < 1 || a->o.guard_epochs < 1 || a->o.max_bytes < 16 || !(a->o.shrink >= 0) || !(a->o.shrink_embed >= 0) || a->o.balance < 0 || a->o.balance > 3 ||
         a->o.guard_balance < 0 || a->o.guard_balance > 3 ||
-        a->folds < 0 || a->folds == 1 || a->folds > 20)
+        a->folds < 0 || a->folds == 1 || a->folds > 20 || a->o.guard_folds < 0 || a->o.guard_folds == 1 ||
+        a->o.guard_folds > 20 || (a->o.guard_folds && a->folds) || !(a->o.l2_mem >= 0) || !(a->o.mem_lr > 0) || a->o.mem_min < 1 ||
+        a->o.mem_rank < 0)
         return bad("option out of range", NULL);
     return 0;
 }

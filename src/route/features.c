@@ -582,6 +582,7 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
         pf = pe ? pe->flags : 0;
     }
     s->pair_start = (f & LEX_PAIR_START) != 0;
+    s->mem += lex_mem(f) + lex_mem(pf);
     /* a capital inside a sentence makes a name or a title ("Rob", "Dan",
      * "Kill Bill"), not the act or the jailbreak the lexicons mean; but a
      * harm that is a name ("Sarin", "Novichok") is the harm however written */

@@ -41,6 +41,15 @@ enum {
     LEX_NAMED = 16384, /* a harm that is a name ("Sarin"): counted however capitalised */
 };
 
+/* The guard's memory (model.h FEATS_MEM): the high 16 bits of an entry's
+ * flags hold a learnt raise of the guard's logit, in 1/ROUTE_MEM_SCALE
+ * steps, for a word or (keyed by the bigram hash, its words marked
+ * LEX_PAIR_START and LEX_PAIR) a pair of words. The scanner sums them as it
+ * reads the flags: no probe of its own. Lexicon flags stay below. */
+#define LEX_MEM_SHIFT 16
+#define LEX_MEM_MAX 0xffffu
+static inline uint32_t lex_mem(uint32_t flags) { return flags >> LEX_MEM_SHIFT; }
+
 typedef struct vocab_entry {
     uint64_t key;      /* word hash; 0 = empty slot */
     int32_t row;       /* row in the embedding table, -1: none */
@@ -77,6 +86,7 @@ typedef struct feat_state {
     uint32_t bytes, words, lines, indented, digits, ops, brackets, latex, codepunct,
         code_words, math_words, role_words, numbers, idents, upper, letters, qmarks, word_chars,
         harm_words, harm_acts, requests, options, judging, aims, metas;
+    uint32_t mem;      /* the memory of the words and pairs read (lex_mem) */
     int after_how;     /* the previous word was "how" */
     int sentence;      /* the next word starts a sentence (its capital is no name's) */
     int pair_start;    /* the previous word starts a two-word phrase */

@@ -35,7 +35,17 @@ enum {
     FEATS_LEX = 512,    /* router: learnt soft lexicons, per class the mean
                            of the top scores of the text's words on a
                            learnt direction of the word vectors */
+    FEATS_MEM = 1024,   /* guard: a learnt memory of the words and pairs of
+                           its training rows, raise-only, its mean over a
+                           text's words (features.h LEX_MEM_SHIFT) */
 };
+
+#define ROUTE_MEM_SCALE 1024.0f   /* a memory unit is 1/1024 of the guard's logit */
+/* The memory raises the guard's logit by the sum of its words' and pairs'
+ * values over (the text's words + this many): a long text is not made
+ * harmful by many words each slightly so, and a short one is pulled
+ * towards no raise. */
+#define ROUTE_MEM_PRIOR 4.0f
 
 #define ROUTE_MAX_HIDDEN 128   /* n_hidden: a multiple of 8 up to this */
 #define ROUTE_LEX_TOP_MAX 4    /* lex_top: words pooled per soft lexicon, up to this */

@@ -13,7 +13,7 @@
 #include "route/model.h"
 
 #define MODEL_MAGIC "MSOAROUT"
-#define MODEL_VERSION 5u
+#define MODEL_VERSION 6u
 #define MODEL_ENDIAN 0x01020304u
 
 route_model *route_model_new(int n_classes, char *const *names, unsigned features, uint32_t hash_bits,
@@ -172,10 +172,13 @@ static uint32_t get_u32(reader *r) {
 static route_model *parse_header(reader *r) {
     char magic[8];
     get(r, magic, 8);
-    if (r->err || memcmp(magic, MODEL_MAGIC, 8) != 0 || get_u32(r) != MODEL_VERSION ||
+    uint32_t version = r->err ? 0 : get_u32(r);
+    /* version 5 is 6 without the guard's memory (FEATS_MEM) */
+    if (r->err || memcmp(magic, MODEL_MAGIC, 8) != 0 || (version != MODEL_VERSION && version != 5) ||
         get_u32(r) != MODEL_ENDIAN)
         return NULL;
     uint32_t nc = get_u32(r), guard = get_u32(r), feats = get_u32(r), bits = get_u32(r);
+    if (version == 5 && (feats & FEATS_MEM)) return NULL;
     uint32_t max_bytes = get_u32(r);
     float temp, thr, pw, ph, pe;
     get(r, &temp, 4);
@@ -221,7 +224,7 @@ static int parse_body(reader *r, route_model *m) {
         get(r, &key, 8);
         get(r, &row, 4);
         get(r, &flags, 4);
-        if (!key) return -1;
+        if (!key || (lex_mem(flags) && !(m->features & FEATS_MEM))) return -1;   /* a memory it cannot read */
         vocab_put(&m->vocab, key, row, flags);
     }
     uint32_t rows = get_u32(r);
@@ -350,6 +353,7 @@ typedef struct word_acc {
     float hash[ROUTE_MAX_CLASSES + 1];
     uint32_t nhash;
     float pmax[ROUTE_MAX_CLASSES + ROUTE_GUARD_PROTOS];
+    float mem, mem_unit;     /* FEATS_MEM: the memory's raise of the guard's logit (scan) */
     float gmax;              /* FEATS_MIL: highest word harm score (0: no word) */
     int32_t gmax_row;        /* its row + 1; 0: no word yet */
     float lex[ROUTE_LEX_SLOTS];     /* FEATS_LEX: per class the top */
@@ -501,13 +505,19 @@ static void cut(const route_model *m, size_t *slen, size_t *ulen) {
     if (*ulen > budget - *slen) *ulen = budget - *slen;
 }
 
+/* Sets a->mem, the guard memory's raise of the logit (0 without
+ * FEATS_MEM): the memory of the words and pairs read over the words +
+ * ROUTE_MEM_PRIOR, and a->mem_unit, what one stored unit adds. */
 static void scan(const route_model *m, const char *sys, size_t slen, const char *user, size_t ulen,
-                 feat_word_fn fn, void *ctx, float *hand) {
+                 feat_word_fn fn, void *ctx, float *hand, word_acc *a) {
     feat_state s;
     feat_begin(&s, &m->vocab, fn, ctx);
     if (sys && slen) feat_feed(&s, sys, slen);
     if (user && ulen) feat_feed(&s, user, ulen);
     feat_end(&s, hand);
+    if (!a || !(m->features & FEATS_MEM)) return;
+    a->mem_unit = 1.0f / (ROUTE_MEM_SCALE * ((float)s.words + ROUTE_MEM_PRIOR));
+    a->mem = (float)s.mem * a->mem_unit;
 }
 
 /* The named features of a scanned request. They are clipped to the range
@@ -544,6 +554,7 @@ static void logits_of(const route_model *m, const word_acc *a, const float *hand
     for (int o = 0; o < no; o++) z[o] = m->bias[o] + a->sum[1 + o] * inv + a->hash[o] * hs;
     for (int j = 0; j < m->nx; j++) add_row(z, m->hand_w + j * no, hand[j], no);
     if (m->features & FEATS_MIL) z[m->n_classes] += a->gmax;
+    z[m->n_classes] += a->mem;
     if (m->features & FEATS_HIDDEN) hidden_logits(m, a, hand, inv, z);
     for (int c = 0; c < m->n_classes && (m->features & FEATS_LEX); c++)
         z[c] += route_lex_mean(a->lex + c * ROUTE_LEX_TOP_MAX, a->lex_row + c * ROUTE_LEX_TOP_MAX, m->lex_top);
@@ -557,7 +568,7 @@ void route_model_logits(const route_model *m, const char *sys, size_t slen, cons
     if (!sys) slen = 0;
     if (!user) ulen = 0;
     cut(m, &slen, &ulen);
-    scan(m, sys, slen, user, ulen, acc_word, &a, hand);
+    scan(m, sys, slen, user, ulen, acc_word, &a, hand, &a);
     named_features(m, &a, hand);
     logits_of(m, &a, hand, z);
 }
@@ -582,6 +593,7 @@ typedef struct explain_ctx {
     int relative;          /* subtract the mean over router classes */
     float inv_wsum, hs;
     float gmax;            /* the guard's max-pooled word score, to credit */
+    float mem_unit;        /* FEATS_MEM: what a unit of a word's memory adds */
     int32_t gmax_row;
     float lex[ROUTE_LEX_SLOTS];         /* FEATS_LEX: each pooled word's share of its class's logit */
     int32_t lex_row[ROUTE_LEX_SLOTS];   /* their rows (-1: none, or credited) */
@@ -648,6 +660,7 @@ static void explain_word(void *ctx, const char *w, size_t len, const vocab_entry
         x->gmax = 0;   /* credit the first occurrence only */
     }
     if (e && e->row >= 0 && (m->features & FEATS_LEX) && x->out < m->n_classes) wt += lex_share(x, e->row);
+    if (e && x->out == m->n_classes) wt += (float)lex_mem(e->flags) * x->mem_unit;
     explain_add(x, h, w, len, wt);
 }
 
@@ -668,6 +681,7 @@ static void explain_init(explain_ctx *x, const route_model *m, const word_acc *a
     x->inv_wsum = mean_scale(m->prior_e, a);
     x->hs = hash_scale(m, a->nhash);
     x->gmax = a->gmax;
+    x->mem_unit = a->mem_unit;
     x->gmax_row = a->gmax > 0 ? a->gmax_row - 1 : -1;
     memcpy(x->lex_row, a->lex_row, sizeof x->lex_row);
     for (int c = 0; c < m->n_classes && (m->features & FEATS_LEX); c++) {
@@ -730,7 +744,7 @@ static void explain(const route_model *m, const char *sys, size_t slen, const ch
     if (guard) explain_init(&x[1], m, a, m->n_classes, 0);
     else x[1].m = NULL;
     float ignored[FEAT_HAND_N];
-    scan(m, sys, slen, user, ulen, explain_both, x, ignored);
+    scan(m, sys, slen, user, ulen, explain_both, x, ignored, NULL);
     d->n_top = explain_finish(&x[0], hand, d->top);
     if (guard) d->n_guard_top = explain_finish(&x[1], hand, d->guard_top);
 }
@@ -743,7 +757,7 @@ int route_classify(const route_model *m, const char *sys, size_t slen, const cha
     if (!sys) slen = 0;
     if (!user) ulen = 0;
     cut(m, &slen, &ulen);
-    scan(m, sys, slen, user, ulen, acc_word, &a, hand);
+    scan(m, sys, slen, user, ulen, acc_word, &a, hand, &a);
     named_features(m, &a, hand);
     logits_of(m, &a, hand, z);
 

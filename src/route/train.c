@@ -35,6 +35,12 @@ void route_train_defaults(route_train_opts *o) {
     o->l2_guard = 1e-3f;
     o->l2_mil = 1e-3f;
     o->mil_rank = 300;
+    /* the guard's memory (FEATS_MEM, not in the default: see "Guard,
+     * session 6: memory" in models/README.md for every setting measured) */
+    o->l2_mem = 1e-3f;
+    o->mem_lr = 100;
+    o->mem_min = 3;
+    o->mem_rank = 300;
     /* measured by leave-one-source-out (bench/router/ablate.sh): the
      * guard reads only signs of harm and of jailbreaks (lexicons, request
      * form), not the mean vector, which tells it the benign sources'
@@ -97,8 +103,8 @@ int route_parse_features(const char *list, unsigned *out) {
         {"embed", FEATS_EMBED}, {"hand", FEATS_HAND}, {"unigram", FEATS_UNIGRAM},
         {"bigram", FEATS_BIGRAM}, {"proto", FEATS_PROTO}, {"cluster", FEATS_CLUSTER},
         {"style", FEATS_STYLE}, {"mil", FEATS_MIL}, {"hidden", FEATS_HIDDEN},
-        {"lex", FEATS_LEX},
-        {"all", FEATS_EMBED | FEATS_HAND | FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_PROTO | FEATS_CLUSTER | FEATS_STYLE | FEATS_MIL | FEATS_HIDDEN | FEATS_LEX},
+        {"lex", FEATS_LEX}, {"mem", FEATS_MEM},
+        {"all", FEATS_EMBED | FEATS_HAND | FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_PROTO | FEATS_CLUSTER | FEATS_STYLE | FEATS_MIL | FEATS_HIDDEN | FEATS_LEX | FEATS_MEM},
     };
     unsigned f = 0;
     while (*list) {
@@ -139,6 +145,20 @@ struct route_trainer {
     uint16_t *row_cnt;        /* [same as rows]: occurrences of each distinct word */
     float *mil_inv;           /* [vocab.n_rows] FEATS_MIL: 1/|v| of the words it may
                                  score, 0 for the words it may not (see mil_words) */
+    /* FEATS_MEM, the guard's memory: an id per distinct word and pair of
+     * words of the texts (mem_intern) */
+    int32_t n_mem, cap_mem;
+    uint64_t *mem_key;        /* [n_mem] the word's hash, or the pair's bigram hash */
+    uint64_t *mem_first, *mem_second;   /* [n_mem] a pair's words (0: a word) */
+    unsigned char *mem_form;  /* [n_mem] 1: no word of a form or a style (mem_form_ok) */
+    unsigned char *mem_ok;    /* [n_mem] set per fit: mem_form and in mem_min harmful rows */
+    uint64_t *map_key;        /* open addressing, key -> id */
+    int32_t *map_id;
+    uint32_t map_mask;
+    uint32_t *mem_off;        /* [n+1] into mem_ids: each example's distinct ids */
+    int32_t *mem_ids;
+    uint16_t *mem_cnt;        /* occurrences of each */
+    float *mem_scale;         /* [n] 1 / (words + ROUTE_MEM_PRIOR) */
 };
 
 /* ---- embeddings ---- */
@@ -417,6 +437,72 @@ static void build_clusters(route_trainer *t) {
     free(center);
 }
 
+/* ---- the guard's memory (FEATS_MEM): ids of words and pairs ---- */
+
+/* Words the memory may not learn, alone or in a pair: the mem_rank most
+ * frequent, whose use is a source's style more than a topic, and the
+ * words of a request's form, of code or mathematics, of talk about the
+ * assistant or of judging a text, which every source has its habits of
+ * ("Write a tutorial on how to" is AdvBench's template, not a harm). */
+static int mem_style_word(const route_trainer *t, uint64_t h) {
+    const uint32_t style = LEX_ASK | LEX_GUIDE | LEX_AUX | LEX_HOW | LEX_META | LEX_JUDGE | LEX_CODE | LEX_MATH;
+    const vocab_entry *e = vocab_get(&t->vocab, h);
+    return e && ((e->flags & style) || (e->row >= 0 && e->row < t->o.mem_rank));
+}
+
+/* A word may be learnt if it is no style word; a pair if neither word is
+ * one of form (the style flags) and one of them is no frequent word. */
+static unsigned char mem_form_ok(const route_trainer *t, uint64_t a, uint64_t b) {
+    if (!b) return !mem_style_word(t, a);
+    const uint32_t form = LEX_ASK | LEX_GUIDE | LEX_AUX | LEX_HOW | LEX_META | LEX_JUDGE | LEX_CODE | LEX_MATH;
+    const vocab_entry *ea = vocab_get(&t->vocab, a), *eb = vocab_get(&t->vocab, b);
+    if ((ea && (ea->flags & form)) || (eb && (eb->flags & form))) return 0;
+    return !mem_style_word(t, a) || !mem_style_word(t, b);
+}
+
+static uint32_t mem_slot(const route_trainer *t, uint64_t key) {
+    return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & t->map_mask;
+}
+
+static void mem_map_grow(route_trainer *t) {
+    uint32_t cap = t->map_mask ? 2 * (t->map_mask + 1) : 1u << 16;
+    free(t->map_key);
+    free(t->map_id);
+    t->map_key = xcalloc(cap, sizeof(uint64_t));
+    t->map_id = xmalloc(sizeof(int32_t) * cap);
+    t->map_mask = cap - 1;
+    for (int32_t id = 0; id < t->n_mem; id++) {
+        uint32_t i = mem_slot(t, t->mem_key[id]);
+        while (t->map_key[i]) i = (i + 1) & t->map_mask;
+        t->map_key[i] = t->mem_key[id];
+        t->map_id[i] = id;
+    }
+}
+
+/* The id of a word (second 0) or of the pair first-second (key: its
+ * bigram hash), made on first sight. */
+static int32_t mem_intern(route_trainer *t, uint64_t key, uint64_t first, uint64_t second) {
+    if (2 * ((uint32_t)t->n_mem + 1) > t->map_mask) mem_map_grow(t);
+    uint32_t i = mem_slot(t, key);
+    while (t->map_key[i] && t->map_key[i] != key) i = (i + 1) & t->map_mask;
+    if (t->map_key[i]) return t->map_id[i];
+    if (t->n_mem == t->cap_mem) {
+        t->cap_mem = t->cap_mem ? 2 * t->cap_mem : 1 << 16;
+        t->mem_key = xrealloc(t->mem_key, sizeof(uint64_t) * (size_t)t->cap_mem);
+        t->mem_first = xrealloc(t->mem_first, sizeof(uint64_t) * (size_t)t->cap_mem);
+        t->mem_second = xrealloc(t->mem_second, sizeof(uint64_t) * (size_t)t->cap_mem);
+        t->mem_form = xrealloc(t->mem_form, (size_t)t->cap_mem);
+    }
+    int32_t id = t->n_mem++;
+    t->mem_key[id] = key;
+    t->mem_first[id] = second ? first : 0;
+    t->mem_second[id] = second;
+    t->mem_form[id] = second ? mem_form_ok(t, first, second) : mem_form_ok(t, key, 0);
+    t->map_key[i] = key;
+    t->map_id[i] = id;
+    return id;
+}
+
 /* ---- feature extraction ---- */
 
 typedef struct extract_ctx {
@@ -429,6 +515,9 @@ typedef struct extract_ctx {
     uint32_t count;
     int32_t *words;        /* rows of this example's words */
     size_t n_words, cap_words;
+    int32_t *mems;         /* FEATS_MEM: ids of its words and pairs */
+    size_t n_mems, cap_mems;
+    uint64_t prev;         /* the word before (a pair's first) */
 } extract_ctx;
 
 /* Adds n occurrences of word row r, each weighing a, to the sums a text's
@@ -468,6 +557,14 @@ static void push_id(extract_ctx *x, uint32_t id) {
     x->count++;
 }
 
+static void push_i32(int32_t **a, size_t *n, size_t *cap, int32_t v) {
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 256;
+        *a = xrealloc(*a, sizeof(int32_t) * *cap);
+    }
+    (*a)[(*n)++] = v;
+}
+
 static void extract_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h,
                          uint64_t bigram) {
     extract_ctx *x = ctx;
@@ -476,11 +573,12 @@ static void extract_word(void *ctx, const char *w, size_t len, const vocab_entry
     (void)len;
     if (e && e->row >= 0) {
         add_word_sums(t, e->row, t->vocab.row_weight[e->row], 1.0f, x->sum, &x->wsum, x->pmean, x->pmax);
-        if (x->n_words == x->cap_words) {
-            x->cap_words = x->cap_words ? x->cap_words * 2 : 256;
-            x->words = xrealloc(x->words, sizeof(int32_t) * x->cap_words);
-        }
-        x->words[x->n_words++] = e->row;
+        push_i32(&x->words, &x->n_words, &x->cap_words, e->row);
+    }
+    if (t->o.features & FEATS_MEM) {
+        push_i32(&x->mems, &x->n_mems, &x->cap_mems, mem_intern(t, h, h, 0));
+        if (bigram) push_i32(&x->mems, &x->n_mems, &x->cap_mems, mem_intern(t, bigram, x->prev, h));
+        x->prev = h;
     }
     if (!t->o.hash_bits) return;
     if (e && e->row >= 0 && (t->o.features & FEATS_CLUSTER))
@@ -502,24 +600,25 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Appends the distinct rows of words[0..n) to t->rows, and how often
- * each occurs to t->row_cnt. */
-static void add_rows(route_trainer *t, int i, int32_t *words, size_t n, size_t *len, size_t *cap) {
+/* Appends the distinct values of words[0..n) to *out, and how often each
+ * occurs to *cnt; returns the new length. Example i's words (rows) and
+ * its memory ids are kept so. */
+static size_t add_distinct(int32_t *words, size_t n, int32_t **out, uint16_t **cnt, size_t len, size_t *cap) {
     if (n) qsort(words, n, sizeof *words, cmp_i32);
     for (size_t k = 0; k < n; k++) {
         if (k && words[k] == words[k - 1]) {
-            if (t->row_cnt[*len - 1] < UINT16_MAX) t->row_cnt[*len - 1]++;
+            if ((*cnt)[len - 1] < UINT16_MAX) (*cnt)[len - 1]++;
             continue;
         }
-        if (*len == *cap) {
+        if (len == *cap) {
             *cap = *cap ? *cap * 2 : 1 << 16;
-            t->rows = xrealloc(t->rows, sizeof(int32_t) * *cap);
-            t->row_cnt = xrealloc(t->row_cnt, sizeof(uint16_t) * *cap);
+            *out = xrealloc(*out, sizeof(int32_t) * *cap);
+            *cnt = xrealloc(*cnt, sizeof(uint16_t) * *cap);
         }
-        t->row_cnt[*len] = 1;
-        t->rows[(*len)++] = words[k];
+        (*cnt)[len] = 1;
+        (*out)[len++] = words[k];
     }
-    t->row_off[i + 1] = (uint32_t)*len;
+    return len;
 }
 
 /* The hashed-count pseudo-count: shrink words' worth of hashed ids. */
@@ -531,9 +630,9 @@ static float prior_h(const route_trainer *t) {
 
 static void extract_all(route_trainer *t) {
     const route_dataset *d = t->d;
-    size_t n_ids = 0, cap_ids = 0, n_rows = 0, cap_rows = 0;
-    int32_t *words = NULL;
-    size_t cap_words = 0;
+    size_t n_ids = 0, cap_ids = 0, n_rows = 0, cap_rows = 0, n_mem = 0, cap_mem = 0;
+    int32_t *words = NULL, *mems = NULL;
+    size_t cap_words = 0, cap_mems = 0;
     t->nx = FEAT_HAND_N + 2 * t->n_proto;
     t->nd = t->nx + t->dim;
     t->dense = xcalloc((size_t)d->n * (size_t)t->nd, sizeof(float));
@@ -541,13 +640,16 @@ static void extract_all(route_trainer *t) {
     t->sp_scale = xcalloc((size_t)d->n, sizeof(float));
     t->text_hash = xcalloc((size_t)d->n, sizeof(uint64_t));
     t->row_off = xcalloc((size_t)d->n + 1, sizeof(uint32_t));
+    t->mem_off = xcalloc((size_t)d->n + 1, sizeof(uint32_t));
+    t->mem_scale = xcalloc((size_t)d->n + 1, sizeof(float));
     float *sum = xcalloc((size_t)t->dim + 1, sizeof(float));
     for (int i = 0; i < d->n; i++) {
         const char *text = d->ex[i].text;
         size_t len = strlen(text);
         if (len > t->o.max_bytes) len = t->o.max_bytes;   /* cut as route_classify does */
         memset(sum, 0, sizeof(float) * (size_t)t->dim);
-        extract_ctx x = {t, sum, 0, {0}, {0}, &t->sp_idx, &n_ids, &cap_ids, 0, words, 0, cap_words};
+        extract_ctx x = {t, sum, 0, {0}, {0}, &t->sp_idx, &n_ids, &cap_ids, 0, words, 0, cap_words,
+                         mems, 0, cap_mems, 0};
         float *row = t->dense + (size_t)i * (size_t)t->nd;
         feat_state s;
         feat_begin(&s, &t->vocab, extract_word, &x);
@@ -561,9 +663,16 @@ static void extract_all(route_trainer *t) {
         t->text_hash[i] = hash_bytes(d->ex[orig].text);
         words = x.words;
         cap_words = x.cap_words;
-        add_rows(t, i, words, x.n_words, &n_rows, &cap_rows);
+        n_rows = add_distinct(words, x.n_words, &t->rows, &t->row_cnt, n_rows, &cap_rows);
+        t->row_off[i + 1] = (uint32_t)n_rows;
+        mems = x.mems;
+        cap_mems = x.cap_mems;
+        n_mem = add_distinct(mems, x.n_mems, &t->mem_ids, &t->mem_cnt, n_mem, &cap_mem);
+        t->mem_off[i + 1] = (uint32_t)n_mem;
+        t->mem_scale[i] = 1.0f / ((float)s.words + ROUTE_MEM_PRIOR);
     }
     free(words);
+    free(mems);
     free(sum);
 }
 
@@ -621,6 +730,17 @@ void route_trainer_free(route_trainer *t) {
     free(t->rows);
     free(t->row_cnt);
     free(t->mil_inv);
+    free(t->mem_key);
+    free(t->mem_first);
+    free(t->mem_second);
+    free(t->mem_form);
+    free(t->mem_ok);
+    free(t->map_key);
+    free(t->map_id);
+    free(t->mem_off);
+    free(t->mem_ids);
+    free(t->mem_cnt);
+    free(t->mem_scale);
     free(t);
 }
 
@@ -635,6 +755,8 @@ typedef struct lin {
     float *u;         /* [dim] or NULL: FEATS_MIL word scorer: adds softplus(u_bias +
                          the max over the words of u . v_w / |v_w|) to output 1 */
     float u_bias;
+    float *mw;        /* [n_mem] or NULL: the guard's memory (FEATS_MEM), >= 0, adds
+                         the sum over the example's words and pairs to output 1 */
     float l2;         /* on wd */
     int nh;           /* hidden units (0: none): z += v . tanh(b1 + x . w1) */
     float *w1;        /* [nd][nh], rows of inputs the head may not read stay 0 */
@@ -932,6 +1054,7 @@ static lin *lin_zero_like(const route_trainer *t, const lin *m) {
     a->v = xcalloc((size_t)m->nh * (size_t)m->k, sizeof(float));
     a->wh = NULL;
     a->u = NULL;
+    a->mw = NULL;
     a->uc = m->uc ? xcalloc((size_t)m->k * (size_t)t->dim, sizeof(float)) : NULL;
     return a;
 }
@@ -1032,6 +1155,101 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
         free(avg);
     }
     free(order);
+}
+
+/* The examples' words and pairs the memory may learn (t->mem_ok), each
+ * with its share of the example's mean, count / (words + ROUTE_MEM_PRIOR):
+ * most words of the benign rows are in no harmful row, and training
+ * skips them. */
+typedef struct mem_rows {
+    uint32_t *off;   /* [n+1], in idx order */
+    int32_t *id;
+    float *x;
+} mem_rows;
+
+static mem_rows mem_rows_of(const route_trainer *t, const int *idx, int n) {
+    mem_rows r = {xmalloc(sizeof(uint32_t) * ((size_t)n + 1)), NULL, NULL};
+    size_t len = 0, cap = 0;
+    r.off[0] = 0;
+    for (int a = 0; a < n; a++) {
+        int ex = idx[a];
+        for (uint32_t p = t->mem_off[ex]; p < t->mem_off[ex + 1]; p++) {
+            if (!t->mem_ok[t->mem_ids[p]]) continue;
+            if (len == cap) {
+                cap = cap ? 2 * cap : 4096;
+                r.id = xrealloc(r.id, sizeof(int32_t) * cap);
+                r.x = xrealloc(r.x, sizeof(float) * cap);
+            }
+            r.id[len] = t->mem_ids[p];
+            r.x[len++] = (float)t->mem_cnt[p] * t->mem_scale[ex];
+        }
+        r.off[a + 1] = (uint32_t)len;
+    }
+    return r;
+}
+
+/* The memory's raise of example a's guard logit, as the scanner sums it
+ * at run time. */
+static float mem_sum(const mem_rows *r, const float *mw, int a) {
+    float s = 0;
+    for (uint32_t p = r->off[a]; p < r->off[a + 1]; p++) s += mw[r->id[p]] * r->x[p];
+    return s;
+}
+
+/* One step of the memory for the guard's gradient g (times the learning
+ * rate and the example's weight): each word and pair of the example it
+ * may learn moves by its share of the mean (mem_lr times faster than the
+ * head: a mean over a dozen words moves each word little), then shrinks
+ * (L2, only where the example moved it) and stays >= 0
+ * (route_mem_update). */
+static void mem_step(const route_trainer *t, const mem_rows *r, float *mw, int a, float g, float lr) {
+    float shrink = 1.0f - lr * t->o.mem_lr * t->o.l2_mem, step = g * t->o.mem_lr;
+    for (uint32_t p = r->off[a]; p < r->off[a + 1]; p++)
+        mw[r->id[p]] = route_mem_update(mw[r->id[p]], step * r->x[p], shrink);
+}
+
+/* The memory, trained after the head and on top of it (the head's
+ * weights stay as they are): a text without a learnt word or pair keeps
+ * the head's score, and the memory learns what the head misses, the
+ * harmful rows it scores low, while the benign rows that share their
+ * words hold those words down. Trained with the head instead, the memory
+ * took over the rows the lexicons had caught and the head's weights fell:
+ * a harmful source held out, which shares few words with the others, lost
+ * a tenth of its recall (models/README.md). */
+static void mem_fit(const route_trainer *t, lin *m, const int *idx, const int *y, const float *w, int n,
+                    const float *xs, int epochs) {
+    float *base = xmalloc(sizeof(float) * (size_t)n + 1), *mw = m->mw;
+    int *order = xmalloc(sizeof(int) * (size_t)n + 1);
+    uint64_t rng = t->o.seed * 0x2545f4914f6cdd1dull + 0x9e3779b97f4a7c15ull;
+    mem_rows rows = mem_rows_of(t, idx, n);
+    m->mw = NULL;
+    for (int a = 0; a < n; a++) {
+        float z[2], hid[ROUTE_MAX_HIDDEN], slope;
+        int32_t arg, larg[ROUTE_LEX_SLOTS];
+        lin_scores(t, m, xs + (size_t)a * (size_t)t->nd, idx[a], z, &arg, hid, &slope, larg);
+        base[a] = z[1] - z[0];
+        order[a] = a;
+    }
+    m->mw = mw;
+    for (int ep = 0; ep < epochs; ep++) {
+        for (int i = n - 1; i > 0; i--) {   /* Fisher-Yates */
+            int j = (int)(rng_next(&rng) % (uint64_t)(i + 1)), tmp = order[i];
+            order[i] = order[j];
+            order[j] = tmp;
+        }
+        float lr = t->o.lr / sqrtf(1.0f + (float)ep);
+        for (int r = 0; r < n; r++) {
+            int a = order[r];
+            if (rows.off[a] == rows.off[a + 1]) continue;
+            float p = 1.0f / (1.0f + expf(-(base[a] + mem_sum(&rows, mw, a))));
+            mem_step(t, &rows, mw, a, lr * w[a] * (p - (float)(y[a] == 1)), lr);
+        }
+    }
+    free(rows.off);
+    free(rows.id);
+    free(rows.x);
+    free(order);
+    free(base);
 }
 
 /* Standardisation statistics of the dense features over examples idx. */
@@ -1139,6 +1357,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
              .b = xcalloc((size_t)k, sizeof(float)),
              .sparse = (feats & (FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_CLUSTER)) != 0,
              .u = feats & FEATS_MIL ? xcalloc((size_t)t->dim + 1, sizeof(float)) : NULL,
+             .mw = feats & FEATS_MEM ? xcalloc((size_t)t->n_mem + 1, sizeof(float)) : NULL,
              .l2 = l2,
              .nh = nh};
     if (nh) init_hidden(t, &m, sign);
@@ -1161,6 +1380,7 @@ static lin train_head(const route_trainer *t, const int *idx, const int *y, int 
     example_weights(t, idx, y, n, k, balance, w);
     if (balance == 3) logit_adjust(y, n, k, m.ladj);
     sgd(t, &m, idx, y, w, n, xs, sign, epochs);
+    if (m.mw) mem_fit(t, &m, idx, y, w, n, xs, epochs);
     free(drop.dirs);
     free(drop.x);
     free(xs);
@@ -1174,6 +1394,7 @@ static void lin_free(lin *m) {
     free(m->b1);
     free(m->v);
     free(m->u);
+    free(m->mw);
     free(m->wd);
     free(m->wh);
     free(m->b);
@@ -1243,6 +1464,38 @@ static void fold_mil(const route_trainer *t, route_model *m, const lin *g) {
     m->guard_word = xcalloc((size_t)t->vocab.n_rows + 1, sizeof(float));
     for (int32_t w = 0; w < t->vocab.n_rows; w++)
         if (t->mil_inv[w] != 0) m->guard_word[w] = softplus(g->u_bias + emb_dot(t, w, g->u) * t->mil_inv[w]);
+}
+
+/* The words and pairs the guard may learn in this fit (t->mem_ok): no
+ * word of form or style (mem_form) and seen in at least mem_min harmful
+ * rows (rewordings not counted): a word of one or two harmful texts is
+ * that text's, not a sign of harm. */
+static void mem_select(route_trainer *t, const int *gidx, const int *gy, int gn) {
+    int32_t *rows = xcalloc((size_t)t->n_mem + 1, sizeof(int32_t));
+    for (int i = 0; i < gn; i++) {
+        int ex = gidx[i];
+        if (!gy[i] || t->d->ex[ex].aug_of >= 0) continue;
+        for (uint32_t p = t->mem_off[ex]; p < t->mem_off[ex + 1]; p++) rows[t->mem_ids[p]]++;
+    }
+    free(t->mem_ok);
+    t->mem_ok = xmalloc((size_t)t->n_mem + 1);
+    for (int32_t id = 0; id < t->n_mem; id++) t->mem_ok[id] = t->mem_form[id] && rows[id] >= t->o.mem_min;
+    free(rows);
+}
+
+/* Writes the memory into the model's vocabulary, in the high bits of each
+ * word's or pair's flags; a pair's words are marked so that the scanner
+ * looks the pair up. Weights below half a unit are left out. */
+static void fold_mem(const route_trainer *t, route_model *m, const float *mw) {
+    for (int32_t id = 0; id < t->n_mem; id++) {
+        float q = mw[id] * ROUTE_MEM_SCALE + 0.5f;
+        if (!(q >= 1)) continue;
+        uint32_t v = q >= (float)LEX_MEM_MAX ? LEX_MEM_MAX : (uint32_t)q;
+        vocab_put(&m->vocab, t->mem_key[id], -1, v << LEX_MEM_SHIFT);
+        if (!t->mem_second[id]) continue;
+        vocab_put(&m->vocab, t->mem_first[id], -1, LEX_PAIR_START);
+        vocab_put(&m->vocab, t->mem_second[id], -1, LEX_PAIR);
+    }
 }
 
 /* The vocabulary is copied into the model as it is: every GloVe word keeps
@@ -1320,7 +1573,7 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
         }
         int rsign[ROUTE_NX_MAX], gsign[ROUTE_NX_MAX];
         sign_classes(t, rsign, gsign);
-        unsigned rfeats = feats & ~(unsigned)FEATS_MIL & ~t->o.router_skip;
+        unsigned rfeats = feats & ~(unsigned)(FEATS_MIL | FEATS_MEM) & ~t->o.router_skip;
         int nh = rfeats & FEATS_HIDDEN ? t->o.hidden : 0;
         if (nh) alloc_hidden(t, m, nh);
         else m->features &= ~(unsigned)FEATS_HIDDEN;
@@ -1336,10 +1589,12 @@ route_model *route_trainer_fit(route_trainer *t, const unsigned char *mask, char
              * word scores only: the mean vector carries a source's style */
             unsigned gfeats = feats & FEATS_MIL ? feats & (FEATS_HAND | FEATS_PROTO | FEATS_STYLE | FEATS_MIL) : feats;
             gfeats &= ~t->o.guard_skip & ~(unsigned)FEATS_LEX;   /* the router's */
+            if (gfeats & FEATS_MEM) mem_select(t, gidx, gy, gn);
             lin g = train_head(t, gidx, gy, gn, 2, mu, sd, gsign, gfeats, t->o.l2_guard, t->o.guard_balance, 0, 0,
                                t->o.guard_epochs);
             fold(t, m, &g, 1, 0, t->n_classes, mu, sd);
             if (g.u) fold_mil(t, m, &g);
+            if (g.mw) fold_mem(t, m, g.mw);
             m->has_guard = 1;
             lin_free(&g);
         }
@@ -1432,6 +1687,16 @@ static float pick_threshold(const route_trainer *t, const float *score, const in
     return 1.0f / (1.0f + expf(-9.0f));
 }
 
+static void report_guard_folds(const route_trainer *t, const route_eval *r, buf *out) {
+    buf_printf(out, "guard, harmful rows held out by %d random folds of their texts (every benign row\n"
+                    "in training), at the threshold above:\n", r->guard_folds);
+    buf_printf(out, "%-22s %6s %13s %16s\n", "source", "n", "row held out", "source held out");
+    for (int s = 0; s < r->n_sources; s++)
+        if (r->guard_harmful[s])
+            buf_printf(out, "%-22s %6d %12.1f%% %15.1f%%\n", t->d->sources[s], r->guard_n[s],
+                       100.0 * r->guard_row_recall[s], 100.0 * r->guard_rate[s]);
+}
+
 static void report_eval(const route_trainer *t, const route_eval *r, buf *out) {
     const route_dataset *d = t->d;
     if (r->folds)
@@ -1454,6 +1719,7 @@ static void report_eval(const route_trainer *t, const route_eval *r, buf *out) {
                r->ece_calibrated, r->temperature);
     buf_printf(out, "guard threshold: %.4f (the lowest with <= %.0f%% false positives on every benign source)\n",
                r->guard_threshold, 100.0 * GUARD_MAX_FPR);
+    if (r->guard_folds) report_guard_folds(t, r, out);
     buf_printf(out, "confusion (rows: true class, columns: predicted)\n%-12s", "");
     for (int c = 0; c < t->n_classes; c++) buf_printf(out, " %10.10s", t->class_names[c]);
     buf_putc(out, '\n');
@@ -1486,6 +1752,38 @@ static void group_mask(const route_trainer *t, int folds, int g, unsigned char *
     for (int i = 0; i < d->n; i++)
         mask[i] = group_of(t, folds, i) != g && !bsearch(&t->text_hash[i], held, nh, sizeof *held, cmp_u64);
     free(held);
+}
+
+void route_guard_fold_mask(const route_trainer *t, int folds, int f, unsigned char *mask) {
+    for (int i = 0; i < t->d->n; i++)
+        mask[i] = t->class_of_label[t->d->ex[i].label] >= 0 || group_of(t, folds, i) != f;
+}
+
+/* o.guard_folds: each harmful row scored by a model trained without its
+ * fold (route_guard_fold_mask), counted at the threshold r already has. */
+static void guard_fold_recall(route_trainer *t, const int *glabel, route_eval *r) {
+    const route_dataset *d = t->d;
+    int folds = t->o.guard_folds, pos[ROUTE_EVAL_MAX_SOURCES] = {0}, tp[ROUTE_EVAL_MAX_SOURCES] = {0};
+    unsigned char *mask = xmalloc((size_t)d->n + 1);
+    double t0 = clock_now_ms();
+    for (int f = 0; f < folds; f++) {
+        route_guard_fold_mask(t, folds, f, mask);
+        char *e = NULL;
+        route_model *m = route_trainer_fit(t, mask, &e);
+        free(e);
+        for (int i = 0; m && m->has_guard && i < d->n; i++) {
+            if (mask[i] || !glabel[i] || d->ex[i].aug_of >= 0) continue;
+            float z[ROUTE_MAX_CLASSES + 1];
+            route_model_logits(m, NULL, 0, d->ex[i].text, strlen(d->ex[i].text), z);
+            pos[d->ex[i].source]++;
+            tp[d->ex[i].source] += 1.0f / (1.0f + expf(-z[t->n_classes])) >= r->guard_threshold;
+        }
+        if (t->o.verbose) fprintf(stderr, "msoa router: held out guard fold %d (%.1f s)\n", f, (clock_now_ms() - t0) / 1000);
+        route_model_free(m);
+    }
+    r->guard_folds = folds;
+    for (int s = 0; s < d->n_sources; s++) r->guard_row_recall[s] = pos[s] ? (float)tp[s] / (float)pos[s] : 0.0f;
+    free(mask);
 }
 
 /* Out-of-group predictions of every example: router logits and guard score. */
@@ -1608,6 +1906,7 @@ int route_trainer_eval(route_trainer *t, int folds, route_eval *r, buf *report, 
         r->guard_n[s] = pos > neg ? pos : neg;
         r->guard_rate[s] = pos > neg ? (float)tp / (float)pos : neg ? (float)fp / (float)neg : 0;
     }
+    if (!folds && t->o.guard_folds >= 2 && p.has_guard) guard_fold_recall(t, glabel, r);
     r->seconds = (clock_now_ms() - t0) / 1000.0;
     if (report) report_eval(t, r, report);
     if (t->o.dump && dump_predictions(t, &p, t->o.dump, err)) rc = -1;
@@ -1628,7 +1927,10 @@ route_model *route_train_all(route_trainer *t, route_eval *r, char **err) {
          * probabilities should be honest, and false positives few, on
          * requests unlike the training data */
         char *e = NULL;
+        int guard_folds = t->o.guard_folds;
+        t->o.guard_folds = 0;   /* calibrating needs the out-of-source scores only */
         calibrated = route_trainer_eval(t, 0, r, NULL, &e) == 0;
+        t->o.guard_folds = guard_folds;
         free(e);   /* keep temperature 1 and the default threshold */
     }
     route_model *m = route_trainer_fit(t, NULL, err);

@@ -26,6 +26,10 @@ typedef struct route_train_opts {
     float l2_guard;      /* on the guard's dense weights */
     float l2_mil;        /* on the guard's word scorer (FEATS_MIL) */
     int mil_rank;        /* the word scorer leaves out the mil_rank most frequent words */
+    float l2_mem;        /* on the guard's memory (FEATS_MEM) */
+    float mem_lr;        /* its learning rate, times lr */
+    int mem_min;         /* the memory learns only words in this many harmful rows */
+    int mem_rank;        /* nor the mem_rank most frequent words (model.h FEATS_MEM) */
     unsigned features;   /* FEATS_* of model.h */
     uint32_t hash_bits;
     uint32_t max_bytes;  /* training texts are cut like requests */
@@ -55,6 +59,8 @@ typedef struct route_train_opts {
     int calibrate;       /* fit the temperature on leave-one-source-out predictions */
     float guard_threshold;    /* > 0: use it; else pick the lowest with <= 2% FPR per benign source */
     const char *dump;    /* eval: write every example's out-of-group prediction here (TSV) */
+    int guard_folds;     /* eval, >= 2: also score each harmful row by a model trained
+                            without its fold of the harmful rows (route_guard_fold_mask) */
     int verbose;         /* progress on stderr */
 } route_train_opts;
 
@@ -87,6 +93,9 @@ typedef struct route_eval {
     float guard_rate[ROUTE_EVAL_MAX_SOURCES]; /* recall (harmful) or FPR (benign) */
     int guard_harmful[ROUTE_EVAL_MAX_SOURCES];
     float guard_threshold;
+    int guard_folds;                          /* o.guard_folds: the next is set */
+    float guard_row_recall[ROUTE_EVAL_MAX_SOURCES];   /* harmful sources, at guard_threshold,
+                                                         each row scored without its fold */
     int confusion[ROUTE_MAX_CLASSES][ROUTE_MAX_CLASSES];
     double seconds;
 } route_eval;
@@ -94,9 +103,27 @@ typedef struct route_eval {
 /* folds 0: leave-one-source-out: for each source, trains on all the others
  * (minus any text that also occurs in the held-out source) and tests on
  * it. folds >= 2: the same over random folds of rows (how well seen
- * sources are learnt). Fills r and, if report is not NULL, appends a
+ * sources are learnt). With folds 0 and o.guard_folds >= 2, also the
+ * guard's recall on each harmful source with its rows held out by
+ * route_guard_fold_mask (what the guard learns from rows like them), at
+ * the threshold set out of source. Fills r and, if report is not NULL, appends a
  * readable report. */
 int route_trainer_eval(route_trainer *t, int folds, route_eval *r, buf *report, char **err);
+
+/* One step of a word's or pair's memory (FEATS_MEM): moved down the
+ * gradient by step, shrunk (L2), and never below 0: the memory can only
+ * raise the guard's score, so a text without a learnt word keeps the
+ * score of the guard's head. */
+static inline float route_mem_update(float w, float step, float shrink) {
+    float v = (w - step) * shrink;
+    return v > 0 ? v : 0.0f;
+}
+
+/* The training mask of guard fold f of `folds` (o.guard_folds): every
+ * row but the guard's harmful rows whose text falls in fold f, by text
+ * hash as --folds splits rows, so the copies and rewordings of a text
+ * share its fold; every benign row stays in training. */
+void route_guard_fold_mask(const route_trainer *t, int folds, int f, unsigned char *mask);
 
 /* The whole of `msoa router train`: fit on everything; with o->calibrate,
  * first a leave-one-source-out pass for the temperature and the guard

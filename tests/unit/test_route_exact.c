@@ -9,7 +9,7 @@
  * glued long ones and ones with a system prompt, and on texts made to
  * hit the scanner's corners, with the default model and with a made-up
  * model that has every feature group (hashed words and pairs, clusters,
- * the guard's word scores). A change to what classifying computes must
+ * the guard's word scores and its memory of words and pairs). A change to what classifying computes must
  * change the reference with it. */
 #include <math.h>
 #include <stdio.h>
@@ -142,6 +142,8 @@ typedef struct ref_acc {
     float hid[ROUTE_MAX_HIDDEN];
     float lex[ROUTE_LEX_SLOTS];
     int32_t lex_row[ROUTE_LEX_SLOTS];
+    uint32_t mem, words;   /* FEATS_MEM: the memory of the words and pairs read, and the words */
+    int pair_start;        /* the word before starts a pair */
 } ref_acc;
 
 static void ref_word(void *ctx, const char *w, size_t len, const vocab_entry *e, uint64_t h, uint64_t bigram) {
@@ -150,6 +152,11 @@ static void ref_word(void *ctx, const char *w, size_t len, const vocab_entry *e,
     int no = m->n_out;
     (void)w;
     (void)len;
+    uint32_t f = e ? e->flags : 0;
+    const vocab_entry *pair = (f & LEX_PAIR) && a->pair_start && bigram ? vocab_get(&m->vocab, bigram) : NULL;
+    a->mem += (f >> 16) + (pair ? pair->flags >> 16 : 0);
+    a->pair_start = (f & LEX_PAIR_START) != 0;
+    a->words++;
     if (e && e->row >= 0) {
         const float *p = m->pack + (size_t)e->row * (size_t)m->pack_stride;
         a->wsum += p[0];
@@ -209,6 +216,7 @@ static void ref_logits(const route_model *m, const char *sys, size_t slen, const
     for (int j = 0; j < m->nx; j++)
         for (int o = 0; o < no; o++) z[o] += x[j] * m->hand_w[j * no + o];
     if (m->features & FEATS_MIL) z[nc] += a.gmax;
+    if (m->features & FEATS_MEM) z[nc] += (float)a.mem * (1.0f / (1024.0f * ((float)a.words + 4.0f)));
     if (m->features & FEATS_HIDDEN) {
         float hv[ROUTE_MAX_HIDDEN];
         for (int k = 0; k < nh; k++) hv[k] = m->hid_b[k] + a.hid[k] * inv;
@@ -274,7 +282,7 @@ static float rnd(uint64_t *r) {
 static route_model *made_up_model(const route_dataset *d) {
     char *names[] = {"general", "code", "math", "reasoning"};
     unsigned feats = FEATS_EMBED | FEATS_HAND | FEATS_UNIGRAM | FEATS_BIGRAM | FEATS_PROTO | FEATS_CLUSTER |
-                     FEATS_STYLE | FEATS_MIL | FEATS_HIDDEN | FEATS_LEX;
+                     FEATS_STYLE | FEATS_MIL | FEATS_HIDDEN | FEATS_LEX | FEATS_MEM;
     uint32_t rows = 3000, bits = 10;
     route_model *m = route_model_new(4, names, feats, bits, rows);
     uint64_t r = 12345;
@@ -296,6 +304,33 @@ static route_model *made_up_model(const route_dataset *d) {
         }
     }
     vocab_add_lexicons(&m->vocab);
+    /* the guard's memory: a value on one entry in five, and on one pair
+     * in three of the words the texts put side by side, its words marked
+     * as training marks them */
+    uint64_t *keys = malloc(sizeof(uint64_t) * (m->vocab.mask + 1));
+    uint32_t nk = 0;
+    for (uint32_t i = 0; i <= m->vocab.mask; i++)
+        if (m->vocab.slots[i].key) keys[nk++] = m->vocab.slots[i].key;
+    for (uint32_t k = 0; k < nk; k += 5) vocab_put(&m->vocab, keys[k], -1, (k * 7919u % 0xffffu + 1) << 16);
+    free(keys);
+    for (int i = 0, n = 0; i < d->n; i += 3) {
+        const char *t = d->ex[i].text;
+        uint64_t prev = 0;
+        for (size_t a = 0, b; t[a]; a = b) {
+            for (b = a; t[b] && ref_word_byte((unsigned char)t[b]); b++) {}
+            if (b == a) {
+                b++;
+                continue;
+            }
+            uint64_t h = feat_hash_word(t + a, b - a);
+            if (prev && n++ % 3 == 0) {
+                vocab_put(&m->vocab, (prev * 0x9e3779b97f4a7c15ull) ^ h, -1, ((uint32_t)n * 104729u % 0xffffu + 1) << 16);
+                vocab_put(&m->vocab, prev, -1, LEX_PAIR_START);
+                vocab_put(&m->vocab, h, -1, LEX_PAIR);
+            }
+            prev = h;
+        }
+    }
     m->vocab.n_rows = (int32_t)rows;
     m->vocab.row_weight = calloc(rows, sizeof(float));
     m->guard_word = calloc(rows, sizeof(float));

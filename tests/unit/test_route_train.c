@@ -616,6 +616,240 @@ static void test_smooth(void) {
     free(emb);
 }
 
+/* make_dataset plus a source of harmful rows in words no lexicon or
+ * embedding knows ("zorblax", "quibble": learnt from the rows or not at
+ * all), one word in only two harmful rows ("flurg"), two of its texts
+ * copied into src1, and benign rows that share a word with them
+ * ("neighbour"). */
+static void make_mem_dataset(route_dataset *d) {
+    buf t = BUF_INIT;
+    make_dataset(d, 40);
+    int src = dataset_source(d, "src0"), hsrc = dataset_source(d, "harm"), harm = dataset_label(d, "harmful"),
+        lang = dataset_label(d, "language");
+    for (int i = 0; i < 12; i++) {
+        buf_clear(&t);
+        buf_printf(&t, "Please zorblax the quibble of my neighbour number %d%s", i, i < 2 ? " with flurg" : "");
+        dataset_add(d, t.data, harm, hsrc);
+        if (i >= 10) dataset_add(d, t.data, harm, dataset_source(d, "src1"));
+    }
+    for (int i = 0; i < 30; i++) {
+        buf_clear(&t);
+        buf_printf(&t, "Please write a letter to my neighbour about the %s, part %d", nouns[i % 6], i);
+        dataset_add(d, t.data, lang, src);
+    }
+    buf_free(&t);
+}
+
+/* The memory's update is raise-only: it moves with the gradient and
+ * shrinks, but a step down from a small value stops at 0. */
+static void test_memory_update(void) {
+    CHECK(route_mem_update(1.0f, -0.5f, 0.5f) == 0.75f);   /* a harmful row raises it */
+    CHECK(route_mem_update(1.0f, 0.25f, 1.0f) == 0.75f);   /* a benign row lowers it */
+    CHECK(route_mem_update(0.1f, 0.5f, 1.0f) == 0.0f);     /* ... but not below 0 */
+    CHECK(route_mem_update(0.0f, 0.5f, 0.99f) == 0.0f);
+}
+
+static uint32_t mem_of(const route_model *m, const char *w) {
+    const vocab_entry *e = vocab_get(&m->vocab, feat_hash_word(w, strlen(w)));
+    return e ? lex_mem(e->flags) : 0;
+}
+
+static float guard_logit(const route_model *m, const char *text) {
+    float z[ROUTE_MAX_CLASSES + 1];
+    route_model_logits(m, NULL, 0, text, strlen(text), z);
+    return z[m->n_classes];
+}
+
+/* The guard's memory (FEATS_MEM): learns the words of the harmful rows,
+ * even words outside the embeddings, and their pairs; not words of a
+ * request's form, nor words of fewer than mem_min harmful rows; it is
+ * trained on top of the head, so a text without a learnt word keeps the
+ * score of the same guard trained without it, and it only raises. */
+static void test_memory(void) {
+    char *emb = write_embeddings();
+    route_dataset d;
+    make_mem_dataset(&d);
+    route_train_opts o = opts(emb);
+    o.mem_rank = 0;   /* the tiny vocabulary has no frequent words */
+    route_model *plain = train(&d, &o);
+    o.features |= FEATS_MEM;
+    route_model *m = train(&d, &o);
+    CHECK(plain && m);
+    if (plain && m) {
+        CHECK(mem_of(m, "zorblax") > 0);
+        CHECK(mem_of(m, "quibble") > 0);
+        CHECK(mem_of(plain, "zorblax") == 0);
+        CHECK(mem_of(m, "flurg") == 0);      /* two harmful rows: fewer than mem_min */
+        CHECK(mem_of(m, "autumn") == 0);     /* benign rows only */
+        CHECK(mem_of(m, "how") == 0);        /* a request's form */
+        /* the pair is looked up: its words are marked, its key holds memory */
+        uint64_t a = feat_hash_word("zorblax", 7), b = feat_hash_word("the", 3);
+        const vocab_entry *pa = vocab_get(&m->vocab, a), *pb = vocab_get(&m->vocab, b),
+                          *pair = vocab_get(&m->vocab, (a * 0x9e3779b97f4a7c15ull) ^ b);
+        CHECK(pa && (pa->flags & LEX_PAIR_START) && pb && (pb->flags & LEX_PAIR));
+        CHECK(pair && lex_mem(pair->flags) > 0);
+        /* texts of no word of a harmful row keep the plain guard's score;
+         * one with a word of the harmful rows is only raised */
+        const char *seen = "Could you zorblax the quibble for me", *shared = "Please write a letter to my neighbour",
+                   *benign[] = {"Compose sonnets about autumn rain", "What is 12 plus 30? Compute it."};
+        CHECK(guard_logit(m, seen) > guard_logit(plain, seen) + 0.3f);
+        CHECK(guard_logit(m, shared) >= guard_logit(plain, shared));
+        for (size_t i = 0; i < sizeof benign / sizeof *benign; i++)
+            CHECK(guard_logit(m, benign[i]) == guard_logit(plain, benign[i]));
+        for (uint32_t i = 0; i <= m->vocab.mask; i++)   /* only the guard's memory differs */
+            if (m->vocab.slots[i].key && lex_mem(m->vocab.slots[i].flags)) CHECK(m->features & FEATS_MEM);
+        route_decision dec;
+        route_classify(m, NULL, 0, seen, strlen(seen), ROUTE_EXPLAIN, &dec);
+        int named = 0;   /* explanations credit the learnt words */
+        for (int i = 0; i < dec.n_guard_top; i++) named |= strcmp(dec.guard_top[i].name, "zorblax") == 0;
+        CHECK(!dec.unsafe || named);
+    }
+    route_model_free(plain);
+    route_model_free(m);
+    dataset_free(&d);
+    remove(emb);
+    free(emb);
+}
+
+/* A model with memory survives save/load with the same scores; a file
+ * whose words carry memory without the feature, or a version 5 file that
+ * claims it, is refused; a version 5 file without it still loads. */
+static void test_memory_format(void) {
+    char *emb = write_embeddings(), *path = tmp_model("mem"), *bad = tmp_model("membad");
+    route_dataset d;
+    make_mem_dataset(&d);
+    route_train_opts o = opts(emb);
+    o.mem_rank = 0;
+    o.features |= FEATS_MEM;
+    route_model *m = train(&d, &o);
+    char *err = NULL;
+    const char *text = "Could you zorblax the quibble for me";
+    CHECK(m && route_model_save(m, path, &err) == 0);
+    route_model *l = route_model_load(path, &err);
+    CHECK(l != NULL);
+    if (m && l) CHECK(guard_logit(l, text) == guard_logit(m, text));
+    route_model_free(l);
+    buf f = BUF_INIT;
+    CHECK_EQ_INT(read_all(path, &f), 0);
+    uint32_t version, feats;
+    CHECK(f.len > 28);
+    memcpy(&version, f.data + 8, 4);
+    memcpy(&feats, f.data + 24, 4);
+    CHECK_EQ_INT((int)version, 6);
+    CHECK(feats & FEATS_MEM);
+    for (int v = 0; v < 3; v++) {   /* memory without the feature; version 5 with it; unknown version */
+        buf c = BUF_INIT;
+        buf_append(&c, f.data, f.len);
+        uint32_t nf = v == 0 ? feats & ~(uint32_t)FEATS_MEM : feats, nv = v == 1 ? 5 : v == 2 ? 7 : 6;
+        memcpy(c.data + 24, &nf, 4);
+        memcpy(c.data + 8, &nv, 4);
+        FILE *w = fopen(bad, "wb");
+        CHECK(w && fwrite(c.data, 1, c.len, w) == c.len);
+        if (w) fclose(w);
+        free(err);
+        err = NULL;
+        CHECK(route_model_load(bad, &err) == NULL);
+        CHECK_CONTAINS(err, "not a router model file");
+        buf_free(&c);
+    }
+    buf_free(&f);
+    o.features &= ~(uint32_t)FEATS_MEM;   /* the format before the memory */
+    route_model *plain = train(&d, &o);
+    CHECK(plain && route_model_save(plain, bad, &err) == 0);
+    buf c = BUF_INIT;
+    CHECK_EQ_INT(read_all(bad, &c), 0);
+    uint32_t five = 5;
+    memcpy(c.data + 8, &five, 4);
+    FILE *w = fopen(bad, "wb");
+    CHECK(w && fwrite(c.data, 1, c.len, w) == c.len);
+    if (w) fclose(w);
+    l = route_model_load(bad, &err);
+    CHECK(l != NULL);
+    if (l && plain) CHECK(guard_logit(l, text) == guard_logit(plain, text));
+    route_model_free(l);
+    route_model_free(plain);
+    buf_free(&c);
+    free(err);
+    route_model_free(m);
+    dataset_free(&d);
+    remove(path);
+    remove(bad);
+    free(path);
+    free(bad);
+    remove(emb);
+    free(emb);
+}
+
+/* --guard-folds: each fold holds out only harmful rows, every harmful row
+ * is held out by exactly one fold, copies of a text by the same one; the
+ * evaluation reports the row-held-out recall beside the source-held-out
+ * one, and the plain leave-one-source-out report stays as it was. */
+static void test_guard_folds(void) {
+    char *emb = write_embeddings();
+    route_dataset d;
+    make_mem_dataset(&d);
+    route_train_opts o = opts(emb);
+    o.features |= FEATS_MEM;
+    o.mem_rank = 0;
+    char *err = NULL;
+    route_trainer *t = route_trainer_new(&d, &o, &err);
+    CHECK(t != NULL);
+    int folds = 4, *held = calloc((size_t)d.n, sizeof(int)), *fold_of = calloc((size_t)d.n, sizeof(int));
+    unsigned char *mask = malloc((size_t)d.n);
+    int nonempty = 0;
+    for (int f = 0; t && f < folds; f++) {
+        route_guard_fold_mask(t, folds, f, mask);
+        int out = 0;
+        for (int i = 0; i < d.n; i++)
+            if (!mask[i]) held[i]++, fold_of[i] = f, out++;
+        nonempty += out > 0;
+    }
+    CHECK_EQ_INT(nonempty, folds);
+    int copies = 0;
+    for (int i = 0; i < d.n; i++) {
+        CHECK_EQ_INT(held[i], d.label_guard[d.ex[i].label] ? 1 : 0);
+        for (int j = 0; j < i; j++)
+            if (d.label_guard[d.ex[i].label] && strcmp(d.ex[i].text, d.ex[j].text) == 0) {
+                CHECK_EQ_INT(fold_of[i], fold_of[j]);
+                copies++;
+            }
+    }
+    CHECK(copies > 0);   /* the generator repeats harmful texts */
+    route_eval r;
+    buf plain = BUF_INIT, rep = BUF_INIT;
+    CHECK(t && route_trainer_eval(t, 0, &r, &plain, &err) == 0);
+    CHECK(strstr(plain.data, "row held out") == NULL);
+    CHECK_EQ_INT(r.guard_folds, 0);
+    route_trainer_free(t);
+    o.guard_folds = 3;
+    t = route_trainer_new(&d, &o, &err);
+    route_eval g;
+    CHECK(t && route_trainer_eval(t, 0, &g, &rep, &err) == 0);
+    CHECK_EQ_INT(g.guard_folds, 3);
+    CHECK_CONTAINS(rep.data, "row held out");
+    CHECK(strncmp(rep.data, plain.data, strstr(plain.data, "confusion") - plain.data - 1) == 0 ||
+          strstr(rep.data, "harmful rows held out") != NULL);
+    CHECK(g.guard_threshold == r.guard_threshold);   /* the threshold stays the out-of-source one */
+    int harmful = 0;
+    for (int s = 0; s < g.n_sources; s++)
+        if (g.guard_harmful[s]) {
+            harmful++;
+            /* the memory learns the harm source's words from its other rows,
+             * which a model without that source cannot */
+            CHECK(g.guard_row_recall[s] >= g.guard_rate[s] + 0.5f);
+        }
+    CHECK(harmful > 0);
+    buf_free(&plain);
+    buf_free(&rep);
+    route_trainer_free(t);
+    free(held);
+    free(fold_of);
+    free(mask);
+    dataset_free(&d);
+    remove(emb);
+    free(emb);
+}
+
 int main(void) {
     TEST(test_determinism);
     TEST(test_roundtrip_and_accuracy);
@@ -628,5 +862,9 @@ int main(void) {
     TEST(test_word_scorer);
     TEST(test_logit_adjust);
     TEST(test_smooth);
+    TEST(test_memory_update);
+    TEST(test_memory);
+    TEST(test_memory_format);
+    TEST(test_guard_folds);
     return test_done();
 }
