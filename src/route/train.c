@@ -776,6 +776,15 @@ static uint64_t rng_next(uint64_t *s) {   /* xorshift64* */
     return *s * 2685821657736338717ull;
 }
 
+/* Fisher-Yates: the order in which an epoch visits the examples. */
+static void shuffle(int *order, int n, uint64_t *rng) {
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rng_next(rng) % (uint64_t)(i + 1)), tmp = order[i];
+        order[i] = order[j];
+        order[j] = tmp;
+    }
+}
+
 /* Example weights: with balance, every class weighs the same in total,
  * and (balance 2) within a class every source too, so that a big source
  * (6,000 BIG-Bench-Hard rows) cannot make its style the class. */
@@ -1109,11 +1118,7 @@ static void sgd(const route_trainer *t, lin *m, const int *idx, const int *y, co
     lin *avg = t->o.average && m->nh ? lin_zero_like(t, m) : NULL;
     for (int i = 0; i < n; i++) order[i] = i;
     for (int ep = 0; ep < epochs; ep++) {
-        for (int i = n - 1; i > 0; i--) {   /* Fisher-Yates */
-            int j = (int)(rng_next(&rng) % (uint64_t)(i + 1)), tmp = order[i];
-            order[i] = order[j];
-            order[j] = tmp;
-        }
+        shuffle(order, n, &rng);
         float lr = t->o.lr / sqrtf(1.0f + (float)ep);
         float shrink = 1.0f - lr * m->l2;
         for (int r = 0; r < n; r++) {
@@ -1232,11 +1237,7 @@ static void mem_fit(const route_trainer *t, lin *m, const int *idx, const int *y
     }
     m->mw = mw;
     for (int ep = 0; ep < epochs; ep++) {
-        for (int i = n - 1; i > 0; i--) {   /* Fisher-Yates */
-            int j = (int)(rng_next(&rng) % (uint64_t)(i + 1)), tmp = order[i];
-            order[i] = order[j];
-            order[j] = tmp;
-        }
+        shuffle(order, n, &rng);
         float lr = t->o.lr / sqrtf(1.0f + (float)ep);
         for (int r = 0; r < n; r++) {
             int a = order[r];

@@ -28,6 +28,13 @@ static int ref_word_byte(unsigned c) {
     return c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
+/* The next word of t at or after *a: [*a, *b). 0 at the end of t. */
+static int next_word(const char *t, size_t *a, size_t *b) {
+    while (t[*a] && !ref_word_byte((unsigned char)t[*a])) (*a)++;
+    for (*b = *a; t[*b] && ref_word_byte((unsigned char)t[*b]); (*b)++) {}
+    return *b > *a;
+}
+
 typedef struct ref_counts {
     uint32_t bytes, words, lines, indented, digits, ops, brackets, latex, codepunct, numbers, idents, upper,
         letters, qmarks, word_chars, options;
@@ -292,12 +299,7 @@ static route_model *made_up_model(const route_dataset *d) {
     uint32_t next = 0, distinct = 0;
     for (int i = 0; i < d->n && next < rows; i++) {
         const char *t = d->ex[i].text;
-        for (size_t a = 0, b; t[a]; a = b) {
-            for (b = a; t[b] && ref_word_byte((unsigned char)t[b]); b++) {}
-            if (b == a) {
-                b++;
-                continue;
-            }
+        for (size_t a = 0, b; next_word(t, &a, &b); a = b) {
             uint64_t h = feat_hash_word(t + a, b - a);
             if (!vocab_get(&m->vocab, h) && next < rows)
                 vocab_put(&m->vocab, h, distinct++ % 7 == 6 ? -1 : (int32_t)next++, 0);
@@ -316,12 +318,7 @@ static route_model *made_up_model(const route_dataset *d) {
     for (int i = 0, n = 0; i < d->n; i += 3) {
         const char *t = d->ex[i].text;
         uint64_t prev = 0;
-        for (size_t a = 0, b; t[a]; a = b) {
-            for (b = a; t[b] && ref_word_byte((unsigned char)t[b]); b++) {}
-            if (b == a) {
-                b++;
-                continue;
-            }
+        for (size_t a = 0, b; next_word(t, &a, &b); a = b) {
             uint64_t h = feat_hash_word(t + a, b - a);
             if (prev && n++ % 3 == 0) {
                 vocab_put(&m->vocab, (prev * 0x9e3779b97f4a7c15ull) ^ h, -1, ((uint32_t)n * 104729u % 0xffffu + 1) << 16);
