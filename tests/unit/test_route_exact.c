@@ -433,6 +433,8 @@ static void test_default_model_exact(void) {
     char *err = NULL;
     route_model *m = route_model_load(test_source_path("models/router.msoa"), &err);
     CHECK(m != NULL);
+    if (err) fprintf(stderr, "  %s\n", err);
+    free(err);
     if (m) {
         int n = 0;
         check_model(m, &d, &n);
