@@ -383,6 +383,9 @@ static void load_texts(route_dataset *d) {
         char rel[256];
         snprintf(rel, sizeof rel, "models/data/%s.jsonl", files[i]);
         CHECK_EQ_INT(dataset_load_user_file(d, test_source_path(rel), &err), 0);
+        if (err) fprintf(stderr, "  %s\n", err);
+        free(err);
+        err = NULL;
     }
     int src = dataset_source(d, "corners");
     for (size_t i = 0; i < sizeof corner_texts / sizeof *corner_texts; i++) dataset_add(d, corner_texts[i], 0, src);
@@ -393,6 +396,7 @@ static void load_texts(route_dataset *d) {
     route_dataset shared;
     dataset_init(&shared);
     CHECK_EQ_INT(dataset_load(&shared, test_shared_path("data"), &err), 0);
+    free(err);
     src = dataset_source(d, "shared");
     for (int i = 0; i < shared.n; i += 40) dataset_add(d, shared.ex[i].text, 0, src);
     dataset_free(&shared);
