@@ -694,7 +694,7 @@ void feat_end(const feat_state *s, float h[FEAT_HAND_N]) {
     h[23] = logf(1.0f + (float)s->judging);
     /* a request names its harm in a few words; a story or an article
      * that mentions one has many more words around it */
-    h[24] = s->guarding ? 0.0f : ratio(s->harm_words + s->harm_acts, s->words);
+    h[24] = ratio(s->harm_words + s->harm_acts, s->words);
     h[25] = s->harm_words + s->harm_acts ? logf(1.0f + (float)s->aims) : 0.0f;
     /* a density, but of a text long enough to be a set of rules */
     h[26] = s->words >= 40 ? ratio(s->metas, s->words) : 0.0f;
