@@ -19,7 +19,7 @@ const char *const feat_hand_names[FEAT_HAND_N] = {
     "role-play-words", "numbers",         "identifiers",     "upper-case",
     "word-length",     "number-count",    "request",         "harmful-words",
     "harmful-request", "harmful-acts",    "options",         "judging",
-    "harm-density",    "harm-aimed",      "self-talk",       "guarding",
+    "harm-density",    "harm-aimed",      "self-talk",
 };
 
 const char *const feat_hand_sign[FEAT_HAND_N] = {
@@ -29,7 +29,7 @@ const char *const feat_hand_sign[FEAT_HAND_N] = {
     "unsafe", "math", "code",   NULL,
     NULL,   "math",   "unsafe", "unsafe",
     "unsafe", "unsafe", "safe",   "safe",
-    "unsafe",   "unsafe",   "unsafe", "safe",
+    "unsafe",   "unsafe",   "unsafe",
 };
 
 uint64_t feat_hash_word(const char *w, size_t len) {
@@ -366,23 +366,6 @@ static const char *const lex_judge[] = {
     "sentiment", "label", "decide", "assess", "evaluate", "rate", "rating",
 };
 
-/* Guarding against a harm: protecting from it, preventing it, knowing
- * it when seen ("How do phishing emails trick people, so I can teach my
- * parents?", "the warning signs of"). Written from general knowledge of
- * how safety advice is worded, not from the data sets. Not "avoid" ("avoid
- * detection" covers an act), "report" (a report is also a thing to write
- * or forge), "safe" or "safety" alone (jailbreaks talk of safety filters).
- * A lowering-only sign, as "judging" is. */
-static const char *const lex_guard[] = {
-    "protect", "prevent", "defend", "recognize", "safeguard",
-};
-static const char *const lex_guard_noun[] = {
-    "protection", "prevention", "protective", "preventive", "awareness",
-};
-static const char *const pair_guard[] = {
-    "warning signs", "red flags", "stay safe", "staying safe", "keep safe",
-};
-
 /* Whom a harm is aimed at, and its spreading: "violence against a group",
  * "spy on people", "promotes self-harm". Counted only beside a harm: on
  * their own they are the words of every other text. */
@@ -521,9 +504,6 @@ void vocab_add_lexicons(route_vocab *v) {
     add_pairs(v, pair_wipe, sizeof pair_wipe / sizeof *pair_wipe, LEX_HARM);
     add_pairs(v, pair_cover, sizeof pair_cover / sizeof *pair_cover, LEX_ACT);
     add_pairs(v, pair_role, sizeof pair_role / sizeof *pair_role, LEX_ROLE);
-    add_inflected(v, lex_guard, sizeof lex_guard / sizeof *lex_guard, LEX_GUARD, 1);
-    add_lexicon(v, lex_guard_noun, sizeof lex_guard_noun / sizeof *lex_guard_noun, LEX_GUARD);
-    add_pairs(v, pair_guard, sizeof pair_guard / sizeof *pair_guard, LEX_GUARD);
     vocab_put(v, feat_hash_word("how", 3), -1, LEX_HOW);
 }
 
@@ -615,7 +595,6 @@ static const unsigned char *scan_word(feat_state *s, const unsigned char *p,
     s->harm_words += ((f & LEX_HARM) != 0) + ((pf & LEX_HARM) != 0);
     s->harm_acts += ((f & LEX_ACT) != 0) + ((pf & LEX_ACT) != 0);
     s->judging += (f & LEX_JUDGE) != 0;
-    s->guarding += ((f & LEX_GUARD) != 0) + ((pf & LEX_GUARD) != 0);
     s->aims += (f & LEX_AIM) != 0;
     s->metas += (f & LEX_META) != 0;
     /* a multiple-choice option: "A." or "(B)", a question, not a request */
@@ -698,5 +677,4 @@ void feat_end(const feat_state *s, float h[FEAT_HAND_N]) {
     h[25] = s->harm_words + s->harm_acts ? logf(1.0f + (float)s->aims) : 0.0f;
     /* a density, but of a text long enough to be a set of rules */
     h[26] = s->words >= 40 ? ratio(s->metas, s->words) : 0.0f;
-    h[27] = logf(1.0f + (float)s->guarding);
 }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Hand-made dense features; see feat_hand_names for what each is. */
-enum { FEAT_HAND_N = 28 };
+enum { FEAT_HAND_N = 27 };
 extern const char *const feat_hand_names[FEAT_HAND_N];
 /* The class a feature is a sign of ("code", "math", "unsafe") or NULL.
  * Training lets a sign feature count only for its class, and only in its
@@ -39,7 +39,6 @@ enum {
     LEX_META = 4096,   /* talk about the assistant's own answers ("respond", "mode"...) (guard) */
     LEX_PAIR_START = 8192,   /* ...when the word before starts one */
     LEX_NAMED = 16384, /* a harm that is a name ("Sarin"): counted however capitalised */
-    LEX_GUARD = 32768, /* protecting against a harm or recognising it ("prevent", "warning signs") (guard) */
 };
 
 /* The guard's memory (model.h FEATS_MEM): the high 16 bits of an entry's
@@ -86,7 +85,7 @@ typedef struct feat_state {
     void *ctx;
     uint32_t bytes, words, lines, indented, digits, ops, brackets, latex, codepunct,
         code_words, math_words, role_words, numbers, idents, upper, letters, qmarks, word_chars,
-        harm_words, harm_acts, requests, options, judging, aims, metas, guarding;
+        harm_words, harm_acts, requests, options, judging, aims, metas;
     uint32_t mem;      /* the memory of the words and pairs read (lex_mem) */
     int after_how;     /* the previous word was "how" */
     int sentence;      /* the next word starts a sentence (its capital is no name's) */

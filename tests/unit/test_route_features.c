@@ -297,27 +297,6 @@ static void test_guard_lexicons(void) {
     vocab_free(&v);
 }
 
-/* Guarding against a harm: its verbs in every form and both spellings,
- * and its phrases as pairs, counted once each; not the words that cover
- * an act ("avoid detection") nor "safe" alone. */
-static void test_guard_guarding(void) {
-    route_vocab v;
-    vocab_init(&v, 16);
-    vocab_add_lexicons(&v);
-    int guard = find("guarding");
-    float h[FEAT_HAND_N];
-    words_seen w = {0};
-    hand_of(&v, "how can I protect my parents from phishing", h, &w);
-    CHECK_EQ_INT((int)lroundf(expf(h[guard]) - 1), 1);
-    hand_of(&v, "recognising and preventing scams, and protected accounts", h, &w);
-    CHECK_EQ_INT((int)lroundf(expf(h[guard]) - 1), 3);
-    hand_of(&v, "what are the warning signs of grooming and how do kids stay safe", h, &w);
-    CHECK_EQ_INT((int)lroundf(expf(h[guard]) - 1), 2);
-    hand_of(&v, "avoid detection with a safe warning and red paint", h, &w);
-    CHECK(h[guard] == 0);
-    vocab_free(&v);
-}
-
 int main(void) {
     TEST(test_gunzip);
     TEST(test_csv_quoting);
@@ -326,6 +305,5 @@ int main(void) {
     TEST(test_scanner_signs);
     TEST(test_guard_signs);
     TEST(test_guard_lexicons);
-    TEST(test_guard_guarding);
     return test_done();
 }
