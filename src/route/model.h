@@ -10,6 +10,7 @@
 #ifndef MSOA_ROUTE_MODEL_H
 #define MSOA_ROUTE_MODEL_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "route/features.h"
@@ -127,6 +128,11 @@ void route_model_prepare(route_model *m);
 /* Computes the raw logits (before temperature) of a text. */
 void route_model_logits(const route_model *m, const char *system, size_t system_len,
                         const char *user, size_t user_len, float *logits);
+/* The guard's score (probability of unsafe) from a text's logits: 0
+ * for a model without a guard. */
+static inline float route_guard_score(const route_model *m, const float *logits) {
+    return m->has_guard ? 1.0f / (1.0f + expf(-logits[m->n_classes])) : 0.0f;
+}
 
 /* Keeps the top (descending) highest scores of distinct rows in
  * best[0..top) / row[0..top) (row -1: empty); shared by training and

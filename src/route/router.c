@@ -771,7 +771,7 @@ int route_classify(const route_model *m, const char *sys, size_t slen, const cha
     d->domain = best;
     d->domain_name = m->class_names[best];
     d->has_guard = m->has_guard;
-    d->guard_score = m->has_guard ? 1.0f / (1.0f + expf(-z[k])) : 0.0f;
+    d->guard_score = route_guard_score(m, z);
     d->unsafe = m->has_guard && d->guard_score >= m->guard_threshold;
     d->n_top = d->n_guard_top = 0;
     if (flags & ROUTE_EXPLAIN) explain(m, sys, slen, user, ulen, &a, hand, d);

@@ -1760,6 +1760,16 @@ void route_guard_fold_mask(const route_trainer *t, int folds, int f, unsigned ch
         mask[i] = t->class_of_label[t->d->ex[i].label] >= 0 || group_of(t, folds, i) != f;
 }
 
+/* A model trained on the rows mask keeps, or NULL when it cannot be
+ * trained (e.g. the only source of every router class held out): its
+ * held-out rows then go unscored. */
+static route_model *fit_without(route_trainer *t, const unsigned char *mask) {
+    char *e = NULL;
+    route_model *m = route_trainer_fit(t, mask, &e);
+    free(e);
+    return m;
+}
+
 /* o.guard_folds: each harmful row scored by a model trained without its
  * fold (route_guard_fold_mask), counted at the threshold r already has. */
 static void guard_fold_recall(route_trainer *t, const int *glabel, route_eval *r) {
@@ -1769,15 +1779,13 @@ static void guard_fold_recall(route_trainer *t, const int *glabel, route_eval *r
     double t0 = clock_now_ms();
     for (int f = 0; f < folds; f++) {
         route_guard_fold_mask(t, folds, f, mask);
-        char *e = NULL;
-        route_model *m = route_trainer_fit(t, mask, &e);
-        free(e);
+        route_model *m = fit_without(t, mask);
         for (int i = 0; m && m->has_guard && i < d->n; i++) {
             if (mask[i] || !glabel[i] || d->ex[i].aug_of >= 0) continue;
             float z[ROUTE_MAX_CLASSES + 1];
             route_model_logits(m, NULL, 0, d->ex[i].text, strlen(d->ex[i].text), z);
             pos[d->ex[i].source]++;
-            tp[d->ex[i].source] += 1.0f / (1.0f + expf(-z[t->n_classes])) >= r->guard_threshold;
+            tp[d->ex[i].source] += route_guard_score(m, z) >= r->guard_threshold;
         }
         if (t->o.verbose) fprintf(stderr, "msoa router: held out guard fold %d (%.1f s)\n", f, (clock_now_ms() - t0) / 1000);
         route_model_free(m);
@@ -1802,15 +1810,13 @@ static void predict_groups(route_trainer *t, int folds, oog *p) {
     double t0 = clock_now_ms();
     for (int g = 0; g < groups; g++) {
         group_mask(t, folds, g, mask);
-        char *e = NULL;
-        route_model *m = route_trainer_fit(t, mask, &e);
-        free(e);   /* e.g. the only source of every router class held out */
+        route_model *m = fit_without(t, mask);
         for (int i = 0; m && i < d->n; i++) {
             if (group_of(t, folds, i) != g || d->ex[i].aug_of >= 0) continue;
             float z[ROUTE_MAX_CLASSES + 1];
             route_model_logits(m, NULL, 0, d->ex[i].text, strlen(d->ex[i].text), z);
             memcpy(p->logits + (size_t)i * (size_t)k, z, sizeof(float) * (size_t)k);
-            p->score[i] = m->has_guard ? 1.0f / (1.0f + expf(-z[k])) : 0.0f;
+            p->score[i] = route_guard_score(m, z);
             p->predicted[i] = 1;
         }
         if (m) p->has_guard |= m->has_guard;
